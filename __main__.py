@@ -1,0 +1,3 @@
+from tildekit.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""tildekit.export."""

@@ -1,0 +1,139 @@
+"""The model card: one typed record of a model's shape, used by every consumer.
+
+Exporters embed it in every file they write (TorchScript / `.nm` extra file ``tildekit.json``,
+ONNX metadata property ``tildekit.card``); the patch generator, the OSC map, the engine and
+the benchmarks read it back from the file, without the training code or the checkpoint.
+
+Pure data: no torch import here, so reading a card is cheap.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# Bump when a reader of an older tildekit could misread a newer card.
+CARD_FORMAT = 1
+CARD_FILE_NAME = "tildekit.json"  # extra file in .ts / .nm archives
+CARD_ONNX_KEY = "tildekit.card"  # metadata_props key in .onnx files
+
+# nn~ attribute type codes (CONTRACTS.md §1)
+NN_TYPE_CODES = {"bool": 0, "int": 1, "float": 2, "str": 3, "tensor": 4}
+
+
+class CardError(ValueError):
+    """A model card is missing, malformed or from a newer tildekit."""
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One streaming method: ``(in_channels, in_ratio, out_channels, out_ratio)`` as nn~ reads it.
+
+    ``delay`` is the method's own streaming delay, in audio samples, between the output of
+    consecutive buffers and the whole-signal output.
+    """
+
+    in_channels: int
+    in_ratio: int
+    out_channels: int
+    out_ratio: int
+    input_labels: list[str] = field(default_factory=list)
+    output_labels: list[str] = field(default_factory=list)
+    delay: int = 0
+
+    @property
+    def params(self) -> list[int]:
+        return [self.in_channels, self.in_ratio, self.out_channels, self.out_ratio]
+
+
+@dataclass(frozen=True)
+class AttributeSpec:
+    """A settable attribute: nn~ ``[set NAME v1 v2 ...(``, OSC ``/attr/NAME``."""
+
+    name: str
+    types: list[str]  # one of NN_TYPE_CODES per value
+    default: list[Any]
+    minimum: float | None = None
+    maximum: float | None = None
+    description: str = ""
+
+    @property
+    def type_codes(self) -> list[int]:
+        return [NN_TYPE_CODES[t] for t in self.types]
+
+
+@dataclass(frozen=True)
+class LatentDim:
+    """Statistics of one latent dimension (after ordering by importance)."""
+
+    mean: float
+    std: float
+    minimum: float
+    maximum: float
+    variance_ratio: float = 0.0  # share of the latent variance this dimension explains
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    name: str
+    sample_rate: int
+    channels: int
+    compression: int  # audio samples per latent frame
+    latent_size: int  # latent dimensions exposed by the exported file
+    methods: dict[str, MethodSpec]
+    attributes: list[AttributeSpec]
+    delay: int  # forward() streaming delay in samples at sample_rate
+    latents: list[LatentDim] = field(default_factory=list)
+    profile: str = ""
+    step: int = 0
+    torch_version: str = ""
+    tildekit_version: str = ""
+    card_format: int = CARD_FORMAT
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def highest_ratio(self) -> int:
+        return max(max(m.in_ratio, m.out_ratio) for m in self.methods.values())
+
+    @property
+    def delay_ms(self) -> float:
+        return 1000.0 * self.delay / self.sample_rate
+
+    def attribute(self, name: str) -> AttributeSpec:
+        for attr in self.attributes:
+            if attr.name == name:
+                return attr
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelCard":
+        if not isinstance(data, dict):
+            raise CardError("model card is not a JSON object")
+        fmt = data.get("card_format", 0)
+        if not isinstance(fmt, int) or fmt > CARD_FORMAT:
+            raise CardError(
+                f"model card format {fmt} is newer than this tildekit understands "
+                f"({CARD_FORMAT}): upgrade tildekit (pip install -U tildekit)")
+        try:
+            methods = {k: MethodSpec(**v) for k, v in data["methods"].items()}
+            attributes = [AttributeSpec(**a) for a in data.get("attributes", [])]
+            latents = [LatentDim(**d) for d in data.get("latents", [])]
+            rest = {k: v for k, v in data.items() if k not in ("methods", "attributes", "latents")}
+            return cls(methods=methods, attributes=attributes, latents=latents, **rest)
+        except (KeyError, TypeError) as exc:
+            raise CardError(f"malformed model card: {exc}") from None
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "ModelCard":
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CardError(f"model card is not valid JSON: {exc}") from None
+        return cls.from_dict(data)

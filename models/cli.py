@@ -1,0 +1,7 @@
+"""Commands of tildekit.models (registered by tildekit.cli)."""
+
+from __future__ import annotations
+
+import click
+
+COMMANDS: list[click.Command] = []

@@ -1,0 +1,225 @@
+"""Typed model and training profiles, loaded from YAML with field-level validation.
+
+A profile is one YAML file with two sections::
+
+    name: small
+    model: {sample_rate: 16000, n_band: 4, ...}     # -> ModelConfig
+    train: {batch_size: 8, window: 16384, ...}      # -> TrainConfig
+
+Shipped profiles live in ``models/profiles/NAME.yaml`` and are selected by name; a user may
+pass a path to their own file instead, and override single fields with ``section.field=value``.
+Unknown fields and values of the wrong type are errors that name the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+PROFILE_DIR = Path(__file__).parent / "profiles"
+
+
+class ProfileError(ValueError):
+    """A profile could not be loaded: the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of a RAVE-style streaming autoencoder."""
+
+    sample_rate: int = 48000
+    channels: int = 1
+    n_band: int = 16  # PQMF bands; 1 turns the filter bank off
+    pqmf_taps_per_band: int = 16  # prototype filter length = n_band * this (+1 if needed)
+    capacity: int = 64  # channels of the first (highest rate) stage
+    ratios: list[int] = field(default_factory=lambda: [4, 4, 4, 2])
+    latent_size: int = 16
+    dilations: list[int] = field(default_factory=lambda: [1, 3, 9])
+    kernel_size: int = 3
+    max_channels: int = 512
+    activation: str = "leaky_relu"  # leaky_relu | snake
+    # Layers whose hop (samples of audio per step) is above this use causal padding: a
+    # centered kernel at a coarse rate would cost kernel * hop samples of delay.
+    max_centered_hop: int = 64
+    causal: bool = False  # every layer causal (the PQMF keeps its linear phase)
+    noise: bool = True  # filtered-noise branch in the decoder
+    weight_norm: bool = True
+
+    @property
+    def compression(self) -> int:
+        return self.n_band * math.prod(self.ratios)
+
+    def validate(self, origin: str) -> None:
+        def bad(name: str, why: str) -> ProfileError:
+            return ProfileError(f"{origin}: model.{name} {why}")
+
+        positive = ["sample_rate", "channels", "n_band", "pqmf_taps_per_band", "capacity",
+                    "latent_size", "kernel_size", "max_channels"]
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise bad(name, f"must be >= 1, got {getattr(self, name)}")
+        if self.n_band & (self.n_band - 1):
+            raise bad("n_band", f"must be a power of two, got {self.n_band}")
+        if not self.ratios or any(r < 1 for r in self.ratios):
+            raise bad("ratios", f"must be a non-empty list of integers >= 1, got {self.ratios}")
+        if not self.dilations or any(d < 1 for d in self.dilations):
+            raise bad("dilations", f"must be a non-empty list of integers >= 1, got {self.dilations}")
+        if self.kernel_size % 2 == 0:
+            raise bad("kernel_size", f"must be odd, got {self.kernel_size}")
+        if self.activation not in ("leaky_relu", "snake"):
+            raise bad("activation", f"must be 'leaky_relu' or 'snake', got {self.activation!r}")
+        if self.max_centered_hop < 0:
+            raise bad("max_centered_hop", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings for the two training phases."""
+
+    batch_size: int = 8
+    window: int = 65536  # samples per training example (rounded to the compression)
+    learning_rate: float = 1e-4
+    adversarial_start: int = 1_000_000  # step at which phase 2 (adversarial) begins
+    kl_beta: float = 0.1
+    kl_warmup: int = 200_000  # steps over which the KL weight ramps from 0 to kl_beta
+    feature_matching_weight: float = 20.0
+    discriminator_scales: int = 3
+    discriminator_periods: list[int] = field(default_factory=lambda: [2, 3, 5, 7, 11])
+    discriminator_capacity: int = 16
+    stft_scales: list[int] = field(default_factory=lambda: [2048, 1024, 512, 256, 128])
+    checkpoint_every: int = 5000
+    validate_every: int = 2000
+    validation_fraction: float = 0.05
+    max_steps: int = 6_000_000
+    seed: int = 0
+    num_workers: int = 0
+
+    def validate(self, origin: str) -> None:
+        def bad(name: str, why: str) -> ProfileError:
+            return ProfileError(f"{origin}: train.{name} {why}")
+
+        for name in ["batch_size", "window", "checkpoint_every", "validate_every", "max_steps",
+                     "discriminator_scales", "discriminator_capacity"]:
+            if getattr(self, name) < 1:
+                raise bad(name, f"must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise bad("validation_fraction", f"must be in [0, 1), got {self.validation_fraction}")
+        if self.learning_rate <= 0:
+            raise bad("learning_rate", f"must be > 0, got {self.learning_rate}")
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    model: ModelConfig
+    train: TrainConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "model": dataclasses.asdict(self.model),
+                "train": dataclasses.asdict(self.train)}
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+
+
+def _check_type(value: Any, annotation: Any, where: str) -> Any:
+    """Return ``value`` converted to ``annotation`` or raise a ProfileError naming ``where``."""
+    origin = typing.get_origin(annotation)
+    if origin is list:
+        (item_type,) = typing.get_args(annotation)
+        if not isinstance(value, (list, tuple)):
+            raise ProfileError(f"{where} must be a list, got {value!r}")
+        return [_check_type(v, item_type, f"{where}[{i}]") for i, v in enumerate(value)]
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise ProfileError(f"{where} must be true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ProfileError(f"{where} must be an integer, got {value!r}")
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ProfileError(f"{where} must be a number, got {value!r}")
+    if annotation is str:
+        if isinstance(value, str):
+            return value
+        raise ProfileError(f"{where} must be a string, got {value!r}")
+    raise TypeError(f"unsupported annotation {annotation!r}")
+
+
+def _build(cls: type, values: Mapping[str, Any], section: str, origin: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    if not isinstance(values, Mapping):
+        raise ProfileError(f"{origin}: section '{section}' must be a mapping")
+    kwargs = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ProfileError(
+                f"{origin}: unknown field '{section}.{key}' (known: {', '.join(sorted(known))})")
+        kwargs[key] = _check_type(value, hints[key], f"{origin}: {section}.{key}")
+    return cls(**kwargs)
+
+
+def _parse_override(text: str) -> tuple[str, str, Any]:
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise ProfileError(f"override {text!r} must look like section.field=value, "
+                           "e.g. model.capacity=32 or train.batch_size=4")
+    key, raw = text.split("=", 1)
+    section, name = key.split(".", 1)
+    return section.strip(), name.strip(), yaml.safe_load(raw)
+
+
+def load_profile(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Profile:
+    """Load a shipped profile by name (``small``) or a YAML file by path, then apply overrides."""
+    path = Path(name_or_path)
+    if not path.suffix and not path.exists():
+        path = PROFILE_DIR / f"{name_or_path}.yaml"
+        if not path.exists():
+            raise ProfileError(f"unknown profile {str(name_or_path)!r}: choose one of "
+                               f"{', '.join(available_profiles())} or give a path to a YAML file")
+    if not path.exists():
+        raise ProfileError(f"profile file {str(path)!r} does not exist")
+    origin = str(path) if path.parent != PROFILE_DIR else f"profile '{path.stem}'"
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"{origin}: not valid YAML ({exc})") from None
+    return profile_from_dict(data, origin, overrides, default_name=path.stem)
+
+
+def profile_from_dict(data: Mapping[str, Any], origin: str = "profile",
+                      overrides: list[str] | tuple[str, ...] = (),
+                      default_name: str = "custom") -> Profile:
+    if not isinstance(data, Mapping):
+        raise ProfileError(f"{origin}: must be a mapping with 'model' and 'train' sections")
+    unknown = set(data) - {"name", "model", "train"}
+    if unknown:
+        raise ProfileError(f"{origin}: unknown top-level field(s) {sorted(unknown)}; "
+                           "expected name, model, train")
+    sections: dict[str, dict[str, Any]] = {"model": dict(data.get("model") or {}),
+                                           "train": dict(data.get("train") or {})}
+    for text in overrides:
+        section, name, value = _parse_override(text)
+        if section not in sections:
+            raise ProfileError(f"override {text!r}: section must be 'model' or 'train'")
+        sections[section][name] = value
+    model = _build(ModelConfig, sections["model"], "model", origin)
+    train = _build(TrainConfig, sections["train"], "train", origin)
+    model.validate(origin)
+    train.validate(origin)
+    return Profile(name=str(data.get("name", default_name)), model=model, train=train)
