@@ -1,0 +1,386 @@
+"""Export a tildekit streaming autoencoder as a Neutone FX file (``.nm``), without neutone_sdk.
+
+Structure (CONTRACTS.md §2): the saved root is a `NeutoneRoot` (DAW-side queues, resampling,
+delay reporting) holding the model as submodule ``w2w_base``: a `TildekitW2W`, which runs the
+streaming core on model-rate, model-size buffers and applies the four knobs, as RAVE models have
+them in Neutone:
+
+- A ``chaos``: noise added to every latent dimension (0 = none);
+- B ``latent dim``: which latent dimension C and D edit (0..1 spread over the dimensions);
+- C ``dim scale``: gain of that dimension around its mean, 0..2 (0.5 = unchanged);
+- D ``dim offset``: shift of that dimension, -3..+3 of its std (0.5 = unchanged).
+
+The archive carries ``metadata.json`` (checked against the SDK's schema rules) and the tildekit
+model card. Every export is loaded back the way the host loads it and exercised before it is
+moved into place; a failing export leaves nothing behind.
+"""
+
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+import torch
+from torch import Tensor, nn
+
+from tildekit.errors import TildekitError
+from tildekit.export.card_io import card_extra_files
+from tildekit.export.neutone_metadata import (
+    METADATA_FILE_NAME, Knob, NeutoneInfo, build_metadata, validate_metadata, with_sounds,
+)
+from tildekit.export.neutone_queue import N_PARAMS, NeutoneRoot, ROOT_PRESERVED_ATTRIBUTES
+from tildekit.models.card import ModelCard
+
+CHAOS_MAX_STD = 2.0  # chaos at 1 adds noise of 2 latent stds
+SCALE_MAX = 2.0  # dim scale knob 0..1 -> gain 0..2
+OFFSET_MAX_STD = 3.0  # dim offset knob 0..1 -> -3..+3 latent stds
+NOISE_TABLE_FRAMES = 4096  # latent frames of precomputed chaos noise (then it repeats)
+MAX_NATIVE_BUFFER = 16384
+
+KNOBS = [
+    Knob("chaos", "Noise added to the latent: 0 = none, 1 = wild", 0.0),
+    Knob("latent dim", "Which latent dimension the scale and offset knobs edit", 0.0),
+    Knob("dim scale", "Gain of the chosen latent dimension (0.5 = unchanged)", 0.5),
+    Knob("dim offset", "Offset of the chosen latent dimension (0.5 = unchanged)", 0.5),
+]
+
+W2W_PRESERVED_ATTRIBUTES = [
+    "model",
+    "is_input_mono", "is_output_mono", "get_native_sample_rates", "get_native_buffer_sizes",
+    "calc_model_delay_samples", "set_sample_rate_and_buffer_size", "reset",
+    "get_preserved_attributes", "to_metadata", "get_metadata_json",
+    "get_neutone_parameters_metadata", "get_numerical_params_default_values_0to1",
+    "get_wet_default_value", "get_dry_default_value", "get_input_gain_default_value",
+    "get_output_gain_default_value",
+]
+
+
+def native_buffer_sizes(compression: int) -> list[int]:
+    """Buffers the core streams whole: the compression times powers of two, up to 16384."""
+    sizes = [compression]
+    while sizes[-1] * 2 <= max(MAX_NATIVE_BUFFER, compression):
+        sizes.append(sizes[-1] * 2)
+    return sizes
+
+
+class TildekitW2W(nn.Module):
+    """The SDK's WaveformToWaveformBase interface over a tildekit streaming core, with 4 knobs.
+
+    ``core`` is scriptable and has ``encode``/``decode``/``reset_state`` and the int attributes
+    ``compression``, ``latent_size``, ``sample_rate``, ``channels`` (tildekit.export.core.ExportCore).
+    """
+
+    knob_metadata: Dict[str, Dict[str, Union[int, float, str, bool, List[str], List[int]]]]
+    text_fields: Dict[str, str]
+    flag_fields: Dict[str, bool]
+    number_fields: Dict[str, float]
+    int_fields: Dict[str, int]
+    text_list_fields: Dict[str, List[str]]
+    int_list_fields: Dict[str, List[int]]
+    technical_links: Dict[str, str]
+
+    def __init__(self, core: nn.Module, card: ModelCard, info: NeutoneInfo | None = None, *,
+                 seed: int = 0, date_created: float | None = None) -> None:
+        super().__init__()
+        _check_core_matches_card(core, card)
+        self.model = core
+        self.MAX_N_PARAMS = N_PARAMS
+        self.compression = card.compression
+        self.latent_size = card.latent_size
+        self.channels = card.channels
+        self.sample_rate = card.sample_rate
+        self.delay = card.delay
+        self.model_bs = card.compression
+        self.chaos_max_std = CHAOS_MAX_STD
+        self.scale_max = SCALE_MAX
+        self.offset_max_std = OFFSET_MAX_STD
+        self.frame = 0  # latent frames streamed since reset: indexes the chaos noise table
+        self.buffer_sizes = native_buffer_sizes(card.compression)
+        self.preserved_attributes = list(W2W_PRESERVED_ATTRIBUTES)
+
+        mean, std = _latent_stats(card)
+        self.register_buffer("latent_mean", mean)
+        self.register_buffer("latent_std", std)
+        generator = torch.Generator().manual_seed(seed)
+        self.register_buffer("noise_table", torch.randn(
+            NOISE_TABLE_FRAMES, card.latent_size, generator=generator))
+        defaults = torch.tensor([[k.default_0to1] for k in KNOBS], dtype=torch.float32)
+        self.register_buffer("default_params", defaults)
+
+        meta = build_metadata(card, KNOBS, info or NeutoneInfo(),
+                              native_sample_rates=[card.sample_rate],
+                              native_buffer_sizes=self.buffer_sizes,
+                              pytorch_version=torch.__version__, date_created=date_created)
+        validate_metadata(with_sounds(meta))
+        self._store_metadata(meta)
+        self.metadata_json = json.dumps(meta, sort_keys=True)
+
+    def _store_metadata(self, meta: dict[str, Any]) -> None:
+        """Spread the metadata over typed attributes: TorchScript has no attribute of type Any."""
+        self.knob_metadata = meta["neutone_parameters"]
+        self.technical_links = meta["technical_links"]
+        self.text_fields, self.flag_fields, self.number_fields = {}, {}, {}
+        self.int_fields, self.text_list_fields, self.int_list_fields = {}, {}, {}
+        for key, value in meta.items():
+            if key in ("neutone_parameters", "technical_links"):
+                continue
+            if isinstance(value, bool):
+                self.flag_fields[key] = value
+            elif isinstance(value, str):
+                self.text_fields[key] = value
+            elif isinstance(value, int):
+                self.int_fields[key] = value
+            elif isinstance(value, float):
+                self.number_fields[key] = value
+            elif key in ("native_sample_rates", "native_buffer_sizes"):
+                self.int_list_fields[key] = list(value)
+            else:
+                self.text_list_fields[key] = list(value)
+
+    # -- audio -------------------------------------------------------------------------------
+
+    def forward(self, x: Tensor, params: Optional[Tensor] = None) -> Tensor:
+        """(channels, model_bs) -> (channels, model_bs); knob rows are averaged over the buffer."""
+        if x.size(1) % self.compression != 0:
+            raise ValueError("tildekit: model buffers must hold whole latent frames of "
+                             + str(self.compression) + " samples, got " + str(x.size(1)))
+        if params is None:
+            knobs = self.default_params[:, 0]
+        else:
+            knobs = params.mean(dim=1).clamp(0.0, 1.0)
+        z = self.model.encode(x.unsqueeze(0))
+        z = self.edit_latent(z, knobs)
+        return self.model.decode(z)[0]
+
+    @torch.jit.export
+    def edit_latent(self, z: Tensor, knobs: Tensor) -> Tensor:
+        """Apply chaos to all dimensions, then scale/offset the chosen one. Neutral knobs: exact no-op."""
+        frames = z.size(2)
+        chaos = float(knobs[0].item())
+        if chaos > 0.0:
+            index = (torch.arange(frames) + self.frame) % self.noise_table.size(0)
+            noise = self.noise_table.index_select(0, index).t().unsqueeze(0)
+            z = z + noise * (chaos * self.chaos_max_std) * self.latent_std.view(1, -1, 1)
+        self.frame = (self.frame + frames) % self.noise_table.size(0)
+        dim = min(int(math.floor(float(knobs[1].item()) * self.latent_size)), self.latent_size - 1)
+        scale = float(knobs[2].item()) * self.scale_max
+        offset = (2.0 * float(knobs[3].item()) - 1.0) * self.offset_max_std
+        if scale != 1.0 or offset != 0.0:
+            z = z.clone()
+            mean = self.latent_mean[dim]
+            shift = mean * (1.0 - scale) + offset * self.latent_std[dim]
+            z[:, dim] = z[:, dim] * scale + shift
+        return z
+
+    # -- WaveformToWaveformBase interface --------------------------------------------------------
+
+    @torch.jit.export
+    def is_input_mono(self) -> bool:
+        return self.channels == 1
+
+    @torch.jit.export
+    def is_output_mono(self) -> bool:
+        return self.channels == 1
+
+    @torch.jit.export
+    def get_native_sample_rates(self) -> List[int]:
+        return [self.sample_rate]
+
+    @torch.jit.export
+    def get_native_buffer_sizes(self) -> List[int]:
+        return list(self.buffer_sizes)
+
+    @torch.jit.export
+    def calc_model_delay_samples(self) -> int:
+        return self.delay
+
+    @torch.jit.export
+    def set_sample_rate_and_buffer_size(self, sample_rate: int, n_samples: int) -> bool:
+        """True when the core can stream at this rate and buffer size (whole latent frames)."""
+        ok = sample_rate == self.sample_rate and n_samples > 0 and n_samples % self.compression == 0
+        if ok:
+            self.model_bs = n_samples
+        return ok
+
+    @torch.jit.export
+    def reset(self) -> bool:
+        self.model.reset_state()
+        self.frame = 0
+        return True
+
+    @torch.jit.export
+    def get_preserved_attributes(self) -> List[str]:
+        return list(self.preserved_attributes)
+
+    @torch.jit.export
+    def get_neutone_parameters_metadata(
+            self) -> Dict[str, Dict[str, Union[int, float, str, bool, List[str], List[int]]]]:
+        return self.knob_metadata
+
+    @torch.jit.export
+    def get_numerical_params_default_values_0to1(self) -> Tensor:
+        return self.default_params
+
+    @torch.jit.export
+    def get_wet_default_value(self) -> float:
+        return self.number_fields["wet_default_value"]
+
+    @torch.jit.export
+    def get_dry_default_value(self) -> float:
+        return self.number_fields["dry_default_value"]
+
+    @torch.jit.export
+    def get_input_gain_default_value(self) -> float:
+        return self.number_fields["input_gain_default_value"]
+
+    @torch.jit.export
+    def get_output_gain_default_value(self) -> float:
+        return self.number_fields["output_gain_default_value"]
+
+    @torch.jit.export
+    def to_metadata(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {}
+        for key, text in self.text_fields.items():
+            out[key] = text
+        for key, flag in self.flag_fields.items():
+            out[key] = flag
+        for key, number in self.number_fields.items():
+            out[key] = number
+        for key, count in self.int_fields.items():
+            out[key] = count
+        for key, texts in self.text_list_fields.items():
+            out[key] = texts
+        for key, counts in self.int_list_fields.items():
+            out[key] = counts
+        out["technical_links"] = self.technical_links
+        out["neutone_parameters"] = self.knob_metadata
+        return out
+
+    @torch.jit.export
+    def get_metadata_json(self) -> str:
+        return self.metadata_json
+
+
+def _check_core_matches_card(core: nn.Module, card: ModelCard) -> None:
+    for name in ("compression", "latent_size", "sample_rate", "channels"):
+        value = getattr(core, name, None)
+        if value != getattr(card, name):
+            raise TildekitError(
+                f"the streaming core's {name} is {value} but the model card says "
+                f"{getattr(card, name)}: export the core and card of the same checkpoint")
+    if card.channels not in (1, 2):
+        raise TildekitError(f"Neutone FX takes mono or stereo models; {card.name} has {card.channels} channels")
+
+
+def _latent_stats(card: ModelCard) -> tuple[Tensor, Tensor]:
+    """Per-dimension latent mean and std from the card (0 and 1 when the card has none)."""
+    if len(card.latents) == card.latent_size:
+        mean = torch.tensor([d.mean for d in card.latents], dtype=torch.float32)
+        std = torch.tensor([d.std if d.std > 0 else 1.0 for d in card.latents], dtype=torch.float32)
+        return mean, std
+    return torch.zeros(card.latent_size), torch.ones(card.latent_size)
+
+
+# ---------------------------------------------------------------------------------------------
+# Export
+
+
+@dataclass(frozen=True)
+class NeutoneCheck:
+    """What the post-save self-check measured on the reloaded file (in DAW samples)."""
+
+    buffering_delay_48k_512: int
+    model_delay_48k_512: int
+    resampling_at_48k: bool
+    preserved: list[str]
+
+
+def export_neutone(w2w_module: nn.Module, card: ModelCard, path: str | Path, *,
+                   sample_sound_files: list[dict[str, str]] | None = None) -> NeutoneCheck:
+    """Script ``NeutoneRoot(w2w_module)``, save it to ``path`` (``.nm``) with metadata.json and the card.
+
+    The file is written under a temporary name, loaded back the way the plugin loads it and
+    exercised (`check_neutone_file`); only then is it renamed into place.
+    """
+    path = Path(path)
+    if path.suffix != ".nm":
+        raise TildekitError(f"{path}: Neutone FX loads .nm files: name the output *.nm")
+    if not path.parent.is_dir():
+        raise TildekitError(f"{path.parent} does not exist: create the output folder first")
+    metadata = w2w_module.to_metadata()
+    embedded = with_sounds(metadata, sample_sound_files)
+    validate_metadata(embedded)
+    for param in w2w_module.parameters():
+        param.requires_grad_(False)  # inference only: no autograd graph in the host
+    root = NeutoneRoot(w2w_module.eval())
+    try:
+        scripted = torch.jit.script(root)
+    except Exception as exc:  # TorchScript's errors are long: keep the first line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TildekitError(f"{card.name}: the Neutone wrapper does not compile to TorchScript "
+                            f"({first}): check that the streaming core is scriptable") from exc
+    extra = {METADATA_FILE_NAME: json.dumps(embedded), **card_extra_files(card)}
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.jit.save(scripted, str(temp), _extra_files=extra)
+        check = check_neutone_file(temp)
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+    return check
+
+
+def check_neutone_file(path: str | Path) -> NeutoneCheck:
+    """Load a ``.nm`` as the host does and run the SDK's own save-time checks on it.
+
+    Raises TildekitError naming what is wrong; returns the delays it measured.
+    """
+    path = Path(path)
+    extra = {METADATA_FILE_NAME: ""}
+    try:
+        model = torch.jit.load(str(path), _extra_files=extra)
+    except Exception as exc:
+        raise TildekitError(f"{path}: torch.jit.load failed ({str(exc).splitlines()[0]})") from exc
+    try:
+        embedded = json.loads(extra[METADATA_FILE_NAME])
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise TildekitError(f"{path}: metadata.json is missing or not JSON ({exc})") from None
+    validate_metadata(embedded)
+    expected = {k: v for k, v in embedded.items() if k != "sample_sound_files"}
+    if model.to_metadata() != expected:
+        raise TildekitError(f"{path}: metadata.json differs from the model's to_metadata()")
+    if json.loads(model.get_metadata_json()) != expected:
+        raise TildekitError(f"{path}: get_metadata_json() differs from metadata.json")
+    preserved = list(model.get_preserved_attributes())
+    for name in sorted(set(preserved) | set(ROOT_PRESERVED_ATTRIBUTES) | {"forward", "forward_offline"}):
+        if not hasattr(model, name):
+            raise TildekitError(f"{path}: the root module has no {name!r}, which the Neutone host calls")
+    if not model.realtime:
+        raise TildekitError(f"{path}: the root module's realtime flag is False")
+
+    channels_in = 1 if model.is_input_mono() else 2
+    model.set_daw_sample_rate_and_buffer_size(48000, 512)
+    model.reset()
+    resampling = bool(model.is_resampling())
+    buffering = int(model.calc_buffering_delay_samples())
+    model_delay = int(model.calc_model_delay_samples())
+    generator = torch.Generator().manual_seed(0)
+    for daw_channels in (2, 1, channels_in):
+        audio = 0.1 * torch.randn(daw_channels, 512, generator=generator)
+        for params in (None, model.get_default_param_values().expand(N_PARAMS, 512)):
+            out = model.forward(audio, params)
+            _check_audio(path, "forward", out, audio.shape)
+    model.set_daw_sample_rate_and_buffer_size(44100, 4096)
+    clip = 0.1 * torch.randn(2, 44100, generator=generator)
+    _check_audio(path, "forward_offline", model.forward_offline(clip), clip.shape)
+    return NeutoneCheck(buffering, model_delay, resampling, preserved)
+
+
+def _check_audio(path: Path, method: str, out: Tensor, shape: torch.Size) -> None:
+    if tuple(out.shape) != tuple(shape):
+        raise TildekitError(f"{path}: {method} returned shape {tuple(out.shape)} for input {tuple(shape)}")
+    if not torch.isfinite(out).all():
+        raise TildekitError(f"{path}: {method} returned NaN or infinite samples")

@@ -1,0 +1,99 @@
+"""The variational autoencoder: encoder, posterior sampling, decoder, and their delays.
+
+Streaming is a constructor argument: ``AutoEncoder(cfg, streaming=True)`` builds cached
+layers whose consecutive buffers reproduce the whole-signal output ``delay`` samples late;
+``streaming=False`` builds the training model. Both have the same ``state_dict`` keys.
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import weight_norm
+
+from tildekit.models.config import ModelConfig
+from tildekit.models.decoder import Decoder
+from tildekit.models.encoder import Encoder
+from tildekit.models.noise import NoiseTable
+from tildekit.models.pqmf import PQMFAnalysis, PQMFSynthesis
+from tildekit.models.streaming import Layers, Stateful
+
+
+class AutoEncoder(Stateful):
+    def __init__(self, cfg: ModelConfig, streaming: bool) -> None:
+        super().__init__()
+        layers = Layers(streaming)
+        self.encoder = Encoder(cfg, layers)
+        self.decoder = Decoder(cfg, layers)
+        self.posterior_noise = NoiseTable(cfg.latent_size, self.encoder.delay, streaming, "normal", seed=2)
+        self.streaming = streaming
+        self.sample_rate = cfg.sample_rate
+        self.channels = cfg.channels
+        self.compression = cfg.compression
+        self.latent_size = cfg.latent_size
+        self.encode_delay = self.encoder.delay * cfg.compression  # samples
+        self.decode_delay = self.decoder.delay  # samples
+        self.delay = self.encode_delay + self.decode_delay  # forward(), samples
+        self.receptive_field = self.encoder.span + self.decoder.span  # samples
+        if cfg.weight_norm:
+            apply_weight_norm(self)
+
+    def encode_params(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(B, C, T) -> posterior mean and scale, each (B, L, T / compression)."""
+        mean, raw_scale = self.encoder(x).chunk(2, 1)
+        return mean, F.softplus(raw_scale) + 1e-4
+
+    def sample(self, mean: torch.Tensor, scale: torch.Tensor, temperature: float) -> torch.Tensor:
+        if temperature == 0.0:
+            return mean
+        if self.training:
+            noise = torch.randn_like(mean)
+        else:
+            noise = self.posterior_noise(mean.shape[0], mean.shape[-1], 0)
+        return mean + scale * noise * temperature
+
+    def encode(self, x: torch.Tensor, temperature: float = 0.0) -> torch.Tensor:
+        mean, scale = self.encode_params(x)
+        return self.sample(mean, scale, temperature)
+
+    def decode(self, z: torch.Tensor, input_delay: int = 0) -> torch.Tensor:
+        """(B, L, F) -> (B, C, F * compression). ``input_delay``: latent frames ``z`` is late by."""
+        return self.decoder(z, input_delay)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x, 0.0), self.encoder.delay if self.streaming else 0)
+
+    def reset_state(self) -> None:
+        self.encoder.reset_state()
+        self.decoder.reset_state()
+        self.posterior_noise.reset_state()
+
+
+def _learned_convs(model: nn.Module) -> list[nn.Module]:
+    fixed = set()
+    for module in model.modules():
+        if isinstance(module, (PQMFAnalysis, PQMFSynthesis)):
+            fixed.add(id(module.conv))
+    return [m for m in model.modules()
+            if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d)) and id(m) not in fixed]
+
+
+def apply_weight_norm(model: nn.Module) -> None:
+    for conv in _learned_convs(model):
+        # dim=1 for transposed convs: their weight is (in, out, k) and norms go per output
+        weight_norm(conv, dim=1 if isinstance(conv, nn.ConvTranspose1d) else 0)
+
+
+def remove_weight_norm(model: nn.Module) -> None:
+    """Fold weight-norm parametrizations into plain weights (what exports run)."""
+    for module in model.modules():
+        if parametrize.is_parametrized(module, "weight"):
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+
+
+def build_model(cfg: ModelConfig, streaming: bool) -> AutoEncoder:
+    return AutoEncoder(cfg, streaming)

@@ -1,0 +1,86 @@
+"""Decoder: latent -> upsampling residual stages -> amplitude-modulated sub-bands (+ noise) -> audio.
+
+::
+
+    z (B, L, F) ─► conv 3 ─► [conv-transpose (r) ─► residuals] x len(ratios) ─► conv 7 ─┬─ wave ───┐
+                                                                                       ├─ amp ─► σ ×─► (+) ─► PQMF⁻¹ ─► audio
+                                                                                       └─ noise amp ─► σ × noise ┘
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from tildekit.models.blocks import Chain, Residual, activation
+from tildekit.models.config import ModelConfig
+from tildekit.models.encoder import is_causal, stage_channels
+from tildekit.models.noise import NoiseTable
+from tildekit.models.pqmf import PQMFSynthesis
+from tildekit.models.streaming import Layers, Stateful
+
+
+class Decoder(Stateful):
+    def __init__(self, cfg: ModelConfig, layers: Layers) -> None:
+        super().__init__()
+        act = cfg.activation
+        channels = stage_channels(cfg)
+        hop = cfg.compression
+        bands = cfg.channels * cfg.n_band
+        blocks: list[Stateful] = []
+        conv, delay = layers.conv(cfg.latent_size, channels[-1], 3, 0, causal=is_causal(cfg, hop))
+        span = 2 * hop
+        blocks.append(conv)
+        for i in reversed(range(len(cfg.ratios))):
+            ratio = cfg.ratios[i]
+            blocks.append(activation(act, channels[i + 1]))
+            causal = is_causal(cfg, hop)
+            up, delay = layers.conv_transpose(channels[i + 1], channels[i], ratio, delay, overlap=not causal)
+            blocks.append(up)
+            hop //= ratio
+            span += hop * ratio
+            for dilation in cfg.dilations:
+                block = Residual(layers, channels[i], cfg.kernel_size, dilation, act, is_causal(cfg, hop), delay)
+                delay = block.delay
+                span += (cfg.kernel_size - 1) * dilation * hop
+                blocks.append(block)
+        blocks.append(activation(act, channels[0]))
+        outputs = bands * (3 if cfg.noise else 2)
+        conv, delay = layers.conv(channels[0], outputs, 7, delay, causal=is_causal(cfg, hop))
+        span += 6 * hop
+        blocks.append(conv)
+        self.net = Chain(*blocks)
+        self.bands = bands
+        self.upsampling = math.prod(cfg.ratios)  # band-rate frames per latent frame
+        self.noise = NoiseTable(bands, delay, layers.streaming, "uniform", seed=1) if cfg.noise else None
+        if cfg.n_band > 1:
+            self.pqmf = PQMFSynthesis(layers, cfg.channels, cfg.n_band, cfg.pqmf_taps_per_band, delay)
+            delay = self.pqmf.delay
+            span += cfg.n_band * cfg.pqmf_taps_per_band
+        else:
+            self.pqmf = None
+        self.delay = delay  # samples, for an undelayed latent input
+        self.span = span
+
+    def forward(self, z: torch.Tensor, input_delay: int = 0) -> torch.Tensor:
+        """``input_delay``: how many latent frames late ``z`` is (keeps the noise aligned)."""
+        h = self.net(z)
+        wave = h[:, : self.bands] * torch.sigmoid(h[:, self.bands: 2 * self.bands])
+        noise = self.noise
+        if noise is not None:
+            amp = torch.sigmoid(h[:, 2 * self.bands:] - 5.0)
+            wave = wave + amp * noise(h.shape[0], h.shape[-1], input_delay * self.upsampling)
+        pqmf = self.pqmf
+        if pqmf is not None:
+            wave = pqmf(wave)
+        return wave
+
+    def reset_state(self) -> None:
+        self.net.reset_state()
+        noise = self.noise
+        if noise is not None:
+            noise.reset_state()
+        pqmf = self.pqmf
+        if pqmf is not None:
+            pqmf.reset_state()

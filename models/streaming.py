@@ -1,0 +1,266 @@
+"""Streaming-safe convolution layers: the only module of tildekit that touches ``cached_conv``.
+
+Whether a layer streams is an explicit ``streaming`` argument of :class:`Layers`, never
+cached_conv's global ``use_cached_conv`` switch (which tildekit does not call).
+
+A streaming layer keeps the tail of the previous buffer and prepends it to the next, so
+running consecutive buffers gives the samples of one whole-signal pass, **delayed**. A
+centered kernel needs ``right`` samples of future; a streaming layer cannot see the future,
+so it outputs them that many steps late::
+
+    whole signal, centered pad:   [0 0 0 | x0 x1 x2 x3 ... | 0 0 0]      left=3, right=3
+    streaming, cached pad:        [cache (left+right) | x0 x1 x2 ...]    output lags by right
+
+A strided layer must also see frames at the same phase as the whole pass: cached_conv adds
+``stride_delay`` samples so that ``(right + delay_in + stride_delay)`` is a multiple of the
+stride, and the output delay, counted in output frames, is ``(right + delay_in + stride_delay)
+/ stride``. A transposed convolution with kernel ``k`` and stride ``s`` overlap-adds ``k - s``
+samples into the next buffer (kept in a cache) and delays by ``padding = (k - s) / 2``
+input-rate steps, times ``s`` at the output rate.
+
+:func:`conv_delay` and :func:`conv_transpose_delay` restate that arithmetic so that both
+builds (streaming and not) know their delays; the streaming build checks it against
+cached_conv's own ``cumulative_delay``.
+
+State: every stateful layer keeps its cache in a non-persistent buffer of
+``MAX_BATCH_SIZE`` rows (one independent stream per batch row), so streaming and
+non-streaming builds have identical ``state_dict`` keys. ``functional`` mode (used by the
+ONNX exporter) replaces in-place updates by attribute assignment so a tracer sees the new
+state as a value that can become a graph output.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import cached_conv as cc
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+MAX_BATCH_SIZE: int = cc.MAX_BATCH_SIZE
+
+
+def padding_for(kernel_size: int, dilation: int = 1, causal: bool = False,
+                stride: int = 1) -> tuple[int, int]:
+    """(left, right) padding keeping ``length / stride`` frames."""
+    return cc.get_padding(kernel_size, stride, dilation, "causal" if causal else "centered")
+
+
+def conv_delay(delay_in: int, right: int, stride: int) -> int:
+    """Output delay (output frames) of a cached conv, as cached_conv computes it."""
+    stride_delay = (stride - ((right + delay_in) % stride)) % stride
+    return (right + stride_delay + delay_in) // stride
+
+
+def conv_transpose_delay(delay_in: int, padding: int, stride: int) -> int:
+    """Output delay (output samples) of a cached transposed conv."""
+    return padding + delay_in * stride
+
+
+class Stateful(nn.Module):
+    """A layer with streaming state. ``state_names`` lists its state buffers."""
+
+    state_names: list[str] = []
+    functional: bool
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.functional = False
+
+    def reset_state(self) -> None:
+        """Zero the streaming state (layers with state override this; TorchScript needs it explicit)."""
+        pass
+
+
+class CachePad(cc.CachedPadding1d, Stateful):
+    """cached_conv's cached padding with its cache allocated eagerly (known channel count).
+
+    Prepends the last ``padding`` input samples of the previous call; with ``crop`` it drops
+    as many at the end, which makes it a pure delay line of ``padding`` samples.
+    """
+
+    state_names = ["pad"]
+
+    def __init__(self, channels: int, padding: int, crop: bool = False) -> None:
+        cc.CachedPadding1d.__init__(self, padding, crop)
+        self.functional = False
+        self.register_buffer("pad", torch.zeros(MAX_BATCH_SIZE, channels, padding), persistent=False)
+        self.initialized = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.padding == 0:
+            return x
+        batch = x.shape[0]
+        x = torch.cat([self.pad[:batch], x], -1)
+        tail = x[..., x.shape[-1] - self.padding:]
+        if self.functional:
+            self.pad = tail
+        else:
+            self.pad[:batch].copy_(tail)
+        if self.crop:
+            x = x[..., : x.shape[-1] - self.padding]
+        return x
+
+    def reset_state(self) -> None:
+        self.pad.zero_()
+
+
+class StreamConv1d(cc.CachedConv1d, Stateful):
+    """cached_conv's CachedConv1d with eager caches (see :class:`CachePad`)."""
+
+    state_names: list[str] = []
+
+    def __init__(self, *args, **kwargs) -> None:
+        cc.CachedConv1d.__init__(self, *args, **kwargs)
+        self.functional = False
+        self.cache = CachePad(self.in_channels, self.cache.padding)
+        self.downsampling_delay = CachePad(self.in_channels, self.downsampling_delay.padding, crop=True)
+
+    def reset_state(self) -> None:
+        self.cache.reset_state()
+        self.downsampling_delay.reset_state()
+
+
+class StreamConvTranspose1d(cc.CachedConvTranspose1d, Stateful):
+    """cached_conv's CachedConvTranspose1d, eager cache, no in-place write into its output.
+
+    ::
+
+        conv_transpose output of T frames:  [ head (k-s) |   body   | tail (k-s) ]
+        emitted this call (T*s samples):    [ head + previous tail  |   body   ]
+        kept for the next call:                                       [ tail ]
+    """
+
+    state_names = ["cache"]
+
+    def __init__(self, *args, **kwargs) -> None:
+        cc.CachedConvTranspose1d.__init__(self, *args, **kwargs)
+        self.functional = False
+        overlap = 2 * self.padding[0]
+        assert overlap == self.kernel_size[0] - self.stride[0], "kernel - stride must equal 2 * padding"
+        self.register_buffer("cache", torch.zeros(MAX_BATCH_SIZE, self.out_channels, overlap),
+                             persistent=False)
+        self.initialized = 1
+        self.overlap = overlap
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.conv_transpose1d(x, self.weight, None, self.stride, 0, self.output_padding,
+                               self.groups, self.dilation)
+        if self.overlap > 0:
+            batch = y.shape[0]
+            length = y.shape[-1]
+            head = y[..., : self.overlap] + self.cache[:batch]
+            body = y[..., self.overlap: length - self.overlap]
+            tail = y[..., length - self.overlap:]
+            if self.functional:
+                self.cache = tail
+            else:
+                self.cache[:batch].copy_(tail)
+            y = torch.cat([head, body], -1)
+        bias = self.bias
+        if bias is not None:
+            y = y + bias.unsqueeze(-1)
+        return y
+
+    def reset_state(self) -> None:
+        self.cache.zero_()
+
+
+class WholeConv1d(cc.convs.Conv1d, Stateful):
+    """Non-streaming conv with explicit (left, right) zero padding (cached_conv's Conv1d)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        cc.convs.Conv1d.__init__(self, *args, **kwargs)
+        self.functional = False
+        self._pad = tuple(self._pad)
+
+
+class WholeConvTranspose1d(cc.convs.ConvTranspose1d, Stateful):
+    def __init__(self, *args, **kwargs) -> None:
+        cc.convs.ConvTranspose1d.__init__(self, *args, **kwargs)
+        self.functional = False
+
+
+class Delay(Stateful):
+    """A pure delay of ``frames`` steps in streaming builds, identity otherwise."""
+
+    def __init__(self, channels: int, frames: int, streaming: bool) -> None:
+        super().__init__()
+        self.line = CachePad(channels, frames, crop=True) if streaming and frames > 0 else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        line = self.line
+        if line is not None:
+            return line(x)
+        return x
+
+    def reset_state(self) -> None:
+        line = self.line
+        if line is not None:
+            line.reset_state()
+
+
+class Layers:
+    """Factory for streaming or whole-signal layers, with their delays.
+
+    Every method returns ``(module, delay_out)`` where delays count steps at the output rate
+    of the layer and include the delay of the layer's input (``delay_in``).
+    """
+
+    def __init__(self, streaming: bool) -> None:
+        self.streaming = streaming
+
+    def conv(self, in_channels: int, out_channels: int, kernel_size: int, delay_in: int, *,
+             stride: int = 1, dilation: int = 1, causal: bool = False, groups: int = 1,
+             bias: bool = True, padding: tuple[int, int] | None = None) -> tuple[nn.Module, int]:
+        if padding is None:
+            padding = padding_for(kernel_size, dilation, causal, stride)
+        delay_out = conv_delay(delay_in, padding[1], stride)
+        kwargs = dict(stride=stride, dilation=dilation, padding=padding, groups=groups, bias=bias,
+                      cumulative_delay=delay_in)
+        if self.streaming:
+            module = StreamConv1d(in_channels, out_channels, kernel_size, **kwargs)
+            assert module.cumulative_delay == delay_out, (module.cumulative_delay, delay_out)
+        else:
+            module = WholeConv1d(in_channels, out_channels, kernel_size, **kwargs)
+        return module, delay_out
+
+    def conv_transpose(self, in_channels: int, out_channels: int, stride: int, delay_in: int, *,
+                       overlap: bool = True, groups: int = 1, kernel_size: int | None = None,
+                       bias: bool = True) -> tuple[nn.Module, int]:
+        """Upsampling by ``stride``; with ``overlap`` the kernel spans about two strides."""
+        if kernel_size is None:
+            kernel_size = (2 * stride - stride % 2) if overlap else stride
+        if (kernel_size - stride) % 2:
+            raise ValueError(f"kernel {kernel_size} - stride {stride} must be even")
+        padding = (kernel_size - stride) // 2
+        delay_out = conv_transpose_delay(delay_in, padding, stride)
+        kwargs = dict(stride=stride, padding=padding, groups=groups, bias=bias, cumulative_delay=delay_in)
+        if self.streaming:
+            module = StreamConvTranspose1d(in_channels, out_channels, kernel_size, **kwargs)
+            assert module.cumulative_delay == delay_out, (module.cumulative_delay, delay_out)
+        else:
+            module = WholeConvTranspose1d(in_channels, out_channels, kernel_size, **kwargs)
+        return module, delay_out
+
+    def delay(self, channels: int, frames: int) -> Delay:
+        return Delay(channels, frames, self.streaming)
+
+
+def stateful_layers(model: nn.Module) -> Iterator[Stateful]:
+    for module in model.modules():
+        if isinstance(module, Stateful) and module.state_names:
+            yield module
+
+
+def reset_state(model: nn.Module) -> None:
+    for module in stateful_layers(model):
+        module.reset_state()
+
+
+def set_functional(model: nn.Module, functional: bool) -> None:
+    """Switch every stateful layer between in-place state updates and attribute assignment."""
+    for module in model.modules():
+        if isinstance(module, Stateful):
+            module.functional = functional
