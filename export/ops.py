@@ -149,18 +149,25 @@ def _parse_schema(text: str) -> torch._C.FunctionSchema | None:
 # ---------------------------------------------------------------- graph walk
 
 
-def _module_methods(module: torch.jit.ScriptModule) -> Iterator[tuple[str, torch._C.Graph]]:
-    """(qualified name, inlined graph copy) of every method of the module and its submodules."""
+def _module_methods(module: torch.jit.ScriptModule) -> Iterator[tuple[str, str, Any]]:
+    """(qualified name, type key, method) of every method of the module and its submodules."""
     for prefix, sub in module.named_modules():
         c_module = getattr(sub, "_c", None)
-        if c_module is None:  # a plain nn.Module inside a traced/scripted one cannot occur,
-            continue  # but stay safe for odd containers
+        if c_module is None:
+            continue
+        # Submodules of one script type share their compiled methods: analyse each once.
+        type_name = c_module._type().qualified_name()
         for name in c_module._method_names():
-            graph = c_module._get_method(name).graph.copy()
-            # Inline calls so operators of functions (torch.nn.functional.*) and of script
-            # classes are attributed to the method that runs them.
-            torch._C._jit_pass_inline(graph)
-            yield (f"{prefix}.{name}" if prefix else name), graph
+            yield (f"{prefix}.{name}" if prefix else name), f"{type_name}.{name}", \
+                c_module._get_method(name)
+
+
+def _inlined(method: Any) -> torch._C.Graph:
+    graph = method.graph.copy()
+    # Inline calls so operators of functions (torch.nn.functional.*), of script classes and
+    # of submodules are attributed to the method that runs them.
+    torch._C._jit_pass_inline(graph)
+    return graph
 
 
 def _nodes(block: Any) -> Iterator[torch._C.Node]:
@@ -209,13 +216,18 @@ def _written_call(node: torch._C.Node, schema: torch._C.FunctionSchema, text: st
 
 def _calls(module: torch.jit.ScriptModule) -> dict[_Call | str, set[str]]:
     """Every operator call (or schema-less node kind) -> the methods that contain it."""
+    per_type: dict[str, set[_Call | str]] = {}
     found: dict[_Call | str, set[str]] = {}
-    for method, graph in _module_methods(module):
-        for node in _nodes(graph):
-            text = node.schema()
-            schema = _parse_schema(text) if text != "(no schema)" else None
-            entry: _Call | str = node.kind() if schema is None else _written_call(node, schema, text)
-            found.setdefault(entry, set()).add(method)
+    for method_name, type_key, method in _module_methods(module):
+        entries = per_type.get(type_key)
+        if entries is None:
+            entries = per_type[type_key] = set()
+            for node in _nodes(_inlined(method)):
+                text = node.schema()
+                schema = _parse_schema(text) if text != "(no schema)" else None
+                entries.add(node.kind() if schema is None else _written_call(node, schema, text))
+        for entry in entries:
+            found.setdefault(entry, set()).add(method_name)
     return found
 
 

@@ -24,7 +24,7 @@ ROW_STRIDE = 7919  # prime: rows do not line up with the table period
 
 
 class NoiseTable(Stateful):
-    state_names = ["counter"]
+    state_names = ("counter",)
 
     def __init__(self, channels: int, lag: int, streaming: bool, kind: str = "uniform",
                  seed: int = 0) -> None:
@@ -39,6 +39,8 @@ class NoiseTable(Stateful):
         self.lag = lag
         self.streaming = streaming
         self.offset = 0  # start position of a whole-signal pass (randomised in training)
+        self.table_length = TABLE_LENGTH
+        self.row_stride = ROW_STRIDE
 
     def forward(self, batch: int, length: int, extra_lag: int) -> torch.Tensor:
         """(batch, channels, length) noise at the current positions."""
@@ -51,8 +53,8 @@ class NoiseTable(Stateful):
                 self.counter.add_(length)
         else:
             positions = positions + self.offset
-        rows = torch.arange(batch, device=self.table.device, dtype=torch.long).unsqueeze(1) * ROW_STRIDE
-        index = torch.remainder(positions.unsqueeze(0) + rows, TABLE_LENGTH)  # (batch, length)
+        rows = torch.arange(batch, device=self.table.device, dtype=torch.long).unsqueeze(1) * self.row_stride
+        index = torch.remainder(positions.unsqueeze(0) + rows, self.table_length)  # (batch, length)
         return self.table[:, index].permute(1, 0, 2)
 
     def reset_state(self) -> None:

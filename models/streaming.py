@@ -61,8 +61,8 @@ def conv_transpose_delay(delay_in: int, padding: int, stride: int) -> int:
 class Stateful(nn.Module):
     """A layer with streaming state. ``state_names`` lists its state buffers."""
 
-    state_names: list[str] = []
-    functional: bool
+    # Python-side only (the ONNX exporter reads it); not a TorchScript attribute.
+    state_names = ()
 
     def __init__(self) -> None:
         super().__init__()
@@ -80,7 +80,7 @@ class CachePad(cc.CachedPadding1d, Stateful):
     as many at the end, which makes it a pure delay line of ``padding`` samples.
     """
 
-    state_names = ["pad"]
+    state_names = ("pad",)
 
     def __init__(self, channels: int, padding: int, crop: bool = False) -> None:
         cc.CachedPadding1d.__init__(self, padding, crop)
@@ -97,7 +97,7 @@ class CachePad(cc.CachedPadding1d, Stateful):
         if self.functional:
             self.pad = tail
         else:
-            self.pad[:batch].copy_(tail)
+            self.pad[:batch].copy_(tail.detach())
         if self.crop:
             x = x[..., : x.shape[-1] - self.padding]
         return x
@@ -108,8 +108,6 @@ class CachePad(cc.CachedPadding1d, Stateful):
 
 class StreamConv1d(cc.CachedConv1d, Stateful):
     """cached_conv's CachedConv1d with eager caches (see :class:`CachePad`)."""
-
-    state_names: list[str] = []
 
     def __init__(self, *args, **kwargs) -> None:
         cc.CachedConv1d.__init__(self, *args, **kwargs)
@@ -132,7 +130,7 @@ class StreamConvTranspose1d(cc.CachedConvTranspose1d, Stateful):
         kept for the next call:                                       [ tail ]
     """
 
-    state_names = ["cache"]
+    state_names = ("cache",)
 
     def __init__(self, *args, **kwargs) -> None:
         cc.CachedConvTranspose1d.__init__(self, *args, **kwargs)
@@ -156,7 +154,7 @@ class StreamConvTranspose1d(cc.CachedConvTranspose1d, Stateful):
             if self.functional:
                 self.cache = tail
             else:
-                self.cache[:batch].copy_(tail)
+                self.cache[:batch].copy_(tail.detach())
             y = torch.cat([head, body], -1)
         bias = self.bias
         if bias is not None:

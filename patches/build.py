@@ -129,7 +129,7 @@ def osc_graph(spec: PatchSpec, host: str) -> Graph:
     ids = Idioms(host)
     g = Graph(f"{spec.osc_abstraction}: OSC in")
     lines = [f"OSC receiver for '{spec.card.name}': the port is this box's argument "
-             f"(default {spec.osc_port}); change it live in the number box",
+             f"(default {spec.osc_port}), change it live in the number box",
              "open only one patch of this model at a time: two receivers cannot share a port"]
     lines += [f"{d.pattern} {d.types}: {d.description}" for d in OscMap(spec.card).documentation()]
     for i, line in enumerate(lines):

@@ -2,6 +2,28 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 COMMANDS: list[click.Command] = []
+
+
+@click.command("patch")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--host", type=click.Choice(["pd", "max", "both"]), default="both", show_default=True,
+              help="Which host's patches to write.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Folder for the patches (default: next to the model; the model is named relative to it).")
+@click.option("--buffer", type=int, default=2048, show_default=True,
+              help="nn~ buffer size: a power of two >= the model's highest ratio; smaller = less latency, more CPU.")
+@click.option("--osc-port", type=int, default=9000, show_default=True, help="UDP port of the OSC receiver.")
+def patch_command(model: Path, host: str, out_dir: Path | None, buffer: int, osc_port: int) -> None:
+    """Write Pure Data / Max patches for MODEL.ts: timbre transfer, forward, OSC receiver."""
+    from tildekit.patches.write import write_patches  # lazy: keeps `tildekit --help` fast
+
+    for path in write_patches(model, out_dir, host=host, buffer=buffer, osc_port=osc_port):
+        click.echo(str(path))
+
+
+COMMANDS.append(patch_command)
