@@ -13,9 +13,12 @@ them in Neutone:
 The archive carries ``metadata.json`` (checked against the SDK's schema rules) and the tildekit
 model card. Every export is loaded back the way the host loads it and exercised before it is
 moved into place; a failing export leaves nothing behind.
+
+Usage: ``export_neutone(TildekitW2W(ExportCore(model), card), card, "model.nm")``.
 """
 
-
+# No ``from __future__ import annotations`` here: TorchScript must see the real class-level
+# annotations of TildekitW2W (its metadata attributes are typed dicts of Union values).
 import json
 import math
 import os
@@ -32,6 +35,7 @@ from tildekit.export.neutone_metadata import (
     METADATA_FILE_NAME, Knob, NeutoneInfo, build_metadata, validate_metadata, with_sounds,
 )
 from tildekit.export.neutone_queue import N_PARAMS, NeutoneRoot, ROOT_PRESERVED_ATTRIBUTES
+from tildekit.export.ops import HOSTS, require_host_operators
 from tildekit.models.card import ModelCard
 
 CHAOS_MAX_STD = 2.0  # chaos at 1 adds noise of 2 latent stds
@@ -69,8 +73,9 @@ def native_buffer_sizes(compression: int) -> list[int]:
 class TildekitW2W(nn.Module):
     """The SDK's WaveformToWaveformBase interface over a tildekit streaming core, with 4 knobs.
 
-    ``core`` is scriptable and has ``encode``/``decode``/``reset_state`` and the int attributes
-    ``compression``, ``latent_size``, ``sample_rate``, ``channels`` (tildekit.export.core.ExportCore).
+    ``core`` is a scriptable tildekit.export.core.ExportCore, or anything with its interface:
+    ``encode``, ``decode_from(z, input_delay)``, ``reset_state`` and the int attributes
+    ``compression``, ``latent_size``, ``sample_rate``, ``channels``, ``encoder_frames_delay``.
     """
 
     knob_metadata: Dict[str, Dict[str, Union[int, float, str, bool, List[str], List[int]]]]
@@ -153,7 +158,9 @@ class TildekitW2W(nn.Module):
             knobs = params.mean(dim=1).clamp(0.0, 1.0)
         z = self.model.encode(x.unsqueeze(0))
         z = self.edit_latent(z, knobs)
-        return self.model.decode(z)[0]
+        # As ExportCore.forward does: tell the decoder how many frames late the latent is, so
+        # with neutral knobs this is exactly the core's (and the nn~ file's) forward.
+        return self.model.decode_from(z, self.model.encoder_frames_delay)[0]
 
     @torch.jit.export
     def edit_latent(self, z: Tensor, knobs: Tensor) -> Tensor:
@@ -322,11 +329,18 @@ def export_neutone(w2w_module: nn.Module, card: ModelCard, path: str | Path, *,
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TildekitError(f"{card.name}: the Neutone wrapper does not compile to TorchScript "
                             f"({first}): check that the streaming core is scriptable") from exc
+    # The plugin's libtorch is older than ours: refuse operators it would not know.
+    neutone_hosts = [host for host in HOSTS if host.startswith("Neutone")]
+    require_host_operators(scripted, f"{card.name} (Neutone FX export)", neutone_hosts or None)
     extra = {METADATA_FILE_NAME: json.dumps(embedded), **card_extra_files(card)}
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         torch.jit.save(scripted, str(temp), _extra_files=extra)
-        check = check_neutone_file(temp)
+        try:
+            check = check_neutone_file(temp)
+        except TildekitError as exc:
+            raise TildekitError(str(exc).replace(str(temp), str(path))
+                                + f" (nothing was written to {path})") from exc
         os.replace(temp, path)
     finally:
         temp.unlink(missing_ok=True)
@@ -361,6 +375,18 @@ def check_neutone_file(path: str | Path) -> NeutoneCheck:
     if not model.realtime:
         raise TildekitError(f"{path}: the root module's realtime flag is False")
 
+    try:
+        return _exercise(model, preserved)
+    except TildekitError:
+        raise
+    except Exception as exc:  # an exception here is a dropped buffer in the plugin
+        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+        raise TildekitError(f"{path}: the reloaded model fails the host's call sequence: "
+                            f"{lines[-1] if lines else type(exc).__name__}") from exc
+
+
+def _exercise(model: torch.jit.ScriptModule, preserved: list[str]) -> NeutoneCheck:
+    """The SDK's save-time calls: 48 kHz / 512 buffers, mono and stereo, then offline at 44.1 kHz."""
     channels_in = 1 if model.is_input_mono() else 2
     model.set_daw_sample_rate_and_buffer_size(48000, 512)
     model.reset()
@@ -371,16 +397,21 @@ def check_neutone_file(path: str | Path) -> NeutoneCheck:
     for daw_channels in (2, 1, channels_in):
         audio = 0.1 * torch.randn(daw_channels, 512, generator=generator)
         for params in (None, model.get_default_param_values().expand(N_PARAMS, 512)):
-            out = model.forward(audio, params)
-            _check_audio(path, "forward", out, audio.shape)
+            for _ in range(3):
+                _check_audio("forward", model.forward(audio, params), audio.shape)
+    for daw_bs in (128, 256, 1024, 2048):  # the buffers the SDK times at 48 kHz
+        model.set_daw_sample_rate_and_buffer_size(48000, daw_bs)
+        audio = 0.1 * torch.randn(2, daw_bs, generator=generator)
+        for _ in range(2):
+            _check_audio("forward", model.forward(audio), audio.shape)
     model.set_daw_sample_rate_and_buffer_size(44100, 4096)
     clip = 0.1 * torch.randn(2, 44100, generator=generator)
-    _check_audio(path, "forward_offline", model.forward_offline(clip), clip.shape)
+    _check_audio("forward_offline", model.forward_offline(clip), clip.shape)
     return NeutoneCheck(buffering, model_delay, resampling, preserved)
 
 
-def _check_audio(path: Path, method: str, out: Tensor, shape: torch.Size) -> None:
+def _check_audio(method: str, out: Tensor, shape: torch.Size) -> None:
     if tuple(out.shape) != tuple(shape):
-        raise TildekitError(f"{path}: {method} returned shape {tuple(out.shape)} for input {tuple(shape)}")
+        raise ValueError(f"{method} returned shape {tuple(out.shape)} for input {tuple(shape)}")
     if not torch.isfinite(out).all():
-        raise TildekitError(f"{path}: {method} returned NaN or infinite samples")
+        raise ValueError(f"{method} returned NaN or infinite samples")

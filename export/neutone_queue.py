@@ -332,13 +332,16 @@ class NeutoneRoot(nn.Module):
 
     def _check_input(self, x: Tensor, params: Optional[Tensor]) -> None:
         if x.dim() != 2 or x.size(0) < 1 or x.size(0) > 2 or x.size(1) != self.daw_bs:
-            raise ValueError("Neutone: expected audio of shape (1 or 2, " + str(self.daw_bs)
-                             + "), got " + str(x.shape)
-                             + ": call set_daw_sample_rate_and_buffer_size with the DAW buffer size first")
+            raise ValueError(
+                "Neutone: expected audio of shape (1 or 2, " + str(self.daw_bs) + "), got "
+                + str(x.shape) + ": call set_daw_sample_rate_and_buffer_size with the DAW buffer "
+                + "size first")
         if params is not None:
-            if params.dim() != 2 or params.size(0) != self.n_params or params.size(1) != self.daw_bs:
-                raise ValueError("Neutone: expected params of shape (" + str(self.n_params) + ", " + str(self.daw_bs)
-                                 + "), got " + str(params.shape))
+            rows = self.n_params
+            if params.dim() != 2 or params.size(0) != rows or params.size(1) != self.daw_bs:
+                raise ValueError(
+                    "Neutone: expected params of shape (" + str(rows) + ", " + str(self.daw_bs)
+                    + "), got " + str(params.shape))
 
     def _push_and_run(self, x: Tensor, params: Optional[Tensor]) -> None:
         """Push one DAW buffer (already model channels) and run the model on every full buffer."""
@@ -356,6 +359,11 @@ class NeutoneRoot(nn.Module):
                 y = self.w2w_base.forward(self.model_in, self.model_params)
             else:
                 y = self.w2w_base.forward(self.model_in, None)
+            if y.dim() != 2 or y.size(0) != self.out_ch or y.size(1) != self.model_bs:
+                raise ValueError(
+                    "Neutone: the model returned shape " + str(y.shape) + " for a buffer of "
+                    + str(self.model_bs) + " samples; expected (" + str(self.out_ch) + ", "
+                    + str(self.model_bs) + ")")
             self.out_queue.push(y)
 
     def forward(self, x: Tensor, params: Optional[Tensor] = None) -> Tensor:

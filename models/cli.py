@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -56,3 +57,102 @@ def preprocess_command(input_dir: Path, dataset_dir: Path, profile: str, sample_
 
 
 COMMANDS.append(preprocess_command)
+
+
+# --------------------------------------------------------------------------- train
+
+
+@click.command("train")
+@click.argument("dataset_dir", type=click.Path(path_type=Path))
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--profile", default=None, metavar="NAME_OR_PATH",
+              help="Model profile: a shipped name ('small', 'default', ...) or a YAML file. "
+                   "[default: 'default' for a new run; the run's stored profile with --resume]")
+@click.option("--steps", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Train until the run reaches step N in total. [default: train.max_steps]")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, metavar="B",
+              help="Windows per step and per process (same as --set train.batch_size=B).")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.FIELD=VALUE",
+              help="Override one profile field, e.g. --set model.capacity=32 (repeatable).")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in RUN_DIR from its last checkpoint (same steps, optimizer "
+                   "and random state).")
+@click.option("--device", default="auto", show_default=True,
+              type=click.Choice(["auto", "cpu", "cuda", "mps"]), help="Where to train.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train_command(dataset_dir: Path, run_dir: Path, profile: str | None, steps: int | None,
+                  batch_size: int | None, overrides: tuple[str, ...], resume: bool, device: str,
+                  quiet: bool) -> None:
+    """Train a model on DATASET_DIR (made by `tildekit preprocess`) into RUN_DIR.
+
+    Phase 1 learns the representation (spectral distance + KL); from train.adversarial_start the
+    encoder is frozen and the decoder is fine-tuned against a discriminator. Checkpoints,
+    metrics.jsonl, plots and latent statistics are written in RUN_DIR. Start several
+    processes with `torchrun --nproc_per_node=N -m tildekit train ...` to train in parallel.
+    """
+    from tildekit.models.config import load_profile
+    from tildekit.models.run import PROFILE_FILE
+    from tildekit.models.trainer import train
+
+    changes = list(overrides) + ([f"train.batch_size={batch_size}"] if batch_size else [])
+    chosen = None
+    if profile is not None:
+        chosen = load_profile(profile, changes)
+    elif resume and changes:
+        # Overrides without --profile apply to the stored profile (and must leave it unchanged).
+        from tildekit.models.config import profile_from_dict
+        from tildekit.models.run import read_profile
+
+        if (run_dir / PROFILE_FILE).is_file():
+            chosen = profile_from_dict(read_profile(run_dir).to_dict(), str(run_dir / PROFILE_FILE),
+                                       changes)
+    elif not resume:
+        chosen = load_profile("default", changes)
+    summary = train(dataset_dir, run_dir, chosen, steps=steps, resume=resume, progress=not quiet,
+                    device=device)
+    if int(os.environ.get("RANK", "0")) == 0:  # one summary per torchrun job
+        click.echo(summary.text())
+
+
+COMMANDS.append(train_command)
+
+
+# --------------------------------------------------------------------------- info
+
+
+@click.command("info")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+def info_command(run_dir: Path) -> None:
+    """Describe the training run in RUN_DIR: profile, step, losses and the model's shape."""
+    from tildekit.models.run import RunDir
+
+    run = RunDir(run_dir)
+    model = run.load_model(streaming=True)
+    cfg = run.profile.model
+    rate = cfg.sample_rate
+    ms = lambda samples: f"{1000.0 * samples / rate:.1f} ms"  # noqa: E731
+    parameters = sum(p.numel() for p in model.parameters())
+    lines = [
+        f"run:               {run.path}",
+        f"profile:           {run.profile.name}",
+        f"step:              {run.step} (checkpoint {run.checkpoint_path.name}; phase 2 from "
+        f"step {run.profile.train.adversarial_start})",
+        f"sample rate:       {rate} Hz, {cfg.channels} channel(s)",
+        f"latent size:       {model.latent_size}",
+        f"compression:       {model.compression}:1 ({rate / model.compression:.2f} latent frames/s)",
+        f"receptive field:   {model.receptive_field} samples ({ms(model.receptive_field)})",
+        f"streaming delay:   {model.delay} samples ({ms(model.delay)}); encode "
+        f"{model.encode_delay}, decode {model.decode_delay}",
+        f"parameters:        {parameters:,}",
+    ]
+    metrics = run.metrics
+    losses = {k: v for k, v in metrics.items()
+              if k not in ("step", "phase", "time", "steps_per_second", "validation_step", "kl_weight")}
+    if losses:
+        lines.append("losses:            " + ", ".join(
+            f"{k} {v:.4g}" for k, v in losses.items() if isinstance(v, (int, float))))
+    lines.append(f"latent statistics: {'yes' if run.latent_stats is not None else 'not yet'}")
+    click.echo("\n".join(lines))
+
+
+COMMANDS.append(info_command)

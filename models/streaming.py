@@ -125,9 +125,11 @@ class StreamConvTranspose1d(cc.CachedConvTranspose1d, Stateful):
 
     ::
 
-        conv_transpose output of T frames:  [ head (k-s) |   body   | tail (k-s) ]
-        emitted this call (T*s samples):    [ head + previous tail  |   body   ]
-        kept for the next call:                                       [ tail ]
+        conv_transpose output of T frames:  [ head (k-s) |  rest ........................ ]
+        plus the previous call's tail:      [ cache      ]
+        emitted this call:                  [ first T*s samples  ][ tail (k-s): kept ]
+
+    (the kernel may span many strides, as in the PQMF synthesis, so k - s may exceed T*s)
     """
 
     state_names = ("cache",)
@@ -147,15 +149,14 @@ class StreamConvTranspose1d(cc.CachedConvTranspose1d, Stateful):
                                self.groups, self.dilation)
         if self.overlap > 0:
             batch = y.shape[0]
-            length = y.shape[-1]
-            head = y[..., : self.overlap] + self.cache[:batch]
-            body = y[..., self.overlap: length - self.overlap]
-            tail = y[..., length - self.overlap:]
+            emitted = y.shape[-1] - self.overlap  # T * stride
+            full = torch.cat([y[..., : self.overlap] + self.cache[:batch], y[..., self.overlap:]], -1)
+            tail = full[..., emitted:]
             if self.functional:
                 self.cache = tail
             else:
                 self.cache[:batch].copy_(tail.detach())
-            y = torch.cat([head, body], -1)
+            y = full[..., :emitted]
         bias = self.bias
         if bias is not None:
             y = y + bias.unsqueeze(-1)

@@ -8,6 +8,7 @@ reads its first argument, and how OSC arrives (Pd splits addresses with ``oscpar
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from tildekit.patches.graph import Graph
@@ -225,16 +226,16 @@ def _controls(g: Graph, spec: PatchSpec, ids: Idioms, targets: list[int], y: int
             true_msgs[attr.name] = on
         else:
             if attr.is_number:
-                box = g.number(x + 100, y + 25, attr.minimum or 0.0, attr.maximum or 0.0, attr.name)
+                box = g.number(x, y + 125, attr.minimum or 0.0, attr.maximum or 0.0, attr.name)
                 g.boxes[box].outlets = ids.number_outlets
-                g.connect(box, 0, g.obj(f"s {attr.receive}", x + 100, y + 50, 1, 0))
+                g.connect(box, 0, g.obj(f"s {attr.receive}", x, y + 150, 1, 0))
             first, last = ids.prepend(g, f"set {attr.name}", x, y + 50)
             g.connect(recv, 0, first)
             sources = [last, g.msg(attr.default_message, x, y + 100)]
         for source in sources:
             for target in targets:
                 g.connect(source, 0, target, 0)
-    y += 140
+    y += 185
     recv = g.obj(f"r {spec.reset_name}", 20, y, 0, 1)
     g.text("reset: clears the model's streaming state", 120, y)
     reset = true_msgs.get("reset")
@@ -282,18 +283,15 @@ def _deliver(g: Graph, route: OscRoute, source: int, outlet: int, x: int, y: int
 
 
 def _is_number(word: str) -> bool:
-    try:
-        float(word)
-    except ValueError:
-        return False
-    return True
+    """Would Pd read this word as a float?"""
+    return re.fullmatch(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?", word) is not None
 
 
 def _pd_route_tree(g: Graph, routes: tuple[OscRoute, ...], source: int, y: int) -> None:
-    """Pd's oscparse gives address components as atoms (numbers as floats): route level by level.
+    """Pd's oscparse splits an address into symbols (even "0", "1"): route level by level.
 
-    At each level, symbol components are routed first, numeric ones from the reject outlet,
-    and an address that ends here takes what is left.
+    Numeric components are written ``\\0`` so [route] keeps them as symbols (Pd >= 0.51);
+    an address that ends at a level takes what that level's [route] rejects.
     """
     trie: dict = {}
     for route in routes:
@@ -305,15 +303,13 @@ def _pd_route_tree(g: Graph, routes: tuple[OscRoute, ...], source: int, y: int) 
 
     def walk(node: dict, src: int, outlet: int, depth: int) -> None:
         children = [k for k in node if k is not None]
-        groups = [[k for k in children if not _is_number(k)], [k for k in children if _is_number(k)]]
-        for group in groups:
-            if not group:
-                continue
-            router = g.obj("route " + " ".join(group), column[0], y + depth * 60, 2, len(group) + 1)
+        if children:
+            words = " ".join("\\" + k if _is_number(k) else k for k in children)
+            router = g.obj(f"route {words}", column[0], y + depth * 60, 2, len(children) + 1)
             g.connect(src, outlet, router)
-            for k, part in enumerate(group):
+            for k, part in enumerate(children):
                 walk(node[part], router, k, depth + 1)
-            src, outlet = router, len(group)
+            src, outlet = router, len(children)
         if None in node:
             _deliver(g, node[None], src, outlet, column[0], y + depth * 60 + 30)
             column[0] += 60

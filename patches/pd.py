@@ -11,7 +11,7 @@ SLIDER_SIZE = (128, 15)
 
 def _escape(text: str) -> str:
     """Pd file syntax: ';' ',' and '$' are special inside boxes and must be backslashed."""
-    text = text.replace("\\", "/")
+    text = re.sub(r"\\(?![0-9])", "/", text)  # keep "\\0": a symbol that looks like a number
     text = re.sub(r"\s*([;,])", r" \\\1", text)
     return text.replace("$", "\\$").strip()
 

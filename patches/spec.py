@@ -126,8 +126,8 @@ class PatchSpec:
         nn = [o for o in (self.encode, self.decode) if o] if kind == "transfer" else [self.forward]
         latency = sum(host_latency(host, o) + self.card.methods[o.method].delay for o in nn if o)
         lines.append(f"3. buffer {self.buffer}: about {1000 * latency / sr:.0f} ms in to out. Smaller "
-                     f"buffers cut latency and cost CPU; powers of two >= {self.card.highest_ratio}. "
-                     f"Regenerate with: tildekit patch MODEL.ts --buffer N")
+                     f"buffers cut latency and cost CPU (powers of two >= {self.card.highest_ratio}. "
+                     f"), regenerate with: tildekit patch MODEL.ts --buffer N")
         lines.append("4. nn~ missing? install it from https://github.com/acids-ircam/nn_tilde "
                      + ("(Pd: Help > Find externals > nn~)" if host == "pd" else "(Max: Package Manager > nn~)"))
         lines.append(f"5. OSC: send to UDP port {self.osc_port} (edit the [{self.osc_abstraction} "

@@ -9,6 +9,7 @@ from typing import Callable
 
 from tildekit.errors import TildekitError
 from tildekit.models.card import ModelCard
+from tildekit.scripting.oscmap import model_slug
 from tildekit.patches.build import forward_graph, osc_graph, transfer_graph
 from tildekit.patches.graph import Graph
 from tildekit.patches.spec import DEFAULT_BUFFER, DEFAULT_OSC_PORT, HOSTS, PatchSpec, build_spec, model_reference
@@ -68,7 +69,7 @@ def write_patches(model_path_or_card: str | Path | ModelCard, out_dir: str | Pat
     if isinstance(model_path_or_card, ModelCard):
         card = model_path_or_card
         base = Path(out_dir) if out_dir is not None else Path.cwd()
-        model = Path(model_file) if model_file is not None else base / f"{card.name}.ts"
+        model = Path(model_file) if model_file is not None else base / f"{model_slug(card.name)}.ts"
         if not model.is_absolute():
             model = base / model
     else:

@@ -53,9 +53,9 @@ def play(score: str, host: str, port: int, model: str | None, dry_run: bool) -> 
     from tildekit.scripting.schedule import Scheduler
 
     scheduler = Scheduler()
-    click.echo(f"playing {score}: {len(messages)} messages over {parsed.duration:.3f} s "
-               f"to {host}:{port}{parsed.osc_map.prefix} (Ctrl-C stops)", err=True)
     with Controller(host, port, card=parsed.card, name=parsed.name) as controller:
+        click.echo(f"playing {score}: {len(messages)} messages over {parsed.duration:.3f} s "
+                   f"to {host}:{port}{parsed.osc_map.prefix} (Ctrl-C stops)", err=True)
         try:
             report = controller.play(messages, scheduler)
         except KeyboardInterrupt:
@@ -100,11 +100,15 @@ def send(address: str, args: tuple[str, ...], host: str, port: int, model: str |
         if not address.startswith("/"):
             raise TildekitError(f"OSC address {address!r} must start with '/' "
                                 f"(or pass --model to use model-relative addresses like latent/0)")
-        from pythonosc.udp_client import SimpleUDPClient
+        from tildekit.scripting.controller import udp_client
 
-        client = SimpleUDPClient(host, port)
-        client.send_message(address, values)
-        client.close()
+        client = udp_client(host, port)
+        try:
+            client.send_message(address, values)
+        except OSError as exc:
+            raise TildekitError(f"cannot send OSC to {host}:{port}: {exc.strerror or exc}") from None
+        finally:
+            client.close()
     click.echo(f"sent {address} {' '.join(str(v) for v in values)}".rstrip() + f" to {host}:{port}")
 
 
@@ -144,3 +148,90 @@ def monitor(host: str, port: int, count: int | None, seconds: float | None, mode
 
 
 COMMANDS.append(osc)
+
+
+# -- headless engine and Raspberry Pi bundle (tildekit serve / tildekit bundle) --------------
+
+@click.command("serve")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--input", "-i", "input_path", type=click.Path(dir_okay=False),
+              help="Sound file to process (file mode).")
+@click.option("--device", "use_device", is_flag=True, help="Process the sound card input live.")
+@click.option("--silence", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="No input: generate from the latents set over OSC (with --output: this long; "
+                   "without: live on the sound card).")
+@click.option("--output", "-o", "output_path", type=click.Path(dir_okay=False),
+              help="Sound file to write (default: the sound card).")
+@click.option("--osc-port", type=click.IntRange(0, 65535), default=9000, show_default=True,
+              help="UDP port for OSC control (0 picks a free one and prints it).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface for OSC (0.0.0.0 accepts the network).")
+@click.option("--allow", multiple=True, metavar="IP", help="Accept OSC only from this sender (repeatable).")
+@click.option("--buffer", type=click.IntRange(min=1), default=2048, show_default=True,
+              help="Samples per buffer (a multiple of the model's compression).")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Compute threads for the model.")
+@click.option("--realtime", is_flag=True, help="In file mode, pace buffers at real time (for live OSC tests).")
+@click.option("--verbose", "-v", is_flag=True, help="Print statistics every few seconds.")
+def serve(model: str, input_path: str | None, use_device: bool, silence: float | None, output_path: str | None,
+          osc_port: int, host: str, allow: tuple[str, ...], buffer: int, threads: int, realtime: bool,
+          verbose: bool) -> None:
+    """Run an exported MODEL (.ts or .onnx) headless, controlled live over OSC.
+
+    \b
+    tildekit serve model.ts --input in.wav --output out.wav     # file to file
+    tildekit serve model.ts --device                            # sound card in and out
+    tildekit serve model.onnx --silence 30 --output gen.wav     # latent-only generation
+    tildekit serve model.ts --device --host 0.0.0.0 --allow 192.168.1.20
+    """
+    import logging
+
+    from tildekit.scripting.engine import Engine
+    from tildekit.scripting.runner import open_runner
+
+    sources = [input_path is not None, use_device, silence is not None]
+    if sum(sources) != 1:
+        raise TildekitError("pick one input: --input FILE, --device or --silence SECONDS")
+    if input_path is not None and output_path is None:
+        raise TildekitError("--input needs --output FILE (file mode); for live sound use --device")
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
+                        stream=sys.stderr)
+    runner = open_runner(model, threads=threads)
+    with Engine(runner, host, osc_port, allow=list(allow) or None, buffer=buffer, realtime=realtime,
+                verbose=verbose) as engine:
+        bound_host, bound_port = engine.osc_address
+        click.echo(f"{runner.card.name} ({runner.runtime}, buffer {buffer}, {runner.card.sample_rate} Hz): "
+                   f"OSC on {bound_host}:{bound_port}{engine.map.prefix}/...", err=True)
+        sys.stderr.flush()
+        try:
+            if output_path is not None:
+                written = engine.run_file(input_path, output_path, seconds=silence)
+                click.echo(f"wrote {written}", err=True)
+            else:
+                engine.run_device(input_device=use_device)
+        except KeyboardInterrupt:
+            click.echo("stopped", err=True)
+        finally:
+            click.echo(engine.summary(), err=True)
+
+
+@click.command("bundle")
+@click.argument("run_or_model", type=click.Path(exists=True))
+@click.option("--target", type=click.Choice(["raspberry"]), default="raspberry", show_default=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="Folder to create (must not exist yet, or be empty).")
+@click.option("--user", default="pi", show_default=True, help="Account that runs the service on the Pi.")
+@click.option("--install-dir", default=None,
+              help="Where the folder will live on the Pi (default /home/USER/<folder name>).")
+def bundle(run_or_model: str, target: str, out_dir: str, user: str, install_dir: str | None) -> None:
+    """A folder to copy to a Raspberry Pi: model, Pd patch, start script, systemd unit, README."""
+    from tildekit.scripting.bundle import make_bundle
+
+    report = make_bundle(run_or_model, out_dir, target=target, user=user, install_dir=install_dir,
+                         progress=lambda line: click.echo(line, err=True))
+    click.echo(f"wrote {report.out_dir} ({report.runtime}, {report.realtime_factor:.1f}x real time here "
+               f"at 1 thread; Pi 4 buffer {report.pi_buffer})")
+
+
+COMMANDS.append(serve)
+COMMANDS.append(bundle)

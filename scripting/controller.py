@@ -9,12 +9,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from tildekit.errors import TildekitError
 from tildekit.models.card import ModelCard
 from tildekit.scripting.oscmap import OscMap, OscValueError
 from tildekit.scripting.schedule import PlayReport, Scheduler, TimedMessage
+
+if TYPE_CHECKING:
+    from pythonosc.udp_client import SimpleUDPClient
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9000
@@ -54,13 +57,11 @@ class Controller:
                                 "Controller.for_model('model.ts')")
         if not 0 < int(port) < 65536:
             raise TildekitError(f"OSC port must be 1..65535, got {port}")
-        from pythonosc.udp_client import SimpleUDPClient  # keeps `import controller` cheap
-
         self.card = card
         self.map = OscMap(card, name)
         self.host = host
         self.port = int(port)
-        self._client = SimpleUDPClient(host, self.port)
+        self._client = udp_client(host, self.port)
 
     @classmethod
     def for_model(cls, path: str | Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
@@ -84,7 +85,10 @@ class Controller:
 
     def send_checked(self, address: str, args: Sequence[Any]) -> None:
         """Send a message that ``validate`` already returned (no second check: hot path)."""
-        self._client.send_message(address, osc_args(args))
+        try:
+            self._client.send_message(address, osc_args(args))
+        except OSError as exc:
+            raise TildekitError(f"cannot send OSC to {self.host}:{self.port}: {exc.strerror or exc}") from None
 
     def send(self, address: str, *args: Any) -> None:
         """Validate and send one message; ``address`` may be relative (``latent/0``)."""
@@ -129,6 +133,17 @@ class Controller:
 
     def __repr__(self) -> str:
         return f"Controller({self.map.prefix} -> {self.host}:{self.port})"
+
+
+def udp_client(host: str, port: int) -> "SimpleUDPClient":
+    """A python-osc UDP client, or a clear error if the host does not resolve."""
+    from pythonosc.udp_client import SimpleUDPClient  # keeps `import controller` cheap
+
+    try:
+        return SimpleUDPClient(host, port)
+    except OSError as exc:  # socket.gaierror for an unknown host name
+        raise TildekitError(f"cannot send OSC to {host}:{port}: {exc.strerror or exc} "
+                            f"(check --host)") from None
 
 
 def read_model_card(path: str | Path) -> ModelCard:

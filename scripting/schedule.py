@@ -117,7 +117,7 @@ def lfo_values(shape: str, rate_hz: float, duration: float, depth: float = 1.0, 
         raise TildekitError(f"unknown LFO shape {shape!r} (choose from {', '.join(LFO_SHAPES)})")
     _check_positive("LFO rate_hz", rate_hz)
     times = update_times(duration, update_hz)
-    cycles = times * rate_hz + phase
+    cycles = times * rate_hz + phase % 1.0
     frac = cycles % 1.0
     if shape == "sine":
         wave = np.sin(2.0 * math.pi * cycles)

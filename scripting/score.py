@@ -28,7 +28,7 @@ import numpy as np
 from tildekit.errors import TildekitError
 from tildekit.models.card import AttributeSpec, ModelCard
 from tildekit.scripting.controller import Controller, full_address, read_model_card
-from tildekit.scripting.interpolate import INTERPOLATION_CURVES, interpolation_messages
+from tildekit.scripting.interpolate import INTERPOLATION_CURVES, encode_audio, interpolation_messages
 from tildekit.scripting.oscmap import OscMap, OscValueError
 from tildekit.scripting.schedule import (CURVES, DEFAULT_RATE_HZ, LFO_SHAPES, PlayReport, Scheduler,
                                          TimedMessage, lfo_values, merge, ramp_values, timed)
@@ -127,6 +127,10 @@ class Score:
     source: str = "score"
     # for error messages: the event number (from 1) of each entry of `events`
     numbers: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.numbers:
+            self.numbers = list(range(1, len(self.events) + 1))
 
     @property
     def osc_map(self) -> OscMap:
@@ -420,8 +424,6 @@ def _event_messages(event: Event, osc_map: OscMap, rate: float, model: Callable[
         times, values = lfo_values(event.shape, event.rate_hz, event.over, event.depth, event.center,
                                    event.update_hz or rate, event.phase, event.seed)
         return timed(full_address(osc_map, event.address), times, values, at)
-    from tildekit.scripting.interpolate import encode_audio
-
     loaded = model()
     card = osc_map.card
     za = encode_audio(loaded, read_sound(event.source, card))

@@ -59,6 +59,7 @@ class PolyphaseCore(nn.Module):
         self.sample_rate = sample_rate
         self.delay = delay
         self.temperature = 0.0
+        self.encoder_frames_delay = 0
         self.gain = nn.Parameter(torch.ones(1))  # a real parameter: export must freeze it
         self.state = torch.zeros(1, channels, delay)
 
@@ -76,16 +77,19 @@ class PolyphaseCore(nn.Module):
         return (z.reshape(b, self.channels, self.compression, frames).permute(0, 1, 3, 2)
                 .reshape(b, self.channels, frames * self.compression))
 
+    def decode_from(self, z: Tensor, input_delay: int) -> Tensor:
+        return self.decode(z)
+
     @torch.jit.export
     def reset_state(self) -> None:
         self.state.zero_()
 
 
 class ShortCore(PolyphaseCore):
-    """A broken core: decode drops the last latent frame, so buffers come back too short."""
+    """A broken core: decoding drops the last latent frame, so buffers come back too short."""
 
-    def decode(self, z: Tensor) -> Tensor:
-        return super().decode(z[:, :, : z.size(2) - 1])
+    def decode_from(self, z: Tensor, input_delay: int) -> Tensor:
+        return self.decode(z[:, :, : z.size(2) - 1])
 
 
 def card_for(channels: int = 1, compression: int = COMPRESSION, delay: int = CORE_DELAY,
@@ -568,7 +572,7 @@ def test_export_refuses_a_non_nm_path(tmp_path):
 
 def test_failed_self_check_leaves_no_file(tmp_path):
     w2w = TildekitW2W(ShortCore(1), card_for(1))
-    with pytest.raises(TildekitError):
+    with pytest.raises(TildekitError, match="host's call sequence.*model returned shape"):
         export_neutone(w2w, card_for(1), tmp_path / "broken.nm")
     assert list(tmp_path.iterdir()) == []
 
@@ -667,3 +671,53 @@ def test_export_refuses_a_card_name_too_long_for_neutone():
     card = card_for(1, name="an-extremely-long-model-name-over-30")
     with pytest.raises(NeutoneMetadataError, match="model_name"):
         TildekitW2W(PolyphaseCore(1), card)
+
+
+# --------------------------------------------------------------------------------------------
+# A real (tiny, untrained) tildekit model, end to end
+
+
+def test_real_tiny_model_exports_and_matches_the_core_forward(tmp_path):
+    from tildekit.export.core import ExportCore
+    from tildekit.models.autoencoder import AutoEncoder
+    from tildekit.models.card import MethodSpec
+    from tildekit.models.config import ModelConfig
+
+    cfg = ModelConfig(sample_rate=MODEL_SR, n_band=2, pqmf_taps_per_band=4, capacity=4,
+                      ratios=[2, 2], latent_size=4, dilations=[1], max_channels=16)
+    cfg.validate("test")
+    torch.manual_seed(0)
+    core = ExportCore(AutoEncoder(cfg, streaming=True))
+    reference = copy.deepcopy(core)
+    card = ModelCard(name="tiny-real", sample_rate=MODEL_SR, channels=1,
+                     compression=core.compression, latent_size=core.latent_size,
+                     methods={"forward": MethodSpec(1, 1, 1, 1, delay=core.delay)},
+                     attributes=[], delay=core.delay, profile="test")
+    path = tmp_path / "tiny-real.nm"
+    check = export_neutone(TildekitW2W(core, card), card, path)
+    assert check.model_delay_48k_512 == core.delay
+    assert read_card(path) == card
+    nm = torch.jit.load(str(path), _extra_files={"metadata.json": ""})
+
+    daw_bs = 256  # a native size (whole frames): no buffering, model delay only
+    nm.set_daw_sample_rate_and_buffer_size(MODEL_SR, daw_bs)
+    assert nm.calc_buffering_delay_samples() == 0
+    assert nm.calc_model_delay_samples() == core.delay
+    x = noise(1, daw_bs * 12)
+    out = stream(nm, x, daw_bs)
+    reference.reset_state()
+    with torch.no_grad():
+        expected = torch.cat([reference(x[None, :, i:i + daw_bs])[0]
+                              for i in range(0, x.size(1), daw_bs)], dim=1)
+    assert torch.allclose(out, expected, atol=1e-5)
+
+    nm.reset()
+    edited = stream(nm, x, daw_bs, knob_rows(x.size(1), chaos=0.5, scale=0.0))
+    assert not torch.allclose(edited, out, atol=1e-4)
+    assert torch.isfinite(edited).all()
+
+    nm.set_daw_sample_rate_and_buffer_size(44100, 4096)
+    assert nm.is_resampling()
+    clip = noise(2, 44100, seed=5)
+    offline = nm.forward_offline(clip)
+    assert offline.shape == clip.shape and torch.isfinite(offline).all()

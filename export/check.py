@@ -1,0 +1,388 @@
+"""Contract checks on an exported file, loaded exactly the way its host loads it.
+
+``.ts`` (nn~): ``torch.jit.load`` + ``eval()``, nothing from tildekit on the model's path; every
+method is called the way nn~ calls it (under inference mode, consecutive buffers, every power
+of two buffer from the highest ratio to 16384, batch 1 and 2), attributes are set with values
+parsed as nn~ parses Pd messages, and operators are checked against the hosts' libtorch.
+``.nm`` runs the Neutone exporter's own host sequence; ``.onnx`` the ONNX exporter's check.
+
+Each item gives a :class:`CheckResult`; the runner never stops at the first failure, so one
+run lists everything that is wrong. A file that cannot be loaded at all raises TildekitError.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+
+from tildekit.errors import TildekitError
+from tildekit.export.card_io import read_card
+from tildekit.models.card import NN_TYPE_CODES, ModelCard
+
+MAX_HOST_BUFFER = 16384
+BATCHES = (1, 2)
+STREAM_TOLERANCE = 1e-5
+STREAM_SECONDS_MIN = 16384  # samples streamed by the buffer-size equality check
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    item: str
+    passed: bool
+    reason: str = ""
+
+
+def format_results(results: Iterable[CheckResult]) -> str:
+    return "\n".join(f"{'PASS' if r.passed else 'FAIL'}  {r.item}" + (f": {r.reason}" if r.reason else "")
+                     for r in results)
+
+
+def failures_message(failed: Iterable[CheckResult]) -> str:
+    return "; ".join(f"{r.item}: {r.reason}" for r in failed)
+
+
+def host_buffers(highest_ratio: int, largest: int = MAX_HOST_BUFFER) -> list[int]:
+    """Every buffer nn~ may pick: powers of two from the highest ratio up to ``largest``."""
+    buffer = 1
+    while buffer < highest_ratio:
+        buffer *= 2
+    sizes = []
+    while buffer <= max(largest, highest_ratio):
+        sizes.append(buffer)
+        buffer *= 2
+    return sizes
+
+
+def check_file(path: str | Path) -> list[CheckResult]:
+    """Run every contract item for the file's host (by suffix)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".ts":
+        return check_torchscript(path)
+    if suffix == ".nm":
+        return check_neutone(path)
+    if suffix == ".onnx":
+        return check_onnx_file(path)
+    raise TildekitError(f"{path}: cannot check a {path.suffix or 'suffix-less'} file: pass a .ts "
+                        f"(nn~), .nm (Neutone) or .onnx file written by `tildekit export`")
+
+
+# ------------------------------------------------------------------------------- nn~ host
+
+
+def nn_parse(text: str, code: int) -> Any:
+    """A value as nn~ hands it to a setter: ``to_bool`` / ``stoi`` / ``stof`` of the message word."""
+    if code == NN_TYPE_CODES["bool"]:
+        return text.strip().lower() != "false"  # only the word false is false (CONTRACTS.md §1)
+    if code == NN_TYPE_CODES["int"]:
+        return int(float(text))
+    if code == NN_TYPE_CODES["float"]:
+        return float(torch.tensor(float(text), dtype=torch.float32))
+    return text
+
+
+def pd_word(value: Any) -> str:
+    """How a Pd message atom reaches nn~: bools as words, numbers as 6-decimal strings."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return f"{float(value):.6f}"
+    return str(value)
+
+
+def nn_set(model: Any, name: str, values: list[Any]) -> Any:
+    """``[set NAME v1 v2 ...(`` as nn~ does it: parse with ``NAME_params``, call ``set_NAME``."""
+    codes = [int(c) for c in getattr(model, f"{name}_params").tolist()]
+    if len(codes) != len(values):
+        raise ValueError(f"{name} takes {len(codes)} values, got {len(values)}")
+    args = [nn_parse(pd_word(v), c) for v, c in zip(values, codes)]
+    return getattr(model, f"set_{name}")(*args)
+
+
+def load_like_nn(path: Path) -> Any:
+    """``torch::jit::load`` then ``eval()``; unreadable files raise TildekitError (one line)."""
+    try:
+        model = torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:  # torch raises RuntimeError/ValueError with multi-line text
+        first = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise TildekitError(f"{path} does not load as TorchScript ({first}): re-export it with "
+                            f"`tildekit export`") from None
+    model.eval()
+    return model
+
+
+def _has_method(model: Any, name: str) -> bool:
+    return bool(model._c._has_method(name))
+
+
+def _run(items: list[CheckResult], item: str, test: Callable[[], str | None]) -> None:
+    """Run one item: None or "" = PASS, a string = FAIL reason, an exception = FAIL."""
+    try:
+        reason = test()
+    except Exception as exc:
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        # TorchScript errors carry the script traceback: keep the message, not the frames
+        marker = text.find("builtins.")
+        items.append(CheckResult(item, False, (text[marker:] if marker >= 0 else text)[:300]))
+        return
+    items.append(CheckResult(item, not reason, reason or ""))
+
+
+def _stream(method: Any, signal: torch.Tensor, buffer: int, ratio: int) -> torch.Tensor:
+    """Call ``method`` on consecutive buffers of ``buffer`` host samples (signal at rate 1/ratio)."""
+    step = buffer // ratio
+    with torch.inference_mode():
+        return torch.cat([method(signal[..., i:i + step]) for i in range(0, signal.shape[-1], step)], -1)
+
+
+def _method_input(card: ModelCard, method: str, batch: int, samples: int, seed: int) -> torch.Tensor:
+    """Generated input: a chirp plus noise for audio, smooth in-range wander for latents."""
+    spec = card.methods[method]
+    generator = torch.Generator().manual_seed(seed)
+    length = samples // spec.in_ratio
+    if spec.in_ratio == 1:
+        t = torch.arange(length) / card.sample_rate
+        chirp = torch.sin(2 * torch.pi * (110 + 400 * t) * t)
+        noise = 0.05 * torch.randn(batch, spec.in_channels, length, generator=generator)
+        return (0.3 * chirp + noise).float()
+    walk = torch.randn(batch, spec.in_channels, length, generator=generator).cumsum(-1)
+    walk = walk / (walk.abs().amax(-1, keepdim=True) + 1e-6)
+    if len(card.latents) == spec.in_channels:
+        std = torch.tensor([max(d.std, 1e-3) for d in card.latents]).view(1, -1, 1)
+        walk = walk * 2 * std
+    return walk.float()
+
+
+def check_torchscript(path: Path) -> list[CheckResult]:
+    card = read_card(path)  # missing / truncated / newer card: TildekitError before loading
+    model = load_like_nn(path)
+    items: list[CheckResult] = [CheckResult("load (torch.jit.load + eval)", True)]
+    ratio = card.highest_ratio
+    buffers = host_buffers(ratio)
+
+    def methods() -> str | None:
+        if not _has_method(model, "get_methods"):
+            return "no get_methods(): nn~ would guess methods from *_params attributes"
+        names = list(model.get_methods())
+        if "forward" not in names:
+            return f"get_methods() lacks forward ({names}): nn~ falls back to forward on a typo"
+        missing = [n for n in names if not _has_method(model, n)]
+        if missing:
+            return f"get_methods() lists {missing} but the file has no such method"
+        if set(names) != set(card.methods):
+            return f"get_methods() gives {sorted(names)} but the card says {sorted(card.methods)}"
+        return None
+
+    _run(items, "get_methods", methods)
+    names = [n for n in card.methods if _has_method(model, n)]
+    for name in names:
+        spec = card.methods[name]
+
+        def params(name: str = name, spec: Any = spec) -> str | None:
+            value = getattr(model, f"{name}_params")
+            if not isinstance(value, torch.Tensor) or value.dtype.is_floating_point:
+                return f"{name}_params is not an integer tensor"
+            if value.numel() != 4:
+                return f"{name}_params holds {value.numel()} values, nn~ reads exactly 4"
+            if value.tolist() != spec.params:
+                return f"{name}_params is {value.tolist()} but the card says {spec.params}"
+            return None
+
+        def labels(name: str = name, spec: Any = spec) -> str | None:
+            inputs = list(getattr(model, f"{name}_input_labels"))
+            outputs = list(getattr(model, f"{name}_output_labels"))
+            if len(inputs) != spec.in_channels or len(outputs) != spec.out_channels:
+                return (f"{len(inputs)} input / {len(outputs)} output labels for "
+                        f"{spec.in_channels} / {spec.out_channels} channels")
+            return None
+
+        def shapes(name: str = name, spec: Any = spec) -> str | None:
+            method = getattr(model, name)
+            model.set_reset(True)
+            for batch in BATCHES:
+                for buffer in buffers:
+                    x = _method_input(card, name, batch, buffer, seed=buffer)
+                    with torch.inference_mode():
+                        y = method(x)
+                    want = (batch, spec.out_channels, buffer // spec.out_ratio)
+                    if tuple(y.shape) != want or y.dtype != torch.float32:
+                        return (f"buffer {buffer}, batch {batch}: returned {tuple(y.shape)} "
+                                f"{y.dtype}, nn~ needs {want} float32")
+                    if not torch.isfinite(y).all():
+                        return f"buffer {buffer}, batch {batch}: NaN or infinite output"
+            return None
+
+        def streaming(name: str = name, spec: Any = spec) -> str | None:
+            # Host-observable streaming: the same signal in small and large buffers, each run
+            # after a reset, must give the same samples.
+            small, large = buffers[0], min(buffers[-1], max(4096, buffers[0]))
+            length = max(STREAM_SECONDS_MIN, 2 * large)
+            x = _method_input(card, name, 2, length, seed=7)
+            method = getattr(model, name)
+            model.set_reset(True)
+            a = _stream(method, x, small, spec.in_ratio)
+            model.set_reset(True)
+            b = _stream(method, x, large, spec.in_ratio)
+            error = float((a - b).abs().max())
+            if error > STREAM_TOLERANCE:
+                return (f"buffers of {small} and {large} samples differ by {error:.3g} "
+                        f"(> {STREAM_TOLERANCE}): state does not carry over between calls")
+            return None
+
+        _run(items, f"{name}_params", params)
+        _run(items, f"{name} labels", labels)
+        _run(items, f"{name} output shape (buffers {buffers[0]}..{buffers[-1]}, batch 1 and 2)", shapes)
+        _run(items, f"{name} streaming (buffer {buffers[0]} vs {min(buffers[-1], max(4096, buffers[0]))})",
+             streaming)
+    items.extend(_attribute_checks(model, card, path))
+    items.extend(_operator_checks(model))
+    if _has_method(model, "set_reset"):
+        model.set_reset(True)  # leave the module as loaded
+    return items
+
+
+def _attribute_checks(model: Any, card: ModelCard, path: Path) -> list[CheckResult]:
+    items: list[CheckResult] = []
+
+    def listing() -> str | None:
+        names = [n for n in model.get_attributes() if n != "none"]
+        if names != [a.name for a in card.attributes]:
+            return f"get_attributes() gives {names} but the card says {[a.name for a in card.attributes]}"
+        return None
+
+    _run(items, "get_attributes", listing)
+    for spec in card.attributes:
+        def setter(spec: Any = spec) -> str | None:
+            codes = getattr(model, f"{spec.name}_params").tolist()
+            if codes != spec.type_codes:
+                return f"{spec.name}_params is {codes} but the card says {spec.type_codes}"
+            result = nn_set(model, spec.name, list(spec.default))
+            if not isinstance(result, int) or isinstance(result, bool) or result != 0:
+                return f"set_{spec.name} returned {result!r}; nn~ needs the int 0"
+            got = list(getattr(model, f"get_{spec.name}")())
+            if len(got) != len(spec.types):
+                return f"get_{spec.name}() returned {len(got)} values for {len(spec.types)} types"
+            return None
+
+        _run(items, f"set_{spec.name} (values as Pd sends them)", setter)
+
+    names = {a.name for a in card.attributes}
+    forward = card.methods.get("forward")
+    if {"temperature", "reset"} <= names and "encode" in card.methods:
+        def temperature() -> str | None:
+            x = _method_input(card, "encode", 1, 4 * card.compression * 4, seed=3)
+            runs = []
+            for value in (0.0, 0.0, 1.0):
+                nn_set(model, "temperature", [value])
+                nn_set(model, "reset", [True])
+                with torch.inference_mode():
+                    runs.append(model.encode(x))
+            nn_set(model, "temperature", [0.0])
+            if not torch.equal(runs[0], runs[1]):
+                return "temperature 0 is not deterministic: two encodes of one signal differ"
+            if torch.equal(runs[0], runs[2]):
+                return "temperature 1 gives the same latents as 0: the setter has no effect"
+            return None
+
+        _run(items, "temperature (0 deterministic, 1 adds noise)", temperature)
+    if {"latent_bias", "reset"} <= names and forward is not None:
+        def bias() -> str | None:
+            spec = card.attribute("latent_bias")
+            x = _method_input(card, "forward", 1, 8 * card.compression, seed=4)
+            outs = []
+            for first in (0.0, 1.0):
+                nn_set(model, "latent_bias", [first] + list(spec.default[1:]))
+                nn_set(model, "reset", [True])
+                with torch.inference_mode():
+                    outs.append(model.forward(x))
+            nn_set(model, "latent_bias", list(spec.default))
+            if torch.equal(outs[0], outs[1]):
+                return "latent_bias on dimension 0 does not change forward's output"
+            return None
+
+        _run(items, "latent_bias changes forward", bias)
+    if "reset" in names and forward is not None:
+        def reset() -> str | None:
+            x = _method_input(card, "forward", 1, 4 * card.compression, seed=5)
+            fresh = load_like_nn(path)
+            with torch.inference_mode():
+                expected = fresh.forward(x)
+                model.forward(x)  # leave state behind
+            nn_set(model, "reset", [True])
+            with torch.inference_mode():
+                got = model.forward(x)
+            if not torch.equal(expected, got):
+                return "after set_reset true the output differs from a freshly loaded file"
+            return None
+
+        _run(items, "reset true restores the initial state", reset)
+
+    def sample_rate() -> str | None:
+        if not _has_method(model, "set_sample_rate"):
+            return None
+        result = model.set_sample_rate(card.sample_rate)
+        return None if result == 0 else f"set_sample_rate({card.sample_rate}) returned {result!r}"
+
+    _run(items, "set_sample_rate (model rate)", sample_rate)
+    return items
+
+
+def _operator_checks(model: Any, hosts: list[str] | None = None) -> list[CheckResult]:
+    from tildekit.export.ops import HOSTS, check_operators
+
+    items = []
+    for host in hosts or list(HOSTS):
+        def operators(host: str = host) -> str | None:
+            offenders = check_operators(model, [host])
+            return "; ".join(o.message() for o in offenders) or None
+
+        _run(items, f"operators exist in {host}", operators)
+    return items
+
+
+# ------------------------------------------------------------------------------- Neutone, ONNX
+
+
+def check_neutone(path: Path) -> list[CheckResult]:
+    from tildekit.export.neutone import check_neutone_file
+    from tildekit.export.ops import HOSTS
+
+    card = read_card(path)
+    items: list[CheckResult] = [CheckResult("model card", True, f"{card.name}, tildekit {card.tildekit_version}")]
+    model = load_like_nn(path)
+
+    def host_sequence() -> str | None:
+        check_neutone_file(path)
+        return None
+
+    _run(items, "Neutone host call sequence (load, metadata, set rate/buffer, forward, offline)",
+         host_sequence)
+    neutone_hosts = [h for h in HOSTS if h.lower().startswith("neutone")]
+    items.extend(_operator_checks(model, neutone_hosts))
+    return items
+
+
+def check_onnx_file(path: Path) -> list[CheckResult]:
+    read_card(path)
+    try:
+        from tildekit.export.onnx_export import check_onnx
+    except ImportError as exc:
+        raise TildekitError(f"{path}: ONNX checks are not available in this tildekit "
+                            f"(export/onnx_export.py: {exc})") from None
+    items: list[CheckResult] = []
+    try:
+        outcome = check_onnx(path)
+    except TildekitError as exc:
+        return [CheckResult("ONNX Runtime streaming contract", False, str(exc))]
+    if outcome is None:
+        return [CheckResult("ONNX Runtime streaming contract", True)]
+    for entry in outcome if isinstance(outcome, (list, tuple)) else [outcome]:
+        if hasattr(entry, "passed"):
+            items.append(CheckResult(str(getattr(entry, "item", "onnx")), bool(entry.passed),
+                                     str(getattr(entry, "reason", ""))))
+        else:
+            items.append(CheckResult("ONNX Runtime streaming contract", True, str(entry)))
+    return items

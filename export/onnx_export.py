@@ -1,0 +1,478 @@
+"""Export a tildekit model to ONNX: one graph per method, streaming state as explicit tensors.
+
+ONNX graphs hold no hidden state (CONTRACTS.md §3), so each streaming layer's cache becomes a
+graph input and its updated value a graph output (file format: :mod:`onnx_runtime`)::
+
+    x, temperature, ..., state_in.0 .. state_in.N-1 ─► ExportCore.METHOD ─► y, state_out.0 .. N-1
+
+How the graph is obtained without restating the model's arithmetic: the stateful layers have a
+``functional`` mode in which they *reassign* their state attribute instead of writing into it.
+:class:`StateGraph` sets each state attribute to a graph input, runs the ExportCore method
+and returns the reassigned attributes; the TorchScript-based exporter traces that.
+
+- Which states a method uses is found by a dry run: the attributes it reassigned.
+- ``temperature`` is a python float in ExportCore; here it is set to a tensor input and the
+  trace is taken with a non-zero example value, so the graph keeps the general path
+  ``mean + scale * noise * temperature`` (which equals ``mean`` exactly at temperature 0).
+
+Every file is checked (:func:`check_onnx`: onnx.checker, onnxruntime, shapes, and equality
+with the TorchScript-scripted ExportCore on the same buffers) before it is moved into place.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from tildekit.errors import TildekitError
+from tildekit.export.card_io import set_onnx_card
+from tildekit.export.check_result import CheckResult
+from tildekit.export.core import ExportCore
+from tildekit.export.onnx_runtime import (
+    ATTRIBUTE_INPUTS, BATCH, INPUT, META_BUFFER, META_METHOD, META_OPSET, META_STATE, META_STREAMING,
+    OUTPUT, STATE_IN, OnnxInfo, StateSpec, make_session, method_file_name, state_file_name,
+    states_to_json,
+)
+from tildekit.models.autoencoder import build_model, remove_weight_norm
+from tildekit.models.card import ModelCard
+from tildekit.models.config import ModelConfig
+from tildekit.models.streaming import Stateful, set_functional, stateful_layers
+
+OPSET = 17  # widely supported (onnxruntime >= 1.14, i.e. also older Raspberry Pi wheels)
+METHODS = ("forward", "encode", "decode")
+TOLERANCE = 1e-4  # max |ONNX - TorchScript| on the same buffers
+TRACE_TEMPERATURE = 0.5  # any non-zero value: keeps the noise path in the graph
+CHECK_BATCHES = (1, 2)
+
+
+@dataclass(frozen=True)
+class StateSlot:
+    """A state attribute of one layer, as the exporter feeds it."""
+
+    layer: Stateful
+    attribute: str
+    path: str  # e.g. model.decoder.noise.counter
+    shape: tuple[int, ...]  # without the batch dimension when ``batched``
+    batched: bool
+    dtype: torch.dtype
+
+    def zeros(self, batch: int) -> torch.Tensor:
+        return torch.zeros((batch, *self.shape) if self.batched else self.shape, dtype=self.dtype)
+
+    def spec(self, index: int) -> StateSpec:
+        shape: list[int | str] = ([BATCH] if self.batched else []) + list(self.shape)
+        return StateSpec(f"{STATE_IN}{index}", shape, str(self.dtype).replace("torch.", ""), self.path)
+
+
+def all_state_slots(core: nn.Module) -> list[StateSlot]:
+    paths = {id(m): p for p, m in core.named_modules()}
+    slots = []
+    for layer in stateful_layers(core):
+        for attribute in layer.state_names:
+            value = getattr(layer, attribute)
+            # cached paddings hold MAX_BATCH_SIZE rows (B, C, L); counters are shared by all rows
+            batched = value.dim() == 3
+            shape = tuple(value.shape[1:]) if batched else tuple(value.shape)
+            slots.append(StateSlot(layer, attribute, f"{paths[id(layer)]}.{attribute}", shape, batched, value.dtype))
+    return slots
+
+
+class StateGraph(nn.Module):
+    """``forward(x, *attributes, *states) -> (y, *new_states)`` for one ExportCore method."""
+
+    def __init__(self, core: ExportCore, method: str, slots: Sequence[StateSlot]) -> None:
+        super().__init__()
+        self.core = core
+        self.method = method
+        self.attribute_names = ATTRIBUTE_INPUTS[method]
+        self.slots = list(slots)  # their layers are already submodules of core
+
+    def forward(self, x: torch.Tensor, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        count = len(self.attribute_names)
+        # temperature replaces ExportCore's float, latent_bias / latent_scale its buffers
+        for name, value in zip(self.attribute_names, inputs[:count]):
+            setattr(self.core, name, value)
+        for slot, state in zip(self.slots, inputs[count:]):
+            setattr(slot.layer, slot.attribute, state)
+        y = getattr(self.core, self.method)(x)
+        return (y, *[getattr(slot.layer, slot.attribute) for slot in self.slots])
+
+
+def attribute_examples(core: ExportCore, method: str) -> list[torch.Tensor]:
+    values = {"temperature": torch.tensor(TRACE_TEMPERATURE),
+              "latent_bias": torch.zeros(core.latent_size),
+              "latent_scale": torch.ones(core.latent_size)}
+    return [values[name] for name in ATTRIBUTE_INPUTS[method]]
+
+
+def example_input(core: ExportCore, method: str, batch: int, samples: int) -> torch.Tensor:
+    if method == "decode":
+        return torch.randn(batch, core.latent_size, samples // core.compression)
+    return torch.randn(batch, core.channels, samples)
+
+
+def state_graph(core: ExportCore, method: str, streaming: bool, samples: int) -> tuple[StateGraph, list[StateSlot]]:
+    """A private copy of ``core`` wrapped for ``method``, with the state slots the method uses."""
+    work = copy.deepcopy(core).eval()
+    if not streaming:
+        return StateGraph(work, method, []), []
+    set_functional(work, True)
+    slots = all_state_slots(work)
+    batch = 2
+    fed = [slot.zeros(batch) for slot in slots]
+    graph = StateGraph(work, method, slots)
+    with torch.no_grad():
+        graph(example_input(work, method, batch, samples), *attribute_examples(work, method), *fed)
+    # a method's state is what it reassigned; the rest belongs to other methods
+    used = [slot for slot, tensor in zip(slots, fed) if getattr(slot.layer, slot.attribute) is not tensor]
+    return StateGraph(work, method, used), used
+
+
+def whole_signal_core(core: ExportCore, config: ModelConfig) -> ExportCore:
+    """``core``'s weights and latent projection on the whole-signal (non-streaming) build.
+
+    ExportCore refuses a non-streaming model (hosts stream); its arithmetic does not depend on
+    the build, so the whole build is swapped in on a copy.
+    """
+    whole = build_model(config, False).eval()
+    remove_weight_norm(whole)
+    whole.load_state_dict(core.model.state_dict())
+    for parameter in whole.parameters():
+        parameter.requires_grad_(False)
+    result = copy.deepcopy(core)
+    result.model = whole
+    return result
+
+
+def export_graph(core: ExportCore, method: str, streaming: bool, samples: int,
+                 dynamic_time: bool) -> tuple[bytes, list[StateSpec]]:
+    """The ONNX bytes of one method and the specs of its state inputs."""
+    graph, slots = state_graph(core, method, streaming, samples)
+    batch = 2  # not 1: a traced size of 1 could be mistaken for a broadcast
+    args = (example_input(core, method, batch, samples), *attribute_examples(core, method),
+            *[slot.zeros(batch) for slot in slots])
+    specs = [slot.spec(i) for i, slot in enumerate(slots)]
+    input_names = [INPUT, *ATTRIBUTE_INPUTS[method], *[s.name for s in specs]]
+    output_names = [OUTPUT, *[s.output_name for s in specs]]
+    time_axis = {2: "time"} if dynamic_time else {}
+    dynamic_axes = {INPUT: {0: "batch", **time_axis}, OUTPUT: {0: "batch", **({2: "time_out"} if dynamic_time else {})}}
+    for spec in specs:
+        if spec.shape[0] == BATCH:
+            dynamic_axes[spec.name] = {0: "batch"}
+            dynamic_axes[spec.output_name] = {0: "batch"}
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        # the tracer warns about the python branch on temperature and the torch.onnx deprecation
+        warnings.simplefilter("ignore")
+        torch.onnx.export(graph, args, buffer, dynamo=False, opset_version=OPSET, input_names=input_names,
+                          output_names=output_names, dynamic_axes=dynamic_axes, do_constant_folding=True)
+    return buffer.getvalue(), specs
+
+
+def build_onnx(core: ExportCore, card: ModelCard, method: str, streaming: bool = True, samples: int = 2048,
+               dynamic_time: bool = True) -> tuple["onnx.ModelProto", list[StateSpec]]:  # noqa: F821
+    """One method's model proto, metadata included (``core`` is the whole-signal core when not streaming)."""
+    import onnx
+
+    data, specs = export_graph(core, method, streaming, samples, dynamic_time)
+    proto = onnx.load_from_string(data)
+    set_onnx_card(proto, card)
+    frames = samples // core.compression if method == "decode" else samples
+    meta = {META_METHOD: method, META_STATE: states_to_json(specs), META_OPSET: str(OPSET),
+            META_STREAMING: "true" if streaming else "false"}
+    if not dynamic_time:
+        meta[META_BUFFER] = str(frames)
+    for key, value in meta.items():
+        prop = proto.metadata_props.add()
+        prop.key, prop.value = key, value
+    proto.doc_string = f"tildekit {card.name} {method} ({'streaming' if streaming else 'whole signal'})"
+    return proto, specs
+
+
+def validate_request(core: ExportCore, card: ModelCard, buffer: int) -> None:
+    if buffer < core.compression or buffer % core.compression:
+        raise TildekitError(
+            f"--buffer {buffer} must be a positive multiple of the model's compression ({core.compression} samples)")
+    mismatches = [f"{field} card={getattr(card, field)} model={getattr(core, field)}"
+                  for field in ("sample_rate", "channels", "compression", "latent_size")
+                  if getattr(card, field) != getattr(core, field)]
+    if mismatches:
+        raise TildekitError(f"the model card does not describe this model ({'; '.join(mismatches)}): "
+                            f"build the card from the same core")
+
+
+def export_onnx(core: ExportCore, card: ModelCard, out_dir: str | Path, name: str, buffer: int = 2048,
+                streaming: bool = True, dynamic_time: bool = True, model_config: ModelConfig | None = None,
+                methods: Sequence[str] | None = None) -> list[Path]:
+    """Write ``NAME.onnx`` (forward), ``NAME.encode.onnx``, ``NAME.decode.onnx`` (+ state ``.npz``).
+
+    ``streaming=False`` exports the whole-signal model (needs ``model_config`` to build it):
+    dynamic time, no state. ``dynamic_time=False`` fixes the time axis to ``buffer`` samples.
+    Every file is checked before it is moved into place; on failure nothing is written.
+    """
+    import onnx
+
+    validate_request(core, card, buffer)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    methods = [m for m in (methods or METHODS) if m in card.methods]
+    if not methods:
+        raise TildekitError(f"the model card lists none of the methods {', '.join(METHODS)}")
+    if streaming:
+        source = core
+    else:
+        if model_config is None:
+            raise TildekitError("a whole-signal ONNX export needs the model config (the run's profile)")
+        source = whole_signal_core(core, model_config)
+        reference = CoreMethods(source)
+        dynamic_time = True
+    if streaming:  # what nn~ runs: the TorchScript of the same core
+        reference = torch.jit.script(CoreMethods(core))
+    pending: list[tuple[Path, Path]] = []  # (temporary, final)
+    try:
+        for method in methods:
+            proto, specs = build_onnx(source, card, method, streaming, buffer, dynamic_time)
+            final = out_dir / method_file_name(name, method)
+            temporary = final.with_name(f".{final.stem}.{os.getpid()}.partial.onnx")
+            pending.append((temporary, final))
+            onnx.save(proto, str(temporary))
+            results = check_onnx(temporary, reference=reference, buffer=buffer)
+            failed = [r for r in results if not r.passed]
+            if failed:
+                raise TildekitError(f"ONNX export of {method!r} failed its check: "
+                                    + "; ".join(f"{r.item}: {r.reason}" for r in failed))
+            if streaming:
+                final_state = out_dir / state_file_name(name, method)
+                temporary_state = final_state.with_name(f".{final_state.stem}.{os.getpid()}.partial.npz")
+                with open(temporary_state, "wb") as handle:
+                    np.savez(handle, **{s.name: s.zeros(1) for s in specs})
+                pending.append((temporary_state, final_state))
+        for temporary, final in pending:
+            os.replace(temporary, final)
+        return [final for _, final in pending]
+    finally:
+        for temporary, _ in pending:
+            temporary.unlink(missing_ok=True)
+
+
+class CoreMethods(nn.Module):
+    """ExportCore's methods as TorchScript entry points (what the nn~ export runs), on a copy."""
+
+    def __init__(self, core: ExportCore) -> None:
+        super().__init__()
+        self.core = copy.deepcopy(core).eval()
+        set_functional(self.core, False)
+        self.core.reset_state()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.core(x)
+
+    @torch.jit.export
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.core.encode(x)
+
+    @torch.jit.export
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.core.decode(x)
+
+    @torch.jit.export
+    def reset_state(self) -> None:
+        self.core.reset_state()
+
+
+# ---------------------------------------------------------------------------------------- checks
+
+def check_onnx(path: str | Path, reference: CoreMethods | torch.jit.ScriptModule | None = None,
+               buffer: int | None = None) -> list[CheckResult]:
+    """Check a tildekit ONNX file; with ``reference`` (``torch.jit.script(CoreMethods(core))``, or
+    ``CoreMethods(whole_signal_core(...))`` for a whole-signal file) also compare its output on
+    the same buffers.
+
+    ``buffer``: samples per call for the comparison (default: the file's fixed buffer or 4
+    latent frames).
+    """
+    import onnx
+
+    path = Path(path)
+    results: list[CheckResult] = []
+
+    def record(item: str, passed: bool, reason: str = "") -> bool:
+        results.append(CheckResult(item, passed, "" if passed else reason))
+        return passed
+
+    try:
+        proto = onnx.load(str(path))
+        onnx.checker.check_model(proto, full_check=True)
+        record("onnx.checker", True)
+    except Exception as exc:  # the checker has several exception types
+        record("onnx.checker", False, _one_line(exc))
+        return results
+    try:
+        info = OnnxInfo.from_metadata({p.key: p.value for p in proto.metadata_props}, str(path))
+    except TildekitError as exc:
+        record("metadata", False, str(exc))
+        return results
+    opsets = {o.domain: o.version for o in proto.opset_import}
+    if not record("metadata", opsets.get("", opsets.get("ai.onnx")) == info.opset and info.method in info.card.methods,
+                  f"recorded opset {info.opset} vs graph {opsets}, method {info.method!r}"):
+        return results
+    try:
+        session = make_session(proto.SerializeToString())
+        record("onnxruntime loads", True)
+    except Exception as exc:
+        record("onnxruntime loads", False, _one_line(exc))
+        return results
+    if not _check_signature(session, info, record):
+        return results
+    runner = _Runner(session, info)
+    if not _check_shapes(runner, info, record):
+        return results
+    if info.streaming and info.buffer is None:
+        _check_split(runner, info, record)
+    if reference is not None:
+        if buffer is None:
+            per_frame = info.card.compression if info.method == "decode" else 1
+            buffer = info.buffer * per_frame if info.buffer is not None else 4 * info.card.compression
+        _check_reference(runner, info, reference, buffer, record)
+    return results
+
+
+class _Runner:
+    """Feeds a session the way OnnxStreamer does, from an explicit state (checks need both)."""
+
+    def __init__(self, session, info: OnnxInfo) -> None:
+        self.session, self.info = session, info
+        self.outputs = [OUTPUT] + [s.output_name for s in info.states]
+
+    def zeros(self, batch: int) -> dict[str, np.ndarray]:
+        return {s.name: s.zeros(batch) for s in self.info.states}
+
+    def attributes(self, temperature: float = 0.0, bias: np.ndarray | None = None,
+                   scale: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        k = self.info.card.latent_size
+        values = {"temperature": np.array(temperature, np.float32),
+                  "latent_bias": np.zeros(k, np.float32) if bias is None else bias.astype(np.float32),
+                  "latent_scale": np.ones(k, np.float32) if scale is None else scale.astype(np.float32)}
+        names = {i.name for i in self.session.get_inputs()}
+        return {k: v for k, v in values.items() if k in names}
+
+    def run(self, x: np.ndarray, state: dict[str, np.ndarray], attributes: dict[str, np.ndarray]
+            ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        out = self.session.run(self.outputs, {INPUT: x.astype(np.float32), **attributes, **state})
+        return out[0], {s.name: v for s, v in zip(self.info.states, out[1:])}
+
+
+def _quantum(info: OnnxInfo) -> int:
+    if info.buffer is not None:
+        return info.buffer
+    return info.card.compression if info.method != "decode" else 1
+
+
+def _signal(info: OnnxInfo, batch: int, frames: int, seed: int = 0) -> np.ndarray:
+    """Generated input: sines plus a little noise for audio, smooth random walks for latents."""
+    rng = np.random.default_rng(seed)
+    spec = info.card.methods[info.method]
+    if info.method == "decode":
+        return np.cumsum(rng.standard_normal((batch, spec.in_channels, frames)), -1) * 0.3
+    t = np.arange(frames) / info.card.sample_rate
+    freqs = 110.0 * (1 + np.arange(batch * spec.in_channels)).reshape(batch, spec.in_channels, 1)
+    return 0.5 * np.sin(2 * math.pi * freqs * t) + 0.05 * rng.standard_normal((batch, spec.in_channels, frames))
+
+
+def _check_signature(session, info: OnnxInfo, record) -> bool:
+    inputs = [i.name for i in session.get_inputs()]
+    outputs = [o.name for o in session.get_outputs()]
+    expected_in = [INPUT, *ATTRIBUTE_INPUTS.get(info.method, ()), *[s.name for s in info.states]]
+    expected_out = [OUTPUT, *[s.output_name for s in info.states]]
+    channels = session.get_inputs()[0].shape[1] if inputs else None
+    spec = info.card.methods[info.method]
+    ok = inputs == expected_in and outputs == expected_out and channels == spec.in_channels
+    return record("inputs and outputs", ok,
+                  f"inputs {inputs} (expected {expected_in}), outputs {outputs}, x channels {channels} "
+                  f"(card: {spec.in_channels})")
+
+
+def _check_shapes(runner: _Runner, info: OnnxInfo, record) -> bool:
+    spec = info.card.methods[info.method]
+    frames = _quantum(info)
+    for batch in CHECK_BATCHES:
+        state = runner.zeros(batch)
+        y, new_state = runner.run(_signal(info, batch, frames), state, runner.attributes())
+        expected = (batch, spec.out_channels, frames * spec.in_ratio // spec.out_ratio)
+        wrong_states = [k for k, v in new_state.items() if v.shape != state[k].shape or v.dtype != state[k].dtype]
+        if y.shape != expected or wrong_states or not np.isfinite(y).all():
+            return record("output shapes", False,
+                          f"batch {batch}: y {y.shape} (expected {expected}), finite={np.isfinite(y).all()}, "
+                          f"states with a wrong shape or type: {wrong_states}")
+    return record("output shapes", True)
+
+
+def _check_split(runner: _Runner, info: OnnxInfo, record) -> bool:
+    """Two consecutive calls give the samples of one call of both buffers (the state carries)."""
+    q = _quantum(info)
+    x = _signal(info, 2, 3 * q)
+    attrs = runner.attributes(0.5)
+    whole, _ = runner.run(x, runner.zeros(2), attrs)
+    first, state = runner.run(x[..., :q], runner.zeros(2), attrs)
+    second, _ = runner.run(x[..., q:], state, attrs)
+    error = float(np.max(np.abs(np.concatenate([first, second], -1) - whole)))
+    return record("state carries over", error <= TOLERANCE,
+                  f"1+2 buffers vs one call of 3: max |difference| {error:.2e} > {TOLERANCE}")
+
+
+def _check_reference(runner: _Runner, info: OnnxInfo, reference, samples: int, record) -> None:
+    card, method = info.card, info.method
+    rng = np.random.default_rng(1)
+    temperature = 0.5 if "temperature" in ATTRIBUTE_INPUTS[method] else 0.0
+    bias = rng.normal(0, 0.3, card.latent_size).astype(np.float32)
+    scale = rng.uniform(0.5, 1.5, card.latent_size).astype(np.float32)
+    attrs = runner.attributes(temperature, bias, scale)
+    step = samples // card.compression if method == "decode" else samples
+    q = _quantum(info)
+    # streaming: mixed buffer sizes when the time axis is dynamic; whole signal: one call
+    sizes = [step] * 3 if info.buffer is not None else [step, q, 3 * q, step]
+    if not info.streaming:
+        sizes = [sum(sizes)]
+    set_torch_attributes(reference.core, temperature, bias, scale)
+    for batch in CHECK_BATCHES:
+        x = _signal(info, batch, sum(sizes), seed=batch)
+        reference.reset_state()
+        state = runner.zeros(batch)
+        worst, start = 0.0, 0
+        for size in sizes:
+            chunk = x[..., start: start + size]
+            start += size
+            y, state = runner.run(chunk, state, attrs)
+            with torch.no_grad():
+                expected = getattr(reference, method)(torch.from_numpy(chunk.astype(np.float32))).numpy()
+            if y.shape != expected.shape:
+                record(f"matches torch (batch {batch})", False, f"shape {y.shape} vs torch {expected.shape}")
+                break
+            worst = max(worst, float(np.max(np.abs(y - expected))))
+        else:
+            what = "TorchScript" if info.streaming else "whole-signal torch model"
+            record(f"matches {what} (batch {batch})", worst <= TOLERANCE,
+                   f"max |ONNX - torch| {worst:.2e} > {TOLERANCE} over buffers {sizes}")
+    reference.reset_state()
+
+
+def set_torch_attributes(core, temperature: float, bias: np.ndarray, scale: np.ndarray) -> None:
+    """Set ExportCore's attributes (scripted or not) as the ONNX inputs carry them."""
+    core.temperature = float(temperature)
+    with torch.no_grad():
+        core.latent_bias.copy_(torch.from_numpy(bias))
+        core.latent_scale.copy_(torch.from_numpy(scale))
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]

@@ -1,0 +1,662 @@
+"""The two-phase trainer behind ``tildekit train``.
+
+Phase 1 (representation), steps ``[0, train.adversarial_start)``: the whole autoencoder learns
+to reconstruct, with the multiscale spectral distance plus the posterior's KL divergence (its
+weight ramps up over ``train.kl_warmup`` steps). When phase 1 ends the latent statistics are
+saved. Phase 2 (adversarial): the encoder is frozen and the decoder is fine-tuned against the
+multi-scale / multi-period discriminator (hinge loss + feature matching), still with the
+spectral distance.
+
+Resuming replays an uninterrupted run: batch ``s`` is always made of the windows
+``RandomWindows[s * global_batch + ...]``, and model, optimizers and random generators come
+back from the checkpoint. Several processes started by ``torchrun`` train with PyTorch's
+DistributedDataParallel (gloo on CPU, nccl on GPU); rank 0 alone writes the run dir.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch.utils.data import DataLoader, Sampler
+
+from tildekit.errors import TildekitError
+from tildekit.models.autoencoder import AutoEncoder, build_model
+from tildekit.models.config import Profile
+from tildekit.models.dataset import AudioDataset, RandomWindows, SequentialWindows
+from tildekit.models.discriminator import (MultiDiscriminator, discriminator_hinge_loss,
+                                           feature_matching_loss, generator_hinge_loss,
+                                           split_real_fake)
+from tildekit.models.latent_stats import FILE_NAME as LATENT_STATS_FILE
+from tildekit.models.latent_stats import compute_latent_stats
+from tildekit.models.losses import MultiScaleSTFTDistance, kl_divergence, kl_weight
+from tildekit.models.run import (CHECKPOINT_FORMAT, METRICS_FILE, PLOTS_DIR, PROFILE_FILE,
+                                 load_checkpoint, newest_checkpoint, read_metrics, read_profile,
+                                 write_checkpoint)
+
+VALIDATION_WINDOWS = 16  # fixed windows: the distance is comparable across a run
+STATS_WINDOWS = 128  # windows, spread over the whole dataset, for the latent statistics
+ADAM_BETAS = (0.5, 0.9)
+
+
+# --------------------------------------------------------------------------- setup helpers
+
+
+def choose_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
+    """``auto`` picks CUDA, then MPS, then CPU."""
+    if requested == "auto":
+        if torch.cuda.is_available():
+            requested = "cuda"
+        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            requested = "mps"
+        else:
+            requested = "cpu"
+    if requested == "cuda":
+        if not torch.cuda.is_available():
+            raise TildekitError("--device cuda was asked but no CUDA GPU is visible to torch")
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    if requested == "mps" and not torch.backends.mps.is_available():
+        raise TildekitError("--device mps was asked but MPS is not available on this machine")
+    if requested not in ("cpu", "mps"):
+        raise TildekitError(f"unknown device {requested!r}: use auto, cpu, cuda or mps")
+    return torch.device(requested)
+
+
+@dataclass(frozen=True)
+class Processes:
+    """Where this process sits in a ``torchrun`` job (rank 0 of 1 when started alone)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+
+def _processes_from_env() -> Processes:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Processes()
+    return Processes(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def training_window(profile: Profile) -> int:
+    """``train.window`` rounded up to a multiple of the model's compression."""
+    compression = profile.model.compression
+    return -(-profile.train.window // compression) * compression
+
+
+def _check_dataset(dataset: AudioDataset, profile: Profile, window: int) -> None:
+    cfg = profile.model
+    if (dataset.sample_rate, dataset.channels) != (cfg.sample_rate, cfg.channels):
+        raise TildekitError(
+            f"dataset '{dataset.path}' is {dataset.sample_rate} Hz, {dataset.channels} channel(s) "
+            f"but profile '{profile.name}' trains at {cfg.sample_rate} Hz, {cfg.channels} channel(s): "
+            f"re-run `tildekit preprocess AUDIO_FOLDER {dataset.path} --profile {profile.name}`")
+    largest = max(profile.train.stft_scales)
+    if largest > window:
+        raise TildekitError(f"profile '{profile.name}': train.stft_scales holds {largest}, longer than "
+                            f"the training window ({window} samples): raise train.window or drop "
+                            "the large scale")
+
+
+def _profile_differences(given: Profile, stored: Profile) -> list[str]:
+    given_d, stored_d = given.to_dict(), stored.to_dict()
+    changes = []
+    for section in ("model", "train"):
+        for key, value in stored_d[section].items():
+            if given_d[section][key] != value:
+                changes.append(f"{section}.{key} (run: {value!r}, given: {given_d[section][key]!r})")
+    return changes
+
+
+# --------------------------------------------------------------------------- data order
+
+
+class StepBatches(Sampler[list[int]]):
+    """Batch ``s`` of this rank = windows ``s * batch * world + rank * batch + [0, batch)``."""
+
+    def __init__(self, first_step: int, last_step: int, batch: int, processes: Processes) -> None:
+        self.first_step, self.last_step = first_step, last_step
+        self.batch, self.processes = batch, processes
+
+    def __len__(self) -> int:
+        return max(0, self.last_step - self.first_step)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        per_step = self.batch * self.processes.world
+        for step in range(self.first_step, self.last_step):
+            start = step * per_step + self.processes.rank * self.batch
+            yield list(range(start, start + self.batch))
+
+
+def _spread(dataset: SequentialWindows, count: int) -> list[torch.Tensor]:
+    """Up to ``count`` windows taken evenly over ``dataset``."""
+    if len(dataset) == 0:
+        return []
+    picks = np.unique(np.linspace(0, len(dataset) - 1, min(count, len(dataset))).round().astype(int))
+    return [dataset[int(i)] for i in picks]
+
+
+# --------------------------------------------------------------------------- random state
+
+
+def rng_state() -> dict[str, Any]:
+    """Every generator the run draws from, as plain tensors, numbers and lists."""
+    _, keys, position, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(position),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": [int(version), [int(v) for v in internal], gauss_next],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = list(torch.cuda.get_rng_state_all())
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"],
+                         n["has_gauss"], n["cached_gaussian"]))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+# --------------------------------------------------------------------------- modules
+
+
+class Reconstruct(nn.Module):
+    """encode -> sample -> decode as one module, so DistributedDataParallel can wrap it."""
+
+    def __init__(self, model: AutoEncoder) -> None:
+        super().__init__()
+        self.model = model
+        self.encoder_frozen = False
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self.encoder_frozen:
+            with torch.no_grad():
+                mean, scale = self.model.encode_params(x)
+        else:
+            mean, scale = self.model.encode_params(x)
+        z = self.model.sample(mean, scale, 1.0)
+        return self.model.decode(z), mean, scale
+
+
+class NonFiniteLoss(Exception):
+    pass
+
+
+@dataclass
+class TrainSummary:
+    run_dir: Path
+    profile: str
+    start_step: int
+    step: int
+    phase: str
+    device: str
+    processes: int
+    losses: dict[str, float] = field(default_factory=dict)
+    first_validation_distance: float | None = None
+    validation_distance: float | None = None
+    steps_per_second: float | None = None
+
+    def text(self) -> str:
+        lines = [f"run '{self.run_dir}' ({self.profile}): step {self.start_step} -> {self.step}, "
+                 f"phase {self.phase}, {self.device} x {self.processes}"]
+        if self.steps_per_second:
+            lines.append(f"speed: {self.steps_per_second:.2f} steps/s")
+        if self.losses:
+            lines.append("losses: " + ", ".join(f"{k} {v:.4g}" for k, v in self.losses.items()))
+        if self.validation_distance is not None:
+            first = (f" (first {self.first_validation_distance:.4g})"
+                     if self.first_validation_distance is not None else "")
+            lines.append(f"validation distance: {self.validation_distance:.4g}{first}")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- the trainer
+
+
+class Trainer:
+    def __init__(self, dataset_dir: Path, run_dir: Path, profile: Profile, checkpoint: dict | None,
+                 processes: Processes, device: torch.device) -> None:
+        self.run_dir, self.profile, self.processes, self.device = run_dir, profile, processes, device
+        cfg = profile.train
+        self.window = training_window(profile)
+        self.dataset = AudioDataset(dataset_dir)
+        _check_dataset(self.dataset, profile, self.window)
+        self.train_segments, validation = self.dataset.split(cfg.validation_fraction, cfg.seed)
+        held_out = SequentialWindows(self.dataset, validation, self.window)
+        if len(held_out) == 0:  # held-out audio shorter than a window: judge on training audio
+            held_out = SequentialWindows(self.dataset, self.train_segments, self.window)
+        self.validation = _spread(held_out, VALIDATION_WINDOWS)
+
+        _seed_everything(cfg.seed)  # same initial weights on every rank
+        self.model = build_model(profile.model, streaming=False).to(device).train()
+        self.discriminator = MultiDiscriminator(cfg, profile.model.channels).to(device).train()
+        self.distance = MultiScaleSTFTDistance(cfg.stft_scales).to(device)
+        self.gen_opt = torch.optim.Adam(self.model.parameters(), cfg.learning_rate, betas=ADAM_BETAS)
+        self.dis_opt = torch.optim.Adam(self.discriminator.parameters(), cfg.learning_rate,
+                                        betas=ADAM_BETAS)
+        self.step = 0
+        if checkpoint is not None:
+            self._load(checkpoint)
+        # Ranks draw different posterior noise; rank 0 continues its saved stream.
+        if processes.rank > 0:
+            torch.manual_seed(cfg.seed + 7919 * processes.rank + self.step)
+        self.reconstruct = Reconstruct(self.model)
+        self.recon_step: nn.Module = self.reconstruct
+        self.dis_step: nn.Module = self.discriminator
+        if processes.distributed:
+            self.dis_step = self._wrap(self.discriminator)
+        self.adversarial = False
+        self._set_phase(self.step >= cfg.adversarial_start)
+        self.log_every = max(1, min(50, cfg.validate_every, cfg.checkpoint_every))
+        self._sums: dict[str, float] = {}
+        self._count = 0
+        self._clock = time.perf_counter()
+        self.first_validation: float | None = None
+        self.last_validation: float | None = None
+        self.last_losses: dict[str, float] = {}
+
+    # ---- state
+
+    def _load(self, checkpoint: dict) -> None:
+        try:
+            self.model.load_state_dict(checkpoint["model"], strict=True)
+            self.discriminator.load_state_dict(checkpoint["discriminator"], strict=True)
+            self.gen_opt.load_state_dict(checkpoint["generator_optimizer"])
+            self.dis_opt.load_state_dict(checkpoint["discriminator_optimizer"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise TildekitError(f"the checkpoint in '{self.run_dir}' does not fit the run's profile "
+                                f"({str(exc).splitlines()[0]}): start a new run dir") from None
+        self.step = int(checkpoint["step"])
+        if self.processes.main:
+            restore_rng_state(checkpoint["rng"])
+
+    def checkpoint(self) -> dict[str, Any]:
+        return {"format": CHECKPOINT_FORMAT, "step": self.step, "profile": self.profile.to_yaml(),
+                "model": self.model.state_dict(), "discriminator": self.discriminator.state_dict(),
+                "generator_optimizer": self.gen_opt.state_dict(),
+                "discriminator_optimizer": self.dis_opt.state_dict(),
+                "rng": rng_state(), "processes": self.processes.world}
+
+    def _wrap(self, module: nn.Module) -> nn.Module:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        # Buffers are constants (filters, noise tables): no need to broadcast them every step.
+        return DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
+
+    def _set_phase(self, adversarial: bool) -> None:
+        """Phase 2 freezes the encoder (DDP must then be rebuilt over the trainable weights)."""
+        self.adversarial = adversarial
+        self.reconstruct.encoder_frozen = adversarial
+        for parameter in self.model.encoder.parameters():
+            parameter.requires_grad_(not adversarial)
+        if self.processes.distributed:
+            self.recon_step = self._wrap(self.reconstruct)
+
+    # ---- one step
+
+    def _reduce(self, values: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Average over ranks; raise NonFiniteLoss (on every rank alike) on NaN or inf."""
+        stacked = torch.stack([v.detach().float() for v in values.values()])
+        if self.processes.distributed:
+            dist.all_reduce(stacked)
+            stacked = stacked / self.processes.world
+        numbers = stacked.cpu().tolist()
+        for name, number in zip(values, numbers):
+            if not math.isfinite(number):
+                raise NonFiniteLoss(f"the {name} loss is {number}")
+        return dict(zip(values, numbers))
+
+    def _randomise_noise(self) -> None:
+        noise = self.model.decoder.noise
+        if noise is not None:  # a new stretch of the noise table each step, not always the first
+            noise.offset = int(torch.randint(noise.table_length, ()).item())
+
+    def train_step(self, x: torch.Tensor) -> dict[str, float]:
+        cfg = self.profile.train
+        x = x.to(self.device, non_blocking=True)
+        self._randomise_noise()
+        y, mean, scale = self.recon_step(x)
+        distance = self.distance(x, y)
+        if not self.adversarial:
+            weight = kl_weight(self.step, cfg.kl_beta, cfg.kl_warmup)
+            kl = kl_divergence(mean, scale)
+            loss = distance + weight * kl
+            values = self._reduce({"total": loss, "distance": distance, "kl": kl})
+            self.gen_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.gen_opt.step()
+            values["kl_weight"] = weight
+            return values
+
+        real, fake = split_real_fake(self.dis_step(torch.cat([x, y])), x.shape[0])
+        adversarial = generator_hinge_loss(fake)
+        matching = feature_matching_loss(real, fake)
+        loss = distance + adversarial + cfg.feature_matching_weight * matching
+        values = self._reduce({"total": loss, "distance": distance, "adversarial": adversarial,
+                               "feature_matching": matching})
+        self.gen_opt.zero_grad(set_to_none=True)
+        self.dis_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.gen_opt.step()
+
+        self.dis_opt.zero_grad(set_to_none=True)  # drop what the generator's loss left there
+        real, fake = split_real_fake(self.dis_step(torch.cat([x, y.detach()])), x.shape[0])
+        dis_loss = discriminator_hinge_loss(real, fake)
+        values.update(self._reduce({"discriminator": dis_loss}))
+        dis_loss.backward()
+        self.dis_opt.step()
+        return values
+
+    # ---- what rank 0 writes
+
+    def log(self, record: dict[str, Any]) -> None:
+        with open(self.run_dir / METRICS_FILE, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def accumulate(self, values: dict[str, float]) -> None:
+        for key, value in values.items():
+            self._sums[key] = self._sums.get(key, 0.0) + value
+        self._count += 1
+        self.last_losses = values
+
+    def flush_train_record(self) -> None:
+        if not self._count:
+            return
+        elapsed = time.perf_counter() - self._clock
+        record = {"kind": "train", "step": self.step, "phase": self.phase_name,
+                  **{k: v / self._count for k, v in self._sums.items()},
+                  "steps_per_second": self._count / elapsed if elapsed > 0 else None,
+                  "time": time.time()}
+        if self.processes.main:
+            self.log(record)
+        self._sums, self._count, self._clock = {}, 0, time.perf_counter()
+
+    @property
+    def phase_name(self) -> str:
+        return "adversarial" if self.adversarial else "representation"
+
+    @torch.no_grad()
+    def validate(self) -> float | None:
+        """Reconstruction distance (posterior mean, no noise) on the held-out windows; plots."""
+        if not self.validation:
+            return None
+        self.model.eval()
+        noise = self.model.decoder.noise
+        if noise is not None:
+            noise.offset = 0
+        total, count = 0.0, 0
+        first: tuple[np.ndarray, np.ndarray] | None = None
+        batch = self.profile.train.batch_size
+        for start in range(0, len(self.validation), batch):
+            x = torch.stack(self.validation[start:start + batch]).to(self.device)
+            y = self.model.decode(self.model.encode(x, 0.0))
+            total += float(self.distance(x, y)) * x.shape[0]
+            count += x.shape[0]
+            if first is None:
+                first = (x[0].mean(0).cpu().numpy(), y[0].mean(0).cpu().numpy())
+        self.model.train()
+        distance = total / count
+        if self.first_validation is None:
+            self.first_validation = distance
+        self.last_validation = distance
+        self.log({"kind": "validation", "step": self.step, "distance": distance, "time": time.time()})
+        write_plots(self.run_dir / PLOTS_DIR, read_metrics(self.run_dir), first,
+                    self.profile.model.sample_rate)
+        return distance
+
+    def save_latent_stats(self) -> None:
+        windows = _spread(SequentialWindows(self.dataset, self.dataset.segments(), self.window),
+                          STATS_WINDOWS)
+        stats = compute_latent_stats(self.model, windows, self.profile.train.batch_size)
+        stats.save(self.run_dir / LATENT_STATS_FILE)
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def write_plots(folder: Path, records: list[dict[str, Any]],
+                example: tuple[np.ndarray, np.ndarray] | None, sample_rate: int) -> None:
+    """``losses.png`` (every logged loss against steps) and ``spectrogram.png`` (input vs output)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    train_records = [r for r in records if r.get("kind") == "train"]
+    validation = [r for r in records if r.get("kind") == "validation"]
+    skip = {"kind", "step", "phase", "time", "steps_per_second", "kl_weight"}
+    names = sorted({k for r in train_records for k in r if k not in skip})
+    figure, axes = plt.subplots(len(names) + 1, 1, figsize=(8, 2.2 * (len(names) + 1)), sharex=True,
+                                squeeze=False)
+    for axis, name in zip(axes[:, 0], names):
+        points = [(r["step"], r[name]) for r in train_records if r.get(name) is not None]
+        if points:
+            axis.plot(*zip(*points), lw=1)
+        axis.set_ylabel(name)
+    axis = axes[-1, 0]
+    if validation:
+        axis.plot([r["step"] for r in validation], [r["distance"] for r in validation], "o-", lw=1)
+    axis.set_ylabel("validation\ndistance")
+    axis.set_xlabel("step")
+    figure.tight_layout()
+    _save_figure(figure, folder / "losses.png")
+    plt.close(figure)
+
+    if example is None:
+        return
+    figure, axes = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    for axis, signal, title in zip(axes, example, ("input", "reconstruction")):
+        spectrum = torch.stft(torch.from_numpy(signal), 1024, 256, window=torch.hann_window(1024),
+                              return_complex=True).abs()
+        decibels = 20 * torch.log10(spectrum + 1e-5)
+        seconds = len(signal) / sample_rate
+        axis.imshow(decibels.numpy(), origin="lower", aspect="auto", vmin=-100, vmax=float(decibels.max()),
+                    extent=(0.0, seconds, 0.0, sample_rate / 2000))
+        axis.set_title(title)
+        axis.set_ylabel("kHz")
+    axes[-1].set_xlabel("seconds")
+    figure.tight_layout()
+    _save_figure(figure, folder / "spectrogram.png")
+    plt.close(figure)
+
+
+def _save_figure(figure: Any, path: Path) -> None:
+    temporary = path.with_name(f".{path.stem}.tmp.png")
+    figure.savefig(temporary, dpi=80)
+    os.replace(temporary, path)
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def _prepare(run_dir: Path, profile: Profile | None, resume: bool) -> tuple[Profile, Path | None]:
+    """The profile to train and the checkpoint to continue from, after checking the run dir."""
+    stored_path = run_dir / PROFILE_FILE
+    stored = read_profile(run_dir) if stored_path.is_file() else None
+    checkpoint = newest_checkpoint(run_dir) if run_dir.is_dir() else None
+    if resume:
+        if stored is None:
+            raise TildekitError(f"nothing to resume in '{run_dir}' (no {PROFILE_FILE}): start the run "
+                                "without --resume")
+        if profile is not None:
+            changes = _profile_differences(profile, stored)
+            if changes:
+                raise TildekitError(f"--resume continues the run with its stored profile, but the given "
+                                    f"one differs in {'; '.join(changes)}: drop --profile/--set/"
+                                    "--batch-size, or start a new run dir")
+        return stored, checkpoint
+    if checkpoint is not None:
+        raise TildekitError(f"'{run_dir}' already holds a run (checkpoint {checkpoint.name}): pass "
+                            "--resume to continue it, or choose another run dir")
+    if profile is None:
+        raise TildekitError("a new run needs a profile: pass --profile NAME")
+    return profile, None
+
+
+def train(dataset_dir: str | Path, run_dir: str | Path, profile: Profile | None, steps: int | None = None,
+          resume: bool = False, progress: bool = True, device: str = "auto") -> TrainSummary:
+    """Train (or continue) the run in ``run_dir`` on ``dataset_dir`` until ``steps`` total steps.
+
+    ``steps`` defaults to ``train.max_steps``. ``profile`` may be None with ``resume`` (the run's
+    stored profile is used); given with ``resume`` it must equal the stored one.
+    """
+    processes = _processes_from_env()
+    chosen = choose_device(device, processes.local_rank)
+    if processes.distributed and not dist.is_initialized():
+        dist.init_process_group("nccl" if chosen.type == "cuda" else "gloo")
+    try:
+        return _train(Path(dataset_dir), Path(run_dir), profile, steps, resume, progress,
+                      processes, chosen)
+    finally:
+        if processes.distributed and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(dataset_dir: Path, run_dir: Path, profile: Profile | None, steps: int | None, resume: bool,
+           progress: bool, processes: Processes, device: torch.device) -> TrainSummary:
+    from tqdm import tqdm
+
+    profile, checkpoint_path = _prepare(run_dir, profile, resume)
+    if processes.distributed:
+        dist.barrier()  # every rank has looked at the run dir before rank 0 writes to it
+    checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path is not None else None
+    cfg = profile.train
+    trainer = Trainer(dataset_dir, run_dir, profile, checkpoint, processes, device)
+    start = trainer.step
+    target = steps if steps is not None else cfg.max_steps
+    if target < 1:
+        raise TildekitError(f"--steps must be >= 1, got {target}")
+
+    if processes.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / PROFILE_FILE).write_text(profile.to_yaml())
+        _truncate_metrics(run_dir, start)
+    summary = TrainSummary(run_dir, profile.name, start, start, trainer.phase_name, str(device),
+                           processes.world)
+    if target <= start:
+        if processes.main:
+            print(f"run '{run_dir}' is already at step {start} (asked for {target}): nothing to do",
+                  file=sys.stderr)
+        return summary
+
+    global_batch = cfg.batch_size * processes.world
+    windows = RandomWindows(trainer.dataset, trainer.train_segments, trainer.window,
+                            length=target * global_batch, seed=cfg.seed)
+    loader = DataLoader(windows, batch_sampler=StepBatches(start, target, cfg.batch_size, processes),
+                        num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
+    if processes.main and start == 0:
+        trainer.validate()  # the untrained baseline
+        if cfg.adversarial_start == 0:
+            trainer.save_latent_stats()
+
+    bar = tqdm(total=target, initial=start, unit="step", dynamic_ncols=True,
+               disable=not (progress and processes.main), desc=profile.name)
+    clock, done = time.perf_counter(), 0
+    last_saved = start
+    try:
+        for batch in loader:
+            if trainer.step >= cfg.adversarial_start and not trainer.adversarial:
+                trainer._set_phase(True)
+            try:
+                values = trainer.train_step(batch)
+            except NonFiniteLoss as exc:
+                raise TildekitError(_non_finite_message(str(exc), trainer.step + 1, run_dir)) from None
+            trainer.step += 1
+            done += 1
+            trainer.accumulate(values)
+            bar.update(1)
+            bar.set_postfix({"phase": trainer.phase_name[:5],
+                             **{k: f"{v:.3g}" for k, v in values.items() if k != "kl_weight"}},
+                            refresh=False)
+            step = trainer.step
+            if step % trainer.log_every == 0 or step == target:
+                trainer.flush_train_record()
+            if not processes.main:
+                continue
+            if step == cfg.adversarial_start:
+                trainer.save_latent_stats()  # phase 1 is over: its latent space is final
+            if step % cfg.validate_every == 0:
+                trainer.validate()
+            if step == target and step < cfg.adversarial_start:
+                trainer.save_latent_stats()  # phase 1 never ended: stats of the latest encoder
+            if step % cfg.checkpoint_every == 0 or step == target:
+                if step == target and step % cfg.validate_every:
+                    trainer.validate()
+                write_checkpoint(run_dir, trainer.checkpoint())
+                last_saved = step
+    finally:
+        bar.close()
+    elapsed = time.perf_counter() - clock
+    summary.step = trainer.step
+    summary.phase = trainer.phase_name
+    summary.losses = {k: v for k, v in trainer.last_losses.items() if k != "kl_weight"}
+    summary.first_validation_distance = trainer.first_validation
+    summary.validation_distance = trainer.last_validation
+    summary.steps_per_second = done / elapsed if elapsed > 0 else None
+    assert last_saved == trainer.step or not processes.main
+    return summary
+
+
+def _non_finite_message(what: str, step: int, run_dir: Path) -> str:
+    saved = newest_checkpoint(run_dir)
+    if saved is not None:
+        keep = (f"the last good checkpoint (step {int(load_checkpoint(saved)['step'])}) is kept in "
+                f"'{saved.parent}'")
+    else:
+        keep = "no checkpoint had been written yet"
+    return (f"training stopped at step {step}: {what}; {keep}. Lower train.learning_rate "
+            "(--set train.learning_rate=...) and continue with --resume, or check the dataset")
+
+
+def _truncate_metrics(run_dir: Path, step: int) -> None:
+    """Drop log lines past the checkpoint being resumed: they are about to be replayed."""
+    path = run_dir / METRICS_FILE
+    if not path.is_file():
+        return
+    kept = [r for r in read_metrics(run_dir) if int(r.get("step", 0)) <= step]
+    if step == 0:
+        kept = []
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    os.replace(temporary, path)
+
+
+if __name__ == "__main__":  # torchrun -m tildekit.models.trainer DATASET_DIR RUN_DIR ...
+    from tildekit.cli import main
+
+    main(["train", *sys.argv[1:]], prog_name="tildekit")

@@ -1,0 +1,235 @@
+"""One streaming interface over an exported model, whatever runs it (TorchScript or ONNX Runtime).
+
+    runner = open_runner("model.ts", threads=1)
+    y = runner.process(x)          # x: (channels, buffer) float32 -> (channels, buffer)
+    runner.apply(control)          # a validated OscMap Control: bias, scale, attr, reset
+    y = runner.generate(buffer)    # no input: decode the latents held in the bias
+
+The engine holds no model-specific code: it hands audio and Controls to a Runner. The runner
+mirrors the latent bias and scale it has set, so latent-only generation (``generate``) decodes
+exactly the latents a performer has dialled in.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from tildekit.errors import TildekitError
+from tildekit.models.card import ModelCard
+from tildekit.scripting.oscmap import Control
+
+RUNTIMES = {".ts": "torchscript", ".onnx": "onnx"}
+
+
+class Runner:
+    """Common state of both runtimes: the card and the latent bias/scale last set."""
+
+    runtime = "?"
+
+    def __init__(self, path: Path, card: ModelCard) -> None:
+        self.path = path
+        self.card = card
+        self.bias = np.zeros(card.latent_size, dtype=np.float32)
+        self.scale = np.ones(card.latent_size, dtype=np.float32)
+
+    # -- audio -------------------------------------------------------------------
+    def process(self, x: np.ndarray) -> np.ndarray:
+        """One buffer through ``forward``: (channels, B) float32 -> (channels, B)."""
+        raise NotImplementedError
+
+    def decode(self, latents: np.ndarray) -> np.ndarray:
+        """(latent_size, frames) -> (channels, frames * compression)."""
+        raise NotImplementedError
+
+    def generate(self, buffer: int) -> np.ndarray:
+        """Latent-only generation: decode ``buffer // compression`` frames of the current bias."""
+        frames = buffer // self.card.compression
+        latents = np.repeat(self.bias[:, None], frames, axis=1)
+        return self.decode(latents)
+
+    # -- control -----------------------------------------------------------------
+    def apply(self, control: Control) -> None:
+        """Apply one parsed Control (gain is the engine's, not the model's)."""
+        kind = control.kind
+        if kind == "bias":
+            self.bias[control.index] = control.values[0]
+            self._set("latent_bias", self.bias.tolist())
+        elif kind == "bias_all":
+            self.bias[:] = control.values
+            self._set("latent_bias", self.bias.tolist())
+        elif kind == "scale":
+            self.scale[control.index] = control.values[0]
+            self._set("latent_scale", self.scale.tolist())
+        elif kind == "scale_all":
+            self.scale[:] = control.values
+            self._set("latent_scale", self.scale.tolist())
+        elif kind == "attr":
+            if control.name == "reset":
+                if control.values and control.values[0]:
+                    self.reset()
+                return
+            if control.name == "latent_bias":
+                self.bias[:] = control.values
+            elif control.name == "latent_scale":
+                self.scale[:] = control.values
+            self._set(control.name, list(control.values))
+        elif kind == "reset":
+            self.reset()
+        elif kind != "gain":
+            raise ValueError(f"unknown control kind {kind!r}")
+
+    def _set(self, name: str, values: list[Any]) -> None:
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        """Clear the streaming state (caches, noise position); keeps bias, scale and attributes."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the model (nothing to do for most runtimes)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.path.name}, {self.card.name})"
+
+
+class TorchScriptRunner(Runner):
+    runtime = "torchscript"
+
+    def __init__(self, path: Path, card: ModelCard, threads: int) -> None:
+        import torch
+
+        super().__init__(path, card)
+        torch.set_num_threads(threads)
+        try:
+            self.model = torch.jit.load(str(path), map_location="cpu").eval()
+        except RuntimeError as exc:
+            raise TildekitError(f"{path}: cannot load the TorchScript model ({' '.join(str(exc).split())[:200]}): "
+                                f"re-export it with `tildekit export`") from None
+        self._torch = torch
+        self._setters = {name: getattr(self.model, f"set_{name}") for name in
+                         (a.name for a in card.attributes) if hasattr(self.model, f"set_{name}")}
+
+    def process(self, x: np.ndarray) -> np.ndarray:
+        with self._torch.inference_mode():
+            y = self.model.forward(self._torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None])
+        return y[0].numpy()
+
+    def decode(self, latents: np.ndarray) -> np.ndarray:
+        with self._torch.inference_mode():
+            y = self.model.decode(self._torch.from_numpy(np.ascontiguousarray(latents, dtype=np.float32))[None])
+        return y[0].numpy()
+
+    def _set(self, name: str, values: list[Any]) -> None:
+        setter = self._setters.get(name)
+        if setter is None:
+            raise TildekitError(f"{self.path.name} has no setter set_{name} although its card lists it: "
+                                f"re-export the model")
+        # nn~ calls set_NAME with one argument per value; a setter may also take one list.
+        params = setter.schema.arguments[1:]
+        if len(params) == 1 and len(values) != 1 or (len(params) == 1 and str(params[0].type).startswith("List")):
+            setter(list(values))
+        else:
+            setter(*values)
+
+    def reset(self) -> None:
+        if "reset" in self._setters:
+            self._set("reset", [True])
+        else:
+            self.model.reset_state()
+
+
+class OnnxRunner(Runner):
+    """ONNX Runtime through the exporter's ``OnnxStreamer`` (it owns the explicit state)."""
+
+    runtime = "onnx"
+
+    def __init__(self, path: Path, card: ModelCard, threads: int) -> None:
+        super().__init__(path, card)
+        try:
+            from tildekit.export.onnx_runtime import OnnxStreamer
+        except ImportError as exc:
+            raise TildekitError(f"cannot run ONNX models in this install ({exc}): "
+                                f"pip install onnxruntime, or use the .ts export") from None
+        self._streamer_class = OnnxStreamer
+        self._threads = threads
+        self.streamer = self._open(path)
+        self._decoder: Any = None
+
+    def _open(self, path: Path) -> Any:
+        try:
+            return self._streamer_class(path, batch=1, threads=self._threads)
+        except TypeError:  # a streamer without a thread option
+            return self._streamer_class(path, batch=1)
+
+    def process(self, x: np.ndarray) -> np.ndarray:
+        y = self.streamer.process(np.ascontiguousarray(x, dtype=np.float32)[None])
+        return np.asarray(y)[0]
+
+    def decode(self, latents: np.ndarray) -> np.ndarray:
+        if self._decoder is None:
+            path = self.path.with_name(f"{self.path.stem}.decode.onnx")
+            if not path.is_file():
+                raise TildekitError(f"latent-only generation needs {path.name} beside {self.path.name}: "
+                                    f"re-export the model with `tildekit export`")
+            self._decoder = self._open(path)
+        y = self._decoder.process(np.ascontiguousarray(latents, dtype=np.float32)[None])
+        return np.asarray(y)[0]
+
+    def _set(self, name: str, values: list[Any]) -> None:
+        self.streamer.set_attribute(name, values)
+
+    def reset(self) -> None:
+        self.streamer.reset()
+        if self._decoder is not None:
+            self._decoder.reset()
+
+
+def open_runner(path: str | Path, threads: int = 1) -> Runner:
+    """A Runner for an exported ``.ts`` (nn~ TorchScript) or ``.onnx`` model file."""
+    from tildekit.export.card_io import read_card
+
+    path = Path(path)
+    runtime = RUNTIMES.get(path.suffix.lower())
+    if runtime is None:
+        raise TildekitError(f"{path}: the engine runs .ts (TorchScript) or .onnx exports, "
+                            f"not {path.suffix or 'a file without extension'!r}")
+    if threads < 1:
+        raise TildekitError(f"--threads must be at least 1, got {threads}")
+    card = read_card(path)
+    if path.name.endswith((".encode.onnx", ".decode.onnx")):
+        raise TildekitError(f"{path.name}: pass the full model ({card.name}.onnx), not one of its halves")
+    if runtime == "torchscript":
+        return TorchScriptRunner(path, card, threads)
+    return OnnxRunner(path, card, threads)
+
+
+def check_buffer(card: ModelCard, buffer: int) -> None:
+    """A buffer must hold whole latent frames (a multiple of the highest ratio)."""
+    ratio = card.highest_ratio
+    if buffer < ratio or buffer % ratio:
+        raise TildekitError(f"--buffer {buffer}: must be a positive multiple of {ratio} "
+                            f"(the model's compression), e.g. {max(ratio, 2048 // ratio * ratio)}")
+
+
+def as_channels(audio: np.ndarray, channels: int, what: str) -> np.ndarray:
+    """(frames, file_channels) -> (channels, frames): mono is duplicated, several are averaged."""
+    if audio.ndim == 1:
+        audio = audio[:, None]
+    have = audio.shape[1]
+    if have == channels:
+        out = audio.T
+    elif have == 1:
+        out = np.repeat(audio.T, channels, axis=0)
+    elif channels == 1:
+        out = audio.mean(axis=1, keepdims=True).T
+    else:
+        raise TildekitError(f"{what}: has {have} channels but the model takes {channels}: "
+                            f"convert it to mono or {channels} channels first")
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def values_of(values: Sequence[float]) -> np.ndarray:
+    return np.asarray(values, dtype=np.float32)
