@@ -12,7 +12,6 @@ run lists everything that is wrong. A file that cannot be loaded at all raises T
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -20,19 +19,13 @@ import torch
 
 from tildekit.errors import TildekitError
 from tildekit.export.card_io import read_card
+from tildekit.export.check_result import CheckResult
 from tildekit.models.card import NN_TYPE_CODES, ModelCard
 
 MAX_HOST_BUFFER = 16384
 BATCHES = (1, 2)
 STREAM_TOLERANCE = 1e-5
 STREAM_SECONDS_MIN = 16384  # samples streamed by the buffer-size equality check
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    item: str
-    passed: bool
-    reason: str = ""
 
 
 def format_results(results: Iterable[CheckResult]) -> str:
@@ -59,13 +52,17 @@ def host_buffers(highest_ratio: int, largest: int = MAX_HOST_BUFFER) -> list[int
 def check_file(path: str | Path) -> list[CheckResult]:
     """Run every contract item for the file's host (by suffix)."""
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".ts":
-        return check_torchscript(path)
-    if suffix == ".nm":
-        return check_neutone(path)
-    if suffix == ".onnx":
-        return check_onnx_file(path)
+    checks = {".ts": check_torchscript, ".nm": check_neutone, ".onnx": check_onnx_file}
+    check = checks.get(path.suffix.lower())
+    if check is not None:
+        # One thread, as a host's audio thread runs it; several threads on a busy machine
+        # spend most of their time waiting for each other.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return check(path)
+        finally:
+            torch.set_num_threads(threads)
     raise TildekitError(f"{path}: cannot check a {path.suffix or 'suffix-less'} file: pass a .ts "
                         f"(nn~), .nm (Neutone) or .onnx file written by `tildekit export`")
 
@@ -134,7 +131,8 @@ def _run(items: list[CheckResult], item: str, test: Callable[[], str | None]) ->
 def _stream(method: Any, signal: torch.Tensor, buffer: int, ratio: int) -> torch.Tensor:
     """Call ``method`` on consecutive buffers of ``buffer`` host samples (signal at rate 1/ratio)."""
     step = buffer // ratio
-    with torch.inference_mode():
+    # The plain interpreter: same operators and arithmetic, without re-profiling per shape.
+    with torch.inference_mode(), torch.jit.optimized_execution(False):
         return torch.cat([method(signal[..., i:i + step]) for i in range(0, signal.shape[-1], step)], -1)
 
 
@@ -333,14 +331,15 @@ def _attribute_checks(model: Any, card: ModelCard, path: Path) -> list[CheckResu
 def _operator_checks(model: Any, hosts: list[str] | None = None) -> list[CheckResult]:
     from tildekit.export.ops import HOSTS, check_operators
 
-    items = []
-    for host in hosts or list(HOSTS):
-        def operators(host: str = host) -> str | None:
-            offenders = check_operators(model, [host])
-            return "; ".join(o.message() for o in offenders) or None
-
-        _run(items, f"operators exist in {host}", operators)
-    return items
+    hosts = hosts or list(HOSTS)
+    try:
+        offenders = check_operators(model, hosts)  # one graph walk for every host
+    except Exception as exc:
+        return [CheckResult("operators exist in host libtorch", False, " ".join(str(exc).split())[:300])]
+    return [CheckResult(f"operators exist in {host}",
+                        not any(o.host == host for o in offenders),
+                        "; ".join(o.message() for o in offenders if o.host == host))
+            for host in hosts]
 
 
 # ------------------------------------------------------------------------------- Neutone, ONNX

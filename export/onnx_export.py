@@ -21,6 +21,7 @@ with the TorchScript-scripted ExportCore on the same buffers) before it is moved
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import math
@@ -28,7 +29,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -220,10 +221,26 @@ def export_onnx(core: ExportCore, card: ModelCard, out_dir: str | Path, name: st
     dynamic time, no state. ``dynamic_time=False`` fixes the time axis to ``buffer`` samples.
     Every file is checked before it is moved into place; on failure nothing is written.
     """
+    with single_torch_thread():
+        return _export_onnx(core, card, Path(out_dir), name, buffer, streaming, dynamic_time, model_config, methods)
+
+
+@contextlib.contextmanager
+def single_torch_thread() -> Iterator[None]:
+    """Buffer-sized work is fastest on one thread, and a busy machine makes more threads far slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _export_onnx(core: ExportCore, card: ModelCard, out_dir: Path, name: str, buffer: int, streaming: bool,
+                 dynamic_time: bool, model_config: ModelConfig | None, methods: Sequence[str] | None) -> list[Path]:
     import onnx
 
     validate_request(core, card, buffer)
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     methods = [m for m in (methods or METHODS) if m in card.methods]
     if not methods:

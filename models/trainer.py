@@ -41,7 +41,7 @@ from tildekit.models.discriminator import (MultiDiscriminator, discriminator_hin
 from tildekit.models.latent_stats import FILE_NAME as LATENT_STATS_FILE
 from tildekit.models.latent_stats import compute_latent_stats
 from tildekit.models.losses import MultiScaleSTFTDistance, kl_divergence, kl_weight
-from tildekit.models.run import (CHECKPOINT_FORMAT, METRICS_FILE, PLOTS_DIR, PROFILE_FILE,
+from tildekit.models.run import (CHECKPOINT_DIR, CHECKPOINT_FORMAT, METRICS_FILE, PLOTS_DIR, PROFILE_FILE,
                                  load_checkpoint, newest_checkpoint, read_metrics, read_profile,
                                  write_checkpoint)
 
@@ -281,7 +281,7 @@ class Trainer:
         self.adversarial = False
         self._set_phase(self.step >= cfg.adversarial_start)
         self.log_every = max(1, min(50, cfg.validate_every, cfg.checkpoint_every))
-        self._sums: dict[str, float] = {}
+        self._sums: dict[str, tuple[float, int]] = {}
         self._count = 0
         self._clock = time.perf_counter()
         self.first_validation: float | None = None
@@ -389,7 +389,8 @@ class Trainer:
 
     def accumulate(self, values: dict[str, float]) -> None:
         for key, value in values.items():
-            self._sums[key] = self._sums.get(key, 0.0) + value
+            total, count = self._sums.get(key, (0.0, 0))
+            self._sums[key] = (total + value, count + 1)  # per key: phases log different losses
         self._count += 1
         self.last_losses = values
 
@@ -398,7 +399,7 @@ class Trainer:
             return
         elapsed = time.perf_counter() - self._clock
         record = {"kind": "train", "step": self.step, "phase": self.phase_name,
-                  **{k: v / self._count for k, v in self._sums.items()},
+                  **{k: total / count for k, (total, count) in self._sums.items()},
                   "steps_per_second": self._count / elapsed if elapsed > 0 else None,
                   "time": time.time()}
         if self.processes.main:
@@ -564,6 +565,8 @@ def _train(dataset_dir: Path, run_dir: Path, profile: Profile | None, steps: int
 
     if processes.main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        for leftover in (run_dir / CHECKPOINT_DIR).glob(".*.tmp"):
+            leftover.unlink(missing_ok=True)  # a write cut short by a kill
         (run_dir / PROFILE_FILE).write_text(profile.to_yaml())
         _truncate_metrics(run_dir, start)
     summary = TrainSummary(run_dir, profile.name, start, start, trainer.phase_name, str(device),
@@ -578,7 +581,10 @@ def _train(dataset_dir: Path, run_dir: Path, profile: Profile | None, steps: int
     windows = RandomWindows(trainer.dataset, trainer.train_segments, trainer.window,
                             length=target * global_batch, seed=cfg.seed)
     loader = DataLoader(windows, batch_sampler=StepBatches(start, target, cfg.batch_size, processes),
-                        num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
+                        num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
+                        # its own generator: making the iterator must not draw from the global
+                        # one, or a resumed run would see different noise than an uninterrupted one
+                        generator=torch.Generator().manual_seed(cfg.seed))
     if processes.main and start == 0:
         trainer.validate()  # the untrained baseline
         if cfg.adversarial_start == 0:

@@ -43,8 +43,15 @@ def full_address(osc_map: OscMap, address: str) -> str:
 
 
 def osc_args(values: Sequence[Any]) -> list[Any]:
-    """Arguments as python-osc types them: bool -> T/F, int -> i, float -> f, str -> s."""
-    return [plain_value(v) for v in values]
+    """Arguments as python-osc types them: int -> i, float -> f, str -> s.
+
+    Bools go out as the words ``true`` / ``false``: Pd 0.53's ``oscparse`` drops the OSC T/F
+    type tags, and every tildekit receiver (patches, engine) accepts the words.
+    """
+    out = []
+    for value in map(plain_value, values):
+        out.append(("true" if value else "false") if isinstance(value, bool) else value)
+    return out
 
 
 class Controller:
