@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -36,6 +37,25 @@ def main() -> None:
     model file   --patch-------> model.pd, model.maxpat
     model file   --serve / osc-> live control over OSC, headless engine
     """
+
+
+@main.command("demo")
+@click.argument("out_dir", type=click.Path(path_type=Path), default=Path("demo-out"))
+@click.option("--steps", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Training steps of the `small` profile (about a minute on 2 cores).")
+@click.option("--seconds", "seconds_of_audio", type=click.FloatRange(min=30), default=180.0, show_default=True,
+              help="Seconds of generated training audio.")
+def demo(out_dir: Path, steps: int, seconds_of_audio: float) -> None:
+    """Run the whole pipeline on generated audio into OUT_DIR (default: demo-out).
+
+    Generates tones, chirps and noise bursts, preprocesses them, trains the `small` profile,
+    exports the model for nn~, Neutone FX and ONNX Runtime (each file checked the way its host
+    loads it), writes Pure Data and Max patches and an OSC score, then prints how to play them.
+    Re-running continues the training run in OUT_DIR.
+    """
+    from tildekit.demo import run_demo
+
+    run_demo(out_dir, steps=steps, seconds_of_audio=seconds_of_audio, echo=click.echo)
 
 
 def _register() -> None:

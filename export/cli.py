@@ -1,7 +1,132 @@
-"""Commands of tildekit.export (registered by tildekit.cli)."""
+"""Commands of tildekit.export (registered by tildekit.cli): export, check, bench.
+
+Heavy imports (torch, onnx) happen inside the commands, so ``tildekit --help`` stays fast.
+``describe_file`` is the file half of ``tildekit info``.
+"""
 
 from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
 
 import click
 
 COMMANDS: list[click.Command] = []
+
+TARGETS = ("nn", "neutone", "onnx", "all")
+
+
+def describe_file(path: str | Path) -> str:
+    """A readable summary of an exported file's model card (no torch, no run dir needed)."""
+    from tildekit.export.card_io import read_card
+
+    path = Path(path)
+    card = read_card(path)
+    lines = [
+        f"{path.name}: model {card.name!r}",
+        f"  sample rate {card.sample_rate} Hz, {card.channels} channel(s), compression {card.compression} "
+        f"samples per latent frame, {card.latent_size} latent dims"
+        + (f" (of {card.extra['full_latent_size']})" if "full_latent_size" in card.extra else ""),
+        f"  delay {card.delay} samples ({card.delay_ms:.1f} ms) for forward, model only (host buffering extra)",
+        f"  profile {card.profile or '?'}, step {card.step}, torch {card.torch_version or '?'}, "
+        f"tildekit {card.tildekit_version or '?'}",
+        "  methods  [in_channels, in_ratio, out_channels, out_ratio]  delay",
+    ]
+    for name, spec in card.methods.items():
+        lines.append(f"    {name:<8} {str(spec.params):<24} {spec.delay} samples")
+    if card.attributes:
+        lines.append("  attributes  (nn~: [set NAME values...( )")
+        for attr in card.attributes:
+            default = attr.default if len(attr.default) <= 4 else f"{attr.default[:3]}... ({len(attr.default)} values)"
+            types = attr.types[0] if len(set(attr.types)) == 1 else ",".join(attr.types)
+            count = f" x{len(attr.types)}" if len(attr.types) > 1 else ""
+            lines.append(f"    {attr.name:<13} {types}{count}, default {default}"
+                         + (f" - {attr.description}" if attr.description else ""))
+    if card.latents:
+        lines.append("  latents  (mean, std, range, share of variance)")
+        for i, dim in enumerate(card.latents):
+            lines.append(f"    {i:>3}  {dim.mean:+.3f}  {dim.std:.3f}  [{dim.minimum:+.3f}, {dim.maximum:+.3f}]  "
+                         f"{100 * dim.variance_ratio:.1f} %")
+    return "\n".join(lines)
+
+
+@click.command("export")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--target", type=click.Choice(TARGETS), default="nn", show_default=True,
+              help="nn: nn~ TorchScript (.ts); neutone: Neutone FX (.nm); onnx: ONNX graphs with "
+                   "explicit state; all: every target.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("."), show_default=True,
+              help="Folder to write the files into (created if missing).")
+@click.option("--name", default=None, help="File name stem and model name. [default: the run dir's name]")
+@click.option("--latent-dims", type=int, default=None, metavar="K",
+              help="Keep only the K most important latent dimensions (by the run's latent statistics).")
+@click.option("--fidelity", type=float, default=None, metavar="F",
+              help="Keep the fewest latent dimensions explaining at least this share of the variance (0..1].")
+def export_command(run_dir: Path, target: str, out_dir: Path, name: str | None,
+                   latent_dims: int | None, fidelity: float | None) -> None:
+    """Export the newest checkpoint of RUN_DIR for nn~, Neutone FX and/or ONNX.
+
+    Every file is loaded back the way its host loads it and checked (`tildekit check`)
+    before it is moved into place; a failing export writes nothing.
+    """
+    from tildekit.export.targets import export_run
+
+    def announce(path: Path) -> None:
+        click.echo(f"wrote {path} (checked)")
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        card, _ = export_run(run_dir, (target,), out_dir, name=name, latent_dims=latent_dims,
+                             fidelity=fidelity, on_written=announce)
+    for warning in caught:
+        if issubclass(warning.category, UserWarning):
+            click.echo(f"Warning: {warning.message}", err=True)
+    click.echo(f"{card.name}: {card.latent_size} latent dims"
+               f" ({100 * card.extra.get('kept_variance', 1.0):.1f} % of the latent variance), "
+               f"delay {card.delay} samples ({card.delay_ms:.1f} ms)")
+
+
+@click.command("check")
+@click.argument("file", type=click.Path(path_type=Path))
+def check_command(file: Path) -> None:
+    """Load FILE (.ts, .nm or .onnx) the way its host does and check every contract item.
+
+    Prints PASS/FAIL per item; exits 1 when any item fails, 2 when FILE is not a usable export.
+    """
+    from tildekit.export.check import check_file, format_results
+
+    results = check_file(file)
+    click.echo(format_results(results))
+    failed = sum(not r.passed for r in results)
+    click.echo(f"{len(results) - failed}/{len(results)} passed" + (f", {failed} FAILED" if failed else ""))
+    if failed:
+        sys.exit(1)
+
+
+def _parse_buffers(text: str | None) -> list[int] | None:
+    from tildekit.errors import TildekitError
+
+    if not text:
+        return None
+    try:
+        return [int(part) for part in text.replace(",", " ").split()]
+    except ValueError:
+        raise TildekitError(f"--buffers {text!r} must be buffer sizes like 512,2048") from None
+
+
+@click.command("bench")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--buffers", default=None, metavar="B1,B2,...",
+              help="Buffer sizes to time. [default: every nn~ buffer for .ts/.onnx, "
+                   "Neutone DAW buffers 128..2048 for .nm]")
+@click.option("--seconds", type=click.FloatRange(min=0.01), default=0.3, show_default=True,
+              help="Minimum timing per buffer size and target.")
+def bench_command(file: Path, buffers: str | None, seconds: float) -> None:
+    """Time FILE per buffer size on one thread (x-real-time) and report the delay a listener hears."""
+    from tildekit.export.bench import bench_file
+
+    click.echo(bench_file(file, _parse_buffers(buffers), min_seconds=seconds).table())
+
+
+COMMANDS.extend([export_command, check_command, bench_command])

@@ -4,7 +4,8 @@ The file format (CONTRACTS.md §3) is defined here, the reader's side, so that t
 every runtime agree on it:
 
 - one graph per method (``NAME.onnx`` = forward, ``NAME.encode.onnx``, ``NAME.decode.onnx``);
-- inputs: ``x`` (batch, channels, time) float32, then the attributes the method uses
+- inputs: ``x`` (batch, channels, time) float32 (time fixed to the export buffer unless the
+  file was exported with a dynamic time axis), then the attributes the method uses
   (``temperature`` scalar; ``latent_bias``, ``latent_scale`` of K floats), then the streaming
   state ``state_in.0 .. state_in.N-1``;
 - outputs: ``y``, then ``state_out.0 ..`` in the same order: feed them back as the next
@@ -12,7 +13,8 @@ every runtime agree on it:
 - metadata properties: the model card (``tildekit.card``), ``tildekit.method``,
   ``tildekit.state`` (JSON list of ``{name, shape, dtype, layer}``, ``"batch"`` standing for
   the batch size), ``tildekit.opset``, ``tildekit.streaming`` and, when the graph's time axis
-  is fixed, ``tildekit.buffer`` (input length per call, in input frames).
+  is fixed, ``tildekit.buffer`` (input length per call, in input frames); when the batch is
+  fixed, ``tildekit.batch``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ META_STATE = "tildekit.state"
 META_OPSET = "tildekit.opset"
 META_STREAMING = "tildekit.streaming"
 META_BUFFER = "tildekit.buffer"
+META_BATCH = "tildekit.batch"
 
 INPUT = "x"
 OUTPUT = "y"
@@ -95,6 +98,7 @@ class OnnxInfo:
     opset: int
     streaming: bool
     buffer: int | None  # fixed input length (frames), None when the time axis is dynamic
+    batch: int | None  # fixed batch size, None when dynamic
 
     @classmethod
     def from_metadata(cls, meta: dict[str, str], origin: str) -> "OnnxInfo":
@@ -108,8 +112,9 @@ class OnnxInfo:
             card = ModelCard.from_json(meta[CARD_ONNX_KEY])
             states = states_from_json(meta[META_STATE])
             buffer = int(meta[META_BUFFER]) if meta.get(META_BUFFER) else None
+            batch = int(meta[META_BATCH]) if meta.get(META_BATCH) else None
             return cls(card, meta[META_METHOD], states, int(meta[META_OPSET]),
-                       meta[META_STREAMING] == "true", buffer)
+                       meta[META_STREAMING] == "true", buffer, batch)
         except (CardError, ValueError, KeyError, TypeError) as exc:
             raise TildekitError(f"{origin}: malformed tildekit metadata ({exc}); re-export it") from None
 
@@ -147,14 +152,19 @@ class OnnxStreamer:
         except Exception as exc:  # onnxruntime raises its own exception types
             raise TildekitError(f"{self.path}: onnxruntime cannot load it ({' '.join(str(exc).split())[:200]})") from None
         self.info = OnnxInfo.from_metadata(self.session.get_modelmeta().custom_metadata_map, str(self.path))
+        if self.info.batch is not None and batch != self.info.batch:
+            raise TildekitError(f"{self.path} was exported for batch {self.info.batch}, not {batch}: "
+                                f"use batch={self.info.batch} or re-export with a dynamic batch")
         self.batch = batch
         self.spec = self.info.card.methods[self.info.method]
         graph_inputs = {i.name for i in self.session.get_inputs()}
-        self.attributes: dict[str, np.ndarray] = {}
-        for attr in ATTRIBUTE_INPUTS.get(self.info.method, ()):
-            if attr in graph_inputs:
-                default = self.info.card.attribute(attr).default
-                self.attributes[attr] = self._attribute_array(attr, default)
+        # attributes are model-wide as in nn~: a method that does not use one accepts and ignores it
+        defaults = {"temperature": [0.0], "latent_bias": [0.0] * self.card.latent_size,
+                    "latent_scale": [1.0] * self.card.latent_size}  # neutral, if the card omits one
+        defaults.update({a.name: a.default for a in self.card.attributes if a.name in defaults})
+        self.attributes: dict[str, np.ndarray] = {name: self._attribute_array(name, value)
+                                                  for name, value in defaults.items()}
+        self.fed_attributes = [name for name in ATTRIBUTE_INPUTS.get(self.method, ()) if name in graph_inputs]
         self.output_names = [OUTPUT] + [s.output_name for s in self.info.states]
         self.state: dict[str, np.ndarray] = {}
         self.reset()
@@ -188,7 +198,7 @@ class OnnxStreamer:
             return
         if name not in self.attributes:
             usable = ", ".join(sorted(self.attributes) + ["reset"])
-            raise TildekitError(f"{self.path}: method {self.method!r} has no attribute {name!r} (use one of: {usable})")
+            raise TildekitError(f"{self.path.name}: no attribute {name!r} (use one of: {usable})")
         self.attributes[name] = self._attribute_array(name, values)
 
     def _attribute_array(self, name: str, values: Sequence[float] | float) -> np.ndarray:
@@ -214,15 +224,17 @@ class OnnxStreamer:
                 f"got shape {tuple(x.shape)}")
         frames = x.shape[-1]
         if frames == 0 or frames % self.quantum:
-            raise TildekitError(
-                f"{self.path.name} ({self.method}) takes a multiple of {self.quantum} frames per call, got {frames}")
+            why = (f"it was exported for buffers of {self.info.buffer} frames: use a multiple, or re-export with "
+                   f"`tildekit export` --buffer set to your buffer") if self.info.buffer else "whole latent frames"
+            raise TildekitError(f"{self.path.name} ({self.method}) takes a multiple of {self.quantum} frames per "
+                                f"call, got {frames} ({why})")
         step = self.info.buffer or frames
         outputs = [self._run(np.ascontiguousarray(x[..., i: i + step])) for i in range(0, frames, step)]
         y = outputs[0] if len(outputs) == 1 else np.concatenate(outputs, -1)
         return y[0] if squeeze else y
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        feeds = {INPUT: x, **self.attributes, **self.state}
+        feeds = {INPUT: x, **{name: self.attributes[name] for name in self.fed_attributes}, **self.state}
         results = self.session.run(self.output_names, feeds)
         for spec, value in zip(self.info.states, results[1:]):
             self.state[spec.name] = value

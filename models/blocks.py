@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn as nn
 
-from tildekit.models.streaming import Layers, Stateful
+from tildekit.models.streaming import CachePad, Layers, Stateful, StreamConv1d
 
 
 class Snake(Stateful):
@@ -50,6 +52,16 @@ class Residual(Stateful):
 
         x ──► act ─► conv(k, dilation d) ─► act ─► conv(1) ──► (+) ──►
         └──────────── delay line (f's delay) ─────────────────┘
+
+    Streaming, the conv's cache and the skip's delay line would hold the same past samples
+    (the activation is elementwise), so one cache of the *raw* input serves both: the skip
+    is a slice of it and the activation runs on the ``padding`` cached samples too::
+
+        xp = cat(cache, x) ─► act ─► conv (no cache of its own) ─► act ─► conv(1) ─► (+)
+        xp[left : left + T] (= x delayed by the conv's right padding) ───────────────┘
+
+    ``branch`` and ``skip`` keep their modules (and ``state_dict`` keys); the streaming
+    path reads the conv's weights but not its (then unused) cache.
     """
 
     def __init__(self, layers: Layers, channels: int, kernel_size: int, dilation: int,
@@ -59,12 +71,31 @@ class Residual(Stateful):
                                   causal=causal)
         pointwise, delay = layers.conv(channels, channels, 1, delay)
         self.branch = Chain(activation(act, channels), conv, activation(act, channels), pointwise)
-        self.skip = layers.delay(channels, delay - delay_in)
         self.delay = delay
+        fused = layers.streaming and isinstance(conv, StreamConv1d) and conv.trim == 0
+        # the skip's delay line is part of ``line`` when fused (Delay holds no weights)
+        self.skip = layers.delay(channels, 0 if fused else delay - delay_in)
+        if fused:
+            padding = conv.cache.padding
+            self.line: Optional[CachePad] = CachePad(channels, padding)
+            self.skip_start = padding - (delay - delay_in)
+        else:
+            self.line = None
+            self.skip_start = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.skip(x) + self.branch(x)
+        line = self.line
+        if line is None:
+            return self.skip(x) + self.branch(x)
+        xp = line(x)
+        skip = xp[..., self.skip_start: self.skip_start + x.shape[-1]]
+        branch = self.branch.layers
+        h = branch[1].compute(branch[0](xp))
+        return skip + branch[3](branch[2](h))
 
     def reset_state(self) -> None:
         self.branch.reset_state()
         self.skip.reset_state()
+        line = self.line
+        if line is not None:
+            line.reset_state()

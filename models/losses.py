@@ -16,7 +16,8 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-_EPS = 1e-7  # floor of the magnitudes: log(0) and 0 / 0 stay finite on digital silence
+_EPS = 1e-7  # floor of the magnitudes: log(0) stays finite on digital silence
+_CONVERGENCE_FLOOR = 1e-3  # per-bin magnitude (about -110 dB of a full-scale sine at n_fft 1024)
 
 
 class MultiScaleSTFTDistance(nn.Module):
@@ -45,8 +46,11 @@ class MultiScaleSTFTDistance(nn.Module):
             target = self.magnitude(x, n_fft)
             estimate = self.magnitude(y, n_fft)
             log_l1 = (torch.log(estimate + _EPS) - torch.log(target + _EPS)).abs().mean()
+            # The floor keeps a near-silent target (a gap between notes) from turning a
+            # faint estimate into a huge ratio that would swamp the batch.
+            floor = _CONVERGENCE_FLOOR * target.numel() ** 0.5
             convergence = (torch.linalg.vector_norm(estimate - target)
-                           / (torch.linalg.vector_norm(target) + _EPS))
+                           / (torch.linalg.vector_norm(target) + floor))
             total = total + log_l1 + convergence
         return total / len(self.scales)
 

@@ -106,14 +106,72 @@ class CachePad(cc.CachedPadding1d, Stateful):
         self.pad.zero_()
 
 
+def prefers_gemm(kernel_size: int, dilation: int, groups: int) -> bool:
+    """Whether a streaming conv runs faster as one im2col GEMM than as ``F.conv1d``.
+
+    Measured at streaming lengths (1 thread, benchmarks/models.py): PyTorch sends dilated
+    convs to ``slow_conv_dilated2d`` (per-channel loops, 2-7x slower than the GEMM at every
+    profile's shapes), while undilated and strided convs already run an im2col GEMM in C++
+    that beats the same thing written as a few ops (see models/profiles/*.yaml).
+    """
+    return dilation > 1 and groups == 1
+
+
 class StreamConv1d(cc.CachedConv1d, Stateful):
-    """cached_conv's CachedConv1d with eager caches (see :class:`CachePad`)."""
+    """cached_conv's CachedConv1d with eager caches (see :class:`CachePad`).
+
+    cached_conv chains two cached paddings (the stride delay, cropped, then the kernel's
+    padding). Both are delay lines of the same input, so one cache of their summed length
+    holds the same samples; the stride delay is then cropped from its output::
+
+        cat(cache (padding + stride_delay), x) ─► drop the last stride_delay samples ─► conv
+
+    ``downsampling_delay`` stays as an empty (stateless) padding for attribute compatibility.
+    """
 
     def __init__(self, *args, **kwargs) -> None:
         cc.CachedConv1d.__init__(self, *args, **kwargs)
         self.functional = False
-        self.cache = CachePad(self.in_channels, self.cache.padding)
-        self.downsampling_delay = CachePad(self.in_channels, self.downsampling_delay.padding, crop=True)
+        self.trim = self.downsampling_delay.padding
+        self.cache = CachePad(self.in_channels, self.cache.padding + self.trim)
+        self.downsampling_delay = CachePad(self.in_channels, 0, crop=True)
+        self.taps = self.kernel_size[0]
+        self.tap_step = self.dilation[0]
+        self.hop = self.stride[0]
+        self.use_gemm = prefers_gemm(self.taps, self.tap_step, self.groups)
+
+    def padded(self, x: torch.Tensor) -> torch.Tensor:
+        """The input with its cached past prepended: what the (unpadded) conv reads."""
+        x = self.cache(x)
+        if self.trim > 0:
+            x = x[..., : x.shape[-1] - self.trim]
+        return x
+
+    def compute(self, x: torch.Tensor) -> torch.Tensor:
+        """The conv on an already padded input."""
+        if self.use_gemm:
+            return self.gemm(x)
+        return F.conv1d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+    def gemm(self, x: torch.Tensor) -> torch.Tensor:
+        """im2col + one matmul; columns ordered (in channel, tap) like the weight, so the
+        weight is a free view and nothing needs recomputing when weights are loaded::
+
+            cols[b, c * k + j, t] = x[b, c, t * stride + j * dilation]
+        """
+        taps, step, hop = self.taps, self.tap_step, self.hop
+        frames = (x.shape[-1] - (taps - 1) * step - 1) // hop + 1
+        span = (frames - 1) * hop + 1
+        cols = torch.stack([x[..., j * step: j * step + span: hop] for j in range(taps)], 2)
+        cols = cols.reshape(x.shape[0], self.in_channels * taps, frames)
+        y = torch.matmul(self.weight.reshape(self.out_channels, self.in_channels * taps), cols)
+        bias = self.bias
+        if bias is not None:
+            y = y + bias.unsqueeze(-1)
+        return y
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.compute(self.padded(x))
 
     def reset_state(self) -> None:
         self.cache.reset_state()
@@ -173,6 +231,12 @@ class WholeConv1d(cc.convs.Conv1d, Stateful):
         cc.convs.Conv1d.__init__(self, *args, **kwargs)
         self.functional = False
         self._pad = tuple(self._pad)
+
+    def padded(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pad(x, self._pad)
+
+    def compute(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv1d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 
 class WholeConvTranspose1d(cc.convs.ConvTranspose1d, Stateful):

@@ -15,12 +15,14 @@ DistributedDataParallel (gloo on CPU, nccl on GPU); rank 0 alone writes the run 
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
 import random
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -41,9 +43,9 @@ from tildekit.models.discriminator import (MultiDiscriminator, discriminator_hin
 from tildekit.models.latent_stats import FILE_NAME as LATENT_STATS_FILE
 from tildekit.models.latent_stats import compute_latent_stats
 from tildekit.models.losses import MultiScaleSTFTDistance, kl_divergence, kl_weight
-from tildekit.models.run import (CHECKPOINT_DIR, CHECKPOINT_FORMAT, METRICS_FILE, PLOTS_DIR, PROFILE_FILE,
-                                 load_checkpoint, newest_checkpoint, read_metrics, read_profile,
-                                 write_checkpoint)
+from tildekit.models.run import (CHECKPOINT_DIR, CHECKPOINT_FORMAT, METRICS_FILE, PLOTS_DIR,
+                                 PROFILE_FILE, load_checkpoint, newest_checkpoint, read_metrics,
+                                 read_profile, write_checkpoint)
 
 VALIDATION_WINDOWS = 16  # fixed windows: the distance is comparable across a run
 STATS_WINDOWS = 128  # windows, spread over the whole dataset, for the latent statistics
@@ -279,7 +281,7 @@ class Trainer:
         if processes.distributed:
             self.dis_step = self._wrap(self.discriminator)
         self.adversarial = False
-        self._set_phase(self.step >= cfg.adversarial_start)
+        self.set_phase(self.step >= cfg.adversarial_start)
         self.log_every = max(1, min(50, cfg.validate_every, cfg.checkpoint_every))
         self._sums: dict[str, tuple[float, int]] = {}
         self._count = 0
@@ -314,10 +316,16 @@ class Trainer:
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [self.device.index] if self.device.type == "cuda" else None
-        # Buffers are constants (filters, noise tables): no need to broadcast them every step.
-        return DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
+        # Buffers are constants (filters, noise tables): no need to sync them every step.
+        if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters:
+            no_buffer_sync = {"forward_sync_buffers": False}
+        else:  # torch before the rename
+            no_buffer_sync = {"broadcast_buffers": False}
+        # Weight norm's (1, C, 1) gains have strides DDP's buckets do not mirror: harmless.
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+        return DistributedDataParallel(module, device_ids=ids, **no_buffer_sync)
 
-    def _set_phase(self, adversarial: bool) -> None:
+    def set_phase(self, adversarial: bool) -> None:
         """Phase 2 freezes the encoder (DDP must then be rebuilt over the trainable weights)."""
         self.adversarial = adversarial
         self.reconstruct.encoder_frozen = adversarial
@@ -419,18 +427,16 @@ class Trainer:
         noise = self.model.decoder.noise
         if noise is not None:
             noise.offset = 0
-        total, count = 0.0, 0
-        first: tuple[np.ndarray, np.ndarray] | None = None
+        inputs, outputs = [], []
         batch = self.profile.train.batch_size
         for start in range(0, len(self.validation), batch):
             x = torch.stack(self.validation[start:start + batch]).to(self.device)
-            y = self.model.decode(self.model.encode(x, 0.0))
-            total += float(self.distance(x, y)) * x.shape[0]
-            count += x.shape[0]
-            if first is None:
-                first = (x[0].mean(0).cpu().numpy(), y[0].mean(0).cpu().numpy())
+            inputs.append(x)
+            outputs.append(self.model.decode(self.model.encode(x, 0.0)))
         self.model.train()
-        distance = total / count
+        # One distance over every window: a quiet window cannot dominate as it would alone.
+        distance = float(self.distance(torch.cat(inputs), torch.cat(outputs)))
+        first = (inputs[0][0].mean(0).cpu().numpy(), outputs[0][0].mean(0).cpu().numpy())
         if self.first_validation is None:
             self.first_validation = distance
         self.last_validation = distance
@@ -467,7 +473,7 @@ def write_plots(folder: Path, records: list[dict[str, Any]],
     for axis, name in zip(axes[:, 0], names):
         points = [(r["step"], r[name]) for r in train_records if r.get(name) is not None]
         if points:
-            axis.plot(*zip(*points), lw=1)
+            axis.plot(*zip(*points), ".-", lw=1, ms=3)  # markers: a single point still shows
         axis.set_ylabel(name)
     axis = axes[-1, 0]
     if validation:
@@ -486,7 +492,8 @@ def write_plots(folder: Path, records: list[dict[str, Any]],
                               return_complex=True).abs()
         decibels = 20 * torch.log10(spectrum + 1e-5)
         seconds = len(signal) / sample_rate
-        axis.imshow(decibels.numpy(), origin="lower", aspect="auto", vmin=-100, vmax=float(decibels.max()),
+        axis.imshow(decibels.numpy(), origin="lower", aspect="auto", vmin=-100,
+                    vmax=float(decibels.max()),
                     extent=(0.0, seconds, 0.0, sample_rate / 2000))
         axis.set_title(title)
         axis.set_ylabel("kHz")
@@ -517,8 +524,9 @@ def _prepare(run_dir: Path, profile: Profile | None, resume: bool) -> tuple[Prof
         if profile is not None:
             changes = _profile_differences(profile, stored)
             if changes:
+                shown = "; ".join(changes[:4]) + (f"; and {len(changes) - 4} more" if len(changes) > 4 else "")
                 raise TildekitError(f"--resume continues the run with its stored profile, but the given "
-                                    f"one differs in {'; '.join(changes)}: drop --profile/--set/"
+                                    f"one differs in {shown}: drop --profile/--set/"
                                     "--batch-size, or start a new run dir")
         return stored, checkpoint
     if checkpoint is not None:
@@ -529,8 +537,9 @@ def _prepare(run_dir: Path, profile: Profile | None, resume: bool) -> tuple[Prof
     return profile, None
 
 
-def train(dataset_dir: str | Path, run_dir: str | Path, profile: Profile | None, steps: int | None = None,
-          resume: bool = False, progress: bool = True, device: str = "auto") -> TrainSummary:
+def train(dataset_dir: str | Path, run_dir: str | Path, profile: Profile | None,
+          steps: int | None = None, resume: bool = False, progress: bool = True,
+          device: str = "auto") -> TrainSummary:
     """Train (or continue) the run in ``run_dir`` on ``dataset_dir`` until ``steps`` total steps.
 
     ``steps`` defaults to ``train.max_steps``. ``profile`` may be None with ``resume`` (the run's
@@ -592,18 +601,19 @@ def _train(dataset_dir: Path, run_dir: Path, profile: Profile | None, steps: int
 
     bar = tqdm(total=target, initial=start, unit="step", dynamic_ncols=True,
                disable=not (progress and processes.main), desc=profile.name)
-    clock, done = time.perf_counter(), 0
-    last_saved = start
+    done, training_seconds = 0, 0.0  # speed counts training steps, not validation or saving
     try:
         for batch in loader:
             if trainer.step >= cfg.adversarial_start and not trainer.adversarial:
-                trainer._set_phase(True)
+                trainer.set_phase(True)
+            began = time.perf_counter()
             try:
                 values = trainer.train_step(batch)
             except NonFiniteLoss as exc:
                 raise TildekitError(_non_finite_message(str(exc), trainer.step + 1, run_dir)) from None
             trainer.step += 1
             done += 1
+            training_seconds += time.perf_counter() - began
             trainer.accumulate(values)
             bar.update(1)
             bar.set_postfix({"phase": trainer.phase_name[:5],
@@ -624,17 +634,20 @@ def _train(dataset_dir: Path, run_dir: Path, profile: Profile | None, steps: int
                 if step == target and step % cfg.validate_every:
                     trainer.validate()
                 write_checkpoint(run_dir, trainer.checkpoint())
-                last_saved = step
+    except KeyboardInterrupt:
+        saved = newest_checkpoint(run_dir)
+        where = (f"the checkpoint of step {int(load_checkpoint(saved)['step'])}" if saved
+                 else "the start (no checkpoint yet)")
+        raise TildekitError(f"interrupted at step {trainer.step}: continue from {where} with "
+                            f"`tildekit train {dataset_dir} {run_dir} --resume`") from None
     finally:
         bar.close()
-    elapsed = time.perf_counter() - clock
     summary.step = trainer.step
     summary.phase = trainer.phase_name
     summary.losses = {k: v for k, v in trainer.last_losses.items() if k != "kl_weight"}
     summary.first_validation_distance = trainer.first_validation
     summary.validation_distance = trainer.last_validation
-    summary.steps_per_second = done / elapsed if elapsed > 0 else None
-    assert last_saved == trainer.step or not processes.main
+    summary.steps_per_second = done / training_seconds if training_seconds > 0 else None
     return summary
 
 

@@ -4,7 +4,8 @@
     make_bundle("voice.ts", "voice-pi")          # an exported model (its .onnx sibling is used too)
 
 The folder holds the model for the runtime that measured faster on this machine (one thread,
-buffer 2048), the ``.ts`` and a Pd patch for Pd + nn~ users, ``start.sh`` and a systemd unit that
+at the buffer recommended for the Pi: a run dir's ONNX graphs are exported for that buffer, as
+fixed-size graphs run faster), the ``.ts`` and a Pd patch for Pd + nn~ users, ``start.sh`` and a systemd unit that
 run ``tildekit serve`` headless with OSC control, ``budget.json`` and a README with the install
 steps and the measured budget. It is built in a temporary folder and renamed into place.
 """
@@ -44,7 +45,8 @@ Progress = Callable[[str], None]
 class RuntimeTiming:
     runtime: str
     model_file: str
-    seconds_per_buffer: float  # median, at BENCH_BUFFER, 1 thread
+    buffer: int  # BENCH_BUFFER unless a runtime refuses it
+    seconds_per_buffer: float  # median, 1 thread
     realtime_factor: float  # seconds of audio per second of compute
 
 
@@ -53,7 +55,7 @@ class BundleReport:
     out_dir: Path
     runtime: str
     model_file: str  # the file start.sh serves, relative to out_dir
-    realtime_factor: float  # of the chosen runtime, here, 1 thread, BENCH_BUFFER
+    realtime_factor: float  # of the chosen runtime, here, 1 thread, at pi_buffer (as measured first)
     gflop_per_second: float | None  # of audio
     pi_buffer: int
     pi_latency_ms: float
@@ -142,8 +144,9 @@ def _onnx_companions(onnx_path: Path) -> list[Path]:
                   if p.is_file() and p.name.startswith(f"{stem}.") and p.suffix in (".onnx", ".npz"))
 
 
-def _export_run(run_dir: Path, work: Path, progress: Progress) -> Path:
-    """Export a run dir to ``work`` (NAME.ts and NAME.onnx); the .ts path."""
+def _export_run(run_dir: Path, work: Path, progress: Progress) -> tuple[Path, Callable[[int], Path]]:
+    """Export a run dir's nn~ ``.ts`` to ``work``; returns it and a function that exports the ONNX
+    graphs for a given buffer (fixed-size ONNX graphs run ~3x faster than dynamic ones)."""
     try:
         from tildekit.export.prepare import core_from_run
     except ImportError as exc:
@@ -153,15 +156,31 @@ def _export_run(run_dir: Path, work: Path, progress: Progress) -> Path:
     from tildekit.export.onnx_export import export_onnx
 
     progress(f"exporting {run_dir} ...")
-    prepared = core_from_run(run_dir)
-    core, card = prepared[0], prepared[1]
+    core, card = core_from_run(run_dir)[:2]
     if card.profile and card.profile != "raspberry":
         progress(f"note: {run_dir} was trained with the {card.profile!r} profile; the 'raspberry' "
                  f"profile is sized for a Pi 4 (tildekit train --profile raspberry)")
     name = model_slug(card.name)
     ts_path = export_nn(core, card, work / f"{name}.ts")
-    export_onnx(core, card, work, name, buffer=BENCH_BUFFER)
-    return ts_path
+
+    def onnx_for(buffer: int) -> Path:
+        progress(f"exporting {name}.onnx for buffers of {buffer} ...")
+        export_onnx(core, card, work, name, buffer=buffer)
+        return work / f"{name}.onnx"
+
+    return ts_path, onnx_for
+
+
+def measure_buffers(runner, buffers: list[int], min_seconds: float = 0.2, min_calls: int = 5) -> dict[int, float]:
+    """Compute time per buffer size, for the sizes the runner accepts (a fixed-size ONNX export
+    takes multiples of its buffer only)."""
+    compute = {}
+    for buffer in buffers:
+        try:
+            compute[buffer] = time_buffer(runner, buffer, min_seconds, min_calls)
+        except TildekitError:
+            runner.reset()
+    return compute
 
 
 # -- the generated files ---------------------------------------------------------------------
@@ -226,7 +245,7 @@ def readme(report: BundleReport, card: ModelCard, folder: str, install_dir: str,
     osc = OscMap(card)
     gflops = (f"{report.gflop_per_second:.2f} GFLOP per second of audio"
               if report.gflop_per_second is not None else "not measured")
-    timings = "\n".join(f"| {t.runtime} | `{t.model_file}` | {1000 * t.seconds_per_buffer:.2f} ms | "
+    timings = "\n".join(f"| {t.runtime} | `{t.model_file}` | {t.buffer} | {1000 * t.seconds_per_buffer:.2f} ms | "
                         f"{t.realtime_factor:.1f}x |" for t in report.timings)
     slow, fast = report.pi_realtime_estimate
     fit = ("fits" if report.pi_fits else
@@ -272,10 +291,10 @@ controller's address, or `OSC_HOST=127.0.0.1` for local control only.
 
 ## Measured budget
 
-Measured on the machine that made this bundle, 1 thread, buffer {BENCH_BUFFER}:
+Measured on the machine that made this bundle, 1 thread:
 
-| runtime | file | compute per buffer | x real time |
-|---|---|---|---|
+| runtime | file | buffer | compute per buffer | x real time |
+|---|---|---|---|---|
 {timings}
 
 - Compute: {gflops}.
@@ -317,10 +336,12 @@ def make_bundle(run_or_model: str | Path, out_dir: str | Path, target: str = "ra
     install_dir = install_dir or f"/home/{user}/{out.resolve().name}"
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
+        export_onnx_for: Callable[[int], Path] | None = None
         if source.is_dir():
             exports = work / "export"
             exports.mkdir()
-            models = _model_files(_export_run(source, exports, say))
+            ts_path, export_onnx_for = _export_run(source, exports, say)
+            models = {"torchscript": ts_path}
         elif source.is_file():
             if source.suffix.lower() not in (".ts", ".onnx"):
                 raise TildekitError(f"{source}: bundle a run dir or an exported .ts / .onnx model")
@@ -329,17 +350,34 @@ def make_bundle(run_or_model: str | Path, out_dir: str | Path, target: str = "ra
             raise TildekitError(f"{source} does not exist: pass a run dir or an exported model")
         card = read_card(next(iter(models.values())))
 
-        timings: list[RuntimeTiming] = []
-        for runtime, path in models.items():
-            say(f"measuring {path.name} ({runtime}, 1 thread, buffer {BENCH_BUFFER}) ...")
-            seconds = time_buffer(open_runner(path, threads=1), BENCH_BUFFER)
-            timings.append(RuntimeTiming(runtime, path.name, seconds,
-                                         BENCH_BUFFER / card.sample_rate / seconds))
-        best = max(timings, key=lambda t: t.realtime_factor)
-        best_path = models[best.runtime]
-        fastest = open_runner(best_path, threads=1)
-        compute = {b: time_buffer(fastest, b, min_seconds=0.2, min_calls=5) for b in pi_buffers(card)}
+        # The buffer: from the runtime that takes any buffer (TorchScript) when there is one.
+        first = next(iter(models.values()))
+        say(f"measuring {first.name} at buffers {pi_buffers(card)} ...")
+        compute = measure_buffers(open_runner(first, threads=1), pi_buffers(card))
+        if not compute:
+            raise TildekitError(f"{first.name} runs at none of the buffers {pi_buffers(card)}: re-export it")
         pi_buffer, fits = recommend_pi_buffer(card, compute)
+        if export_onnx_for is not None:
+            models["onnx"] = export_onnx_for(pi_buffer)
+
+        # The runtime: both measured at the buffer the Pi will run (the ONNX graphs are exported
+        # for it), and at BENCH_BUFFER for the README when a runtime accepts it.
+        runners = {runtime: open_runner(path, threads=1) for runtime, path in models.items()}
+        timings: list[RuntimeTiming] = []
+        for runtime, runner in runners.items():
+            times = measure_buffers(runner, sorted({pi_buffer, BENCH_BUFFER}), min_seconds=0.5, min_calls=10)
+            for buffer, seconds in sorted(times.items()):
+                say(f"{models[runtime].name}: {1000 * seconds:.2f} ms per buffer of {buffer}")
+                timings.append(RuntimeTiming(runtime, models[runtime].name, buffer, seconds,
+                                             buffer / card.sample_rate / seconds))
+        compared = [t for t in timings if t.buffer == pi_buffer]
+        if not compared:
+            raise TildekitError(f"no model file runs at buffer {pi_buffer}: re-export the model")
+        best = max(compared, key=lambda t: t.realtime_factor)
+        best_path = models[best.runtime]
+        if best_path != first:  # the table and the buffer for what start.sh will run
+            compute = measure_buffers(runners[best.runtime], pi_buffers(card))
+            pi_buffer, fits = recommend_pi_buffer(card, compute)
         flops = count_flops(models["torchscript"], BENCH_BUFFER) if "torchscript" in models else None
 
         bundle = work / "bundle"

@@ -192,8 +192,18 @@ def serve(model: str, input_path: str | None, use_device: bool, silence: float |
     sources = [input_path is not None, use_device, silence is not None]
     if sum(sources) != 1:
         raise TildekitError("pick one input: --input FILE, --device or --silence SECONDS")
+    if use_device and output_path is not None:
+        raise TildekitError("--device plays to the sound card: drop --output, or use --input FILE --output FILE")
     if input_path is not None and output_path is None:
         raise TildekitError("--input needs --output FILE (file mode); for live sound use --device")
+    from pathlib import Path
+
+    if input_path is not None and not Path(input_path).is_file():
+        raise TildekitError(f"--input {input_path}: no such file")
+    if output_path is None:
+        from tildekit.scripting.engine import import_sounddevice
+
+        import_sounddevice()  # fail before loading the model when the audio extra is missing
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
                         stream=sys.stderr)
     runner = open_runner(model, threads=threads)
@@ -211,8 +221,7 @@ def serve(model: str, input_path: str | None, use_device: bool, silence: float |
                 engine.run_device(input_device=use_device)
         except KeyboardInterrupt:
             click.echo("stopped", err=True)
-        finally:
-            click.echo(engine.summary(), err=True)
+        click.echo(engine.summary(), err=True)
 
 
 @click.command("bundle")

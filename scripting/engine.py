@@ -26,12 +26,13 @@ import socket
 import tempfile
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable, Hashable, Iterable, Iterator
 
 import numpy as np
+from pythonosc.osc_packet import OscPacket
 
 from tildekit.errors import TildekitError
 from tildekit.scripting.oscmap import Control, OscMap, OscValueError
@@ -45,6 +46,8 @@ MAX_DATAGRAM = 65536
 POLL_SECONDS = 0.1
 # Problems of one kind are logged individually this many times, then only counted.
 LOG_FIRST = 5
+# Engine.applied keeps the most recent this many applied Controls (tests and benchmarks read it).
+APPLIED_LOG = 10_000
 
 
 @dataclass
@@ -267,14 +270,16 @@ class OscServer:
                     return
                 continue
             if data is not None:
-                self.handle(data, sender[0])
+                try:
+                    self.handle(data, sender[0])
+                except Exception as exc:  # a bug here must not silence the control thread
+                    self.stats.malformed += 1
+                    self._problem("unexpected error", f"{type(exc).__name__}: {exc}")
             if self.on_tick is not None:
                 self.on_tick()
 
     def handle(self, data: bytes, sender: str) -> None:
         """One datagram: count it, parse it, validate every message in it, queue the Controls."""
-        from pythonosc.osc_packet import OscPacket
-
         stats = self.stats
         stats.packets += 1
         if self.allow is not None and sender not in self.allow:
@@ -345,13 +350,15 @@ class Engine:
         self.on_buffer = on_buffer
         self.stats = EngineStats()
         self.queue = ControlQueue(queue_limit)
-        self.applied: list[tuple[int, Control]] = []  # (buffer index, control), in order
+        # (buffer index, control), in order; bounded so that a service running for days keeps its memory
+        self.applied: deque[tuple[int, Control]] = deque(maxlen=APPLIED_LOG)
         self._report_every = report_every
         self._last_report = time.monotonic()
         self._verbose = verbose
         self.server = OscServer(self.map, self.queue, self.stats, osc_host, osc_port, allow,
                                 on_tick=self._maybe_report if verbose else None).start()
         self._stop = threading.Event()
+        self.started_at = 0.0  # time.monotonic() when the current stream started (buffer 0's slot)
 
     @property
     def osc_address(self) -> tuple[str, int]:
@@ -397,7 +404,7 @@ class Engine:
 
     def stream(self, blocks: Iterable[np.ndarray | None]) -> Iterator[np.ndarray]:
         """Process buffers as they come; with ``realtime`` each waits for its wall-clock slot."""
-        start = time.monotonic()
+        start = self.started_at = time.monotonic()
         for index, block in enumerate(blocks):
             if self._stop.is_set():
                 return
@@ -414,6 +421,7 @@ class Engine:
     def run_array(self, audio: np.ndarray | None, frames: int | None = None) -> np.ndarray:
         """(channels, N) in -> (channels, N) out; ``audio=None`` generates ``frames`` samples."""
         total = audio.shape[1] if audio is not None else int(frames or 0)
+        self.runner.warm_up(self.buffer, generate=audio is None)
         outputs = list(self.stream(self._blocks(audio, total)))
         if not outputs:
             return np.zeros((self.card.channels, 0), dtype=np.float32)
@@ -448,12 +456,14 @@ class Engine:
         """Sound card in/out until ``stop()`` or Ctrl-C (blocking read -> compute -> write)."""
         sd = import_sounddevice()
         channels, rate = self.card.channels, self.card.sample_rate
-        if input_device:
-            stream = sd.Stream(samplerate=rate, blocksize=self.buffer, channels=channels, dtype="float32",
-                               device=device)
-        else:
-            stream = sd.OutputStream(samplerate=rate, blocksize=self.buffer, channels=channels,
-                                     dtype="float32", device=device)
+        kind = sd.Stream if input_device else sd.OutputStream
+        try:
+            stream = kind(samplerate=rate, blocksize=self.buffer, channels=channels, dtype="float32",
+                          device=device)
+        except Exception as exc:  # sd.PortAudioError / ValueError: no device, unsupported rate...
+            raise TildekitError(f"cannot open the sound device at {rate} Hz, {channels} channel(s): "
+                                f"{' '.join(str(exc).split())[:160]} (check `python -m sounddevice`, or use "
+                                f"--input/--output files)") from None
 
         def blocks() -> Iterator[np.ndarray | None]:
             while True:
@@ -465,6 +475,7 @@ class Engine:
                     self.stats.overruns += 1
                 yield np.ascontiguousarray(data.T)
 
+        self.runner.warm_up(self.buffer, generate=not input_device)
         with stream:
             try:
                 for out in self.stream(blocks()):

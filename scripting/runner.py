@@ -13,7 +13,7 @@ exactly the latents a performer has dialled in.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -49,6 +49,16 @@ class Runner:
         frames = buffer // self.card.compression
         latents = np.repeat(self.bias[:, None], frames, axis=1)
         return self.decode(latents)
+
+    def warm_up(self, buffer: int, generate: bool = False, calls: int = 3) -> None:
+        """Run a few silent buffers, then reset: TorchScript optimises on its first calls, which
+        would otherwise over-run the first buffers of a performance."""
+        for _ in range(calls):
+            if generate:
+                self.generate(buffer)
+            else:
+                self.process(np.zeros((self.card.channels, buffer), dtype=np.float32))
+        self.reset()
 
     # -- control -----------------------------------------------------------------
     def apply(self, control: Control) -> None:
@@ -230,6 +240,3 @@ def as_channels(audio: np.ndarray, channels: int, what: str) -> np.ndarray:
                             f"convert it to mono or {channels} channels first")
     return np.ascontiguousarray(out, dtype=np.float32)
 
-
-def values_of(values: Sequence[float]) -> np.ndarray:
-    return np.asarray(values, dtype=np.float32)

@@ -1,0 +1,106 @@
+"""`tildekit demo`: the whole pipeline on generated audio, in a few minutes on a CPU.
+
+generate audio ─► preprocess ─► train `small` ─► info ─► export nn~ / Neutone / ONNX (checked)
+─► Pd + Max patches ─► a short OSC score, then how to play it all.
+"""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from pathlib import Path
+from typing import Callable
+
+from tildekit.errors import TildekitError
+
+DEMO_NAME = "demo"
+DEMO_SCORE = """\
+# A short score for the demo model: `tildekit osc play {score} --port 9000`
+model: {model}
+rate_hz: 50
+events:
+  - {{at: 0.0, set: latent/0, value: 0.0}}
+  - {{at: 0.5, ramp: latent/0, from: -1.5, to: 1.5, over: 4.0, curve: smoothstep}}
+  - {{at: 1.0, lfo: latent/1, shape: sine, rate_hz: 0.5, depth: 1.0, center: 0.0, over: 4.0}}
+  - {{at: 2.0, attr: temperature, values: [0.5]}}
+  - {{at: 4.0, attr: temperature, values: [0.0]}}
+  - {{at: 4.5, gain: 0.8}}
+  - {{at: 5.5, reset: true}}
+"""
+
+
+def run_demo(out_dir: str | Path, steps: int = 200, seconds_of_audio: float = 180.0,
+             echo: Callable[[str], None] = print, progress: bool = True) -> dict[str, Path]:
+    """Run every stage into ``out_dir``; returns the main paths. Safe to re-run (resumes training)."""
+    from tildekit.export.check import check_file
+    from tildekit.export.cli import describe_file
+    from tildekit.export.targets import export_run
+    from tildekit.models.config import load_profile
+    from tildekit.models.preprocess import preprocess
+    from tildekit.models.run import RunDir
+    from tildekit.models.synthetic import write_example_folder
+    from tildekit.models.trainer import train, training_window
+    from tildekit.patches.write import write_patches
+    from tildekit.scripting.score import load_score
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    profile = load_profile("small")
+    rate = profile.model.sample_rate
+
+    echo(f"[1/7] generating {seconds_of_audio:.0f} s of test audio (tones, chirps, noise bursts)")
+    audio = out / "audio"
+    if not audio.exists():
+        write_example_folder(audio, seconds=seconds_of_audio, sample_rate=rate)
+
+    echo("[2/7] preprocessing")
+    dataset = out / "dataset"
+    report = preprocess(audio, dataset, sample_rate=rate, channels=profile.model.channels,
+                        min_samples=training_window(profile), progress=progress)
+    echo(textwrap.indent(report.summary(), "    "))
+
+    echo(f"[3/7] training the '{profile.name}' profile for {steps} steps")
+    run = out / "run"
+    resume = (run / "checkpoints").exists()
+    summary = train(dataset, run, None if resume else profile, steps=steps, resume=resume, progress=progress)
+    echo(textwrap.indent(summary.text(), "    "))
+
+    echo("[4/7] the trained model")
+    from tildekit.models.cli import describe_run
+
+    echo(textwrap.indent(describe_run(RunDir(run)), "    "))
+
+    echo("[5/7] exporting for nn~ (.ts), Neutone FX (.nm) and ONNX Runtime (.onnx), each checked")
+    exports = out / "export"
+    if exports.exists():
+        shutil.rmtree(exports)
+    card, written = export_run(run, ("all",), exports, name=DEMO_NAME)
+    for path in written:
+        if path.suffix in (".ts", ".nm", ".onnx"):
+            results = check_file(path)
+            failed = [r for r in results if not r.passed]
+            if failed:
+                raise TildekitError(f"check failed on {path}: " + "; ".join(f"{r.item}: {r.reason}" for r in failed))
+            echo(f"    {path.name}: {len(results)}/{len(results)} checks passed")
+    model = exports / f"{DEMO_NAME}.ts"
+    echo(textwrap.indent(describe_file(model), "    "))
+
+    echo("[6/7] writing Pure Data and Max patches next to the model")
+    for path in write_patches(model, host="both"):
+        echo(f"    {path}")
+
+    echo("[7/7] writing an OSC score")
+    score = out / "score.yaml"
+    score.write_text(DEMO_SCORE.format(score=score, model=model.resolve()))
+    load_score(score)  # validated against the model's card: a typo fails here, not on stage
+
+    onnx = exports / f"{DEMO_NAME}.onnx"
+    echo(textwrap.dedent(f"""
+        Done. To play it:
+          Pure Data + nn~:  pd {exports / (DEMO_NAME + '-transfer.pd')}   (turn DSP on; the patch listens for OSC on 9000)
+          Max + nn~:        open {exports / (DEMO_NAME + '-transfer.maxpat')}
+          Neutone FX:       load {exports / (DEMO_NAME + '.nm')} in the plugin (any DAW)
+          headless:         tildekit serve {onnx} --input {audio / 'melody.wav'} --output {out / 'out.wav'} --osc-port 9000 --realtime
+          score over OSC:   tildekit osc play {score} --port 9000
+        """))
+    return {"run": run, "exports": exports, "model": model, "score": score, "dataset": dataset}

@@ -1,0 +1,307 @@
+"""The trainer, the run dir, `tildekit train` and `tildekit info`: generated audio, tiny models."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from tildekit.cli import main as cli
+from tildekit.errors import TildekitError
+from tildekit.models import synthetic
+from tildekit.models.autoencoder import AutoEncoder
+from tildekit.models.config import TrainConfig, load_profile
+from tildekit.models.discriminator import (MultiDiscriminator, discriminator_hinge_loss,
+                                           feature_matching_loss, generator_hinge_loss,
+                                           split_real_fake)
+from tildekit.models.latent_stats import LatentStats, stats_from_latents
+from tildekit.models.losses import MultiScaleSTFTDistance, kl_divergence, kl_weight
+from tildekit.models.preprocess import preprocess
+from tildekit.models.run import RunDir, read_metrics
+from tildekit.models.trainer import train
+
+SR = 16000
+# `small`, shrunk until a step takes a fraction of a second on one CPU core.
+TINY = ["model.capacity=8", "train.window=4096", "train.batch_size=4", "train.validate_every=1000",
+        "train.checkpoint_every=1000", "train.discriminator_capacity=4"]
+
+
+def tiny(*extra: str):
+    return load_profile("small", TINY + list(extra))
+
+
+def cli_args(*extra: str) -> list[str]:
+    return [arg for override in TINY + list(extra) for arg in ("--set", override)]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("train_data")
+    synthetic.write_example_folder(root / "audio", seconds=24, sample_rate=SR)
+    preprocess(root / "audio", root / "ds", SR, channels=1, progress=False)
+    return root / "ds"
+
+
+def subprocess_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+# --------------------------------------------------------------------------- losses and parts
+
+
+def test_spectral_distance_is_zero_for_identical_signals_and_grows_with_error() -> None:
+    distance = MultiScaleSTFTDistance([256, 128])
+    x = torch.from_numpy(synthetic.chirp(200.0, 4000.0, 0.25, SR)).reshape(1, 1, -1)
+    assert float(distance(x, x)) == pytest.approx(0.0, abs=1e-6)
+    slightly = float(distance(x, x + 0.01 * torch.randn_like(x)))
+    badly = float(distance(x, x + 0.3 * torch.randn_like(x)))
+    assert 0.0 < slightly < badly
+    assert torch.isfinite(distance(torch.zeros_like(x), torch.zeros_like(x)))  # silence
+
+
+def test_kl_is_zero_for_the_prior_and_weight_warms_up() -> None:
+    mean, scale = torch.zeros(2, 4, 5), torch.ones(2, 4, 5)
+    assert float(kl_divergence(mean, scale)) == pytest.approx(0.0)
+    assert float(kl_divergence(mean + 1.0, scale)) == pytest.approx(4 * 0.5)  # 0.5 per dim
+    assert kl_weight(0, 0.1, 100) == 0.0
+    assert kl_weight(50, 0.1, 100) == pytest.approx(0.05)
+    assert kl_weight(500, 0.1, 100) == pytest.approx(0.1)
+
+
+def test_discriminator_covers_every_scale_and_period_and_losses_behave() -> None:
+    cfg = TrainConfig(discriminator_scales=3, discriminator_periods=[2, 3, 5], discriminator_capacity=4)
+    net = MultiDiscriminator(cfg, channels=2)
+    real, fake = torch.randn(2, 2, 3001), torch.randn(2, 2, 3001)
+    with torch.no_grad():
+        outputs = net(torch.cat([real, fake]))
+    assert len(outputs) == 3 + 3
+    r, f = split_real_fake(outputs, 2)
+    assert all(feats[-1].shape[1] == 1 and feats[-1].shape[0] == 2 for feats in r + f)
+    assert float(feature_matching_loss(r, r)) == 0.0
+    assert float(feature_matching_loss(r, f)) > 0.0
+    assert torch.isfinite(discriminator_hinge_loss(r, f)) and torch.isfinite(generator_hinge_loss(f))
+
+
+def test_latent_stats_find_the_principal_axis(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    # Most variance along (1, 1, 0) / sqrt 2, little along z.
+    base = rng.standard_normal((4000, 3)) * np.array([3.0, 0.5, 0.1])
+    rotation = np.array([[1, 1, 0], [-1, 1, 0], [0, 0, np.sqrt(2)]]) / np.sqrt(2)
+    z = base @ rotation + np.array([1.0, -2.0, 0.5])
+    stats = stats_from_latents(z)
+    assert np.allclose(stats.mean, [1.0, -2.0, 0.5], atol=0.15)
+    assert np.allclose(np.abs(stats.components[0]), [2 ** -0.5, 2 ** -0.5, 0.0], atol=0.02)
+    assert stats.variance == sorted(stats.variance, reverse=True)
+    components = np.array(stats.components)
+    assert np.allclose(components @ components.T, np.eye(3), atol=1e-9)
+    assert stats.dim_std[0] == pytest.approx(3.0, rel=0.05)
+    assert all(lo < 0 < hi for lo, hi in zip(stats.dim_min, stats.dim_max))
+    stats.save(tmp_path / "s.json")
+    assert LatentStats.load(tmp_path / "s.json") == stats
+
+
+# --------------------------------------------------------------------------- training runs
+
+
+def test_short_run_lowers_the_reconstruction_distance_and_fills_the_run_dir(dataset: Path,
+                                                                            tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    summary = train(dataset, run, tiny("train.checkpoint_every=10", "train.validate_every=12"),
+                    steps=24, progress=False)
+    assert summary.step == 24 and summary.phase == "representation"
+    assert summary.validation_distance < 0.95 * summary.first_validation_distance
+    print(f"\nvalidation distance {summary.first_validation_distance:.3f} -> "
+          f"{summary.validation_distance:.3f}, {summary.steps_per_second:.2f} steps/s")
+
+    names = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert names == ["last.pt", "step-00000020.pt", "step-00000024.pt"]  # only the last two kept
+    checkpoint = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert checkpoint["step"] == 24 and isinstance(checkpoint["rng"]["torch"], torch.Tensor)
+    assert (run / "plots" / "losses.png").stat().st_size > 0
+    assert (run / "plots" / "spectrogram.png").stat().st_size > 0
+    records = read_metrics(run)
+    validation = [r["step"] for r in records if r["kind"] == "validation"]
+    assert validation == [0, 12, 24]
+    assert all(np.isfinite(r["distance"]) for r in records if r["kind"] == "train")
+
+    reader = RunDir(run)
+    assert reader.step == 24 and reader.profile == tiny("train.checkpoint_every=10",
+                                                        "train.validate_every=12")
+    model = reader.load_model(streaming=True)
+    assert isinstance(model, AutoEncoder) and model.streaming and not model.training
+    stats = reader.latent_stats  # phase 1 never ended: computed at the end of the run
+    assert stats is not None and stats.size == 8 and len(stats.components) == 8
+    assert stats.variance == sorted(stats.variance, reverse=True)
+    assert reader.metrics["distance"] > 0 and "validation_distance" in reader.metrics
+
+    result = CliRunner().invoke(cli, ["info", str(run)])
+    assert result.exit_code == 0, result.output
+    for expected in ["profile:           small", "step:              24", "16000 Hz",
+                     "latent size:       8", "compression:       128:1",
+                     f"streaming delay:   {model.delay} samples", "receptive field:",
+                     "parameters:", "distance"]:
+        assert expected in result.output
+
+
+def test_resume_replays_an_uninterrupted_run_through_the_adversarial_phase(dataset: Path,
+                                                                           tmp_path: Path) -> None:
+    profile = tiny("train.batch_size=2", "train.checkpoint_every=2", "train.adversarial_start=3")
+    straight = train(dataset, tmp_path / "straight", profile, steps=5, progress=False)
+    assert straight.phase == "adversarial"
+    assert {"adversarial", "feature_matching", "discriminator"} <= set(straight.losses)
+    train(dataset, tmp_path / "split", profile, steps=2, progress=False)
+    resumed = train(dataset, tmp_path / "split", None, steps=5, resume=True, progress=False)
+    assert (resumed.start_step, resumed.step) == (2, 5)
+
+    a = torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "split" / "checkpoints" / "last.pt", weights_only=True)
+    for part in ("model", "discriminator"):
+        assert a[part].keys() == b[part].keys()
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
+    # Latent statistics were taken when phase 1 ended, from the same encoder in both runs.
+    assert RunDir(tmp_path / "straight").latent_stats == RunDir(tmp_path / "split").latent_stats
+    phases = {r["step"]: r["phase"] for r in read_metrics(tmp_path / "split") if r["kind"] == "train"}
+    assert phases[2] == "representation" and phases[4] == "adversarial"
+
+    # Asking for fewer steps than done does nothing; a different profile is refused.
+    assert train(dataset, tmp_path / "split", None, steps=4, resume=True, progress=False).step == 5
+    with pytest.raises(TildekitError, match=r"train\.learning_rate"):
+        train(dataset, tmp_path / "split", tiny("train.batch_size=2", "train.checkpoint_every=2",
+                                                "train.adversarial_start=3",
+                                                "train.learning_rate=0.5"),
+              steps=6, resume=True, progress=False)
+
+
+def test_kill_9_during_training_then_resume_continues_at_the_checkpointed_step(
+        dataset: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    args = [str(dataset), str(run), "--profile", "small", "--quiet",
+            *cli_args("train.batch_size=2", "train.checkpoint_every=3")]
+    process = subprocess.Popen([sys.executable, "-m", "tildekit", "train", *args, "--steps", "500"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=subprocess_env())
+    last = run / "checkpoints" / "last.pt"
+    deadline = time.monotonic() + 120
+    try:
+        while not last.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # well inside the next interval, maybe mid-write: any moment must do
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert last.exists(), process.stderr.read().decode()
+    saved = RunDir(run).step
+    assert saved > 0 and saved % 3 == 0
+
+    target = saved + 4
+    result = subprocess.run([sys.executable, "-m", "tildekit", "train", str(dataset), str(run),
+                             "--resume", "--quiet", "--steps", str(target)],
+                            capture_output=True, text=True, env=subprocess_env(), timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert f"step {saved} -> {target}" in result.stdout
+    assert RunDir(run).step == target
+    assert torch.load(last, weights_only=True)["step"] == target
+    assert not list((run / "checkpoints").glob(".*.tmp"))
+    train_steps = [r["step"] for r in read_metrics(run) if r["kind"] == "train"]
+    assert train_steps == sorted(set(train_steps)) and train_steps[-1] == target  # no replays logged
+
+
+def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
+        dataset: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    # An absurd learning rate blows the weights up after the first update.
+    with pytest.raises(TildekitError) as caught:
+        train(dataset, run, tiny("train.batch_size=2", "train.checkpoint_every=1",
+                                 "train.learning_rate=1.0e+30"), steps=20, progress=False)
+    message = str(caught.value)
+    bad_step = int(message.split("training stopped at step ")[1].split(":")[0])
+    assert bad_step >= 2 and ("nan" in message or "inf" in message)
+    kept = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert kept["step"] == bad_step - 1
+    assert f"last good checkpoint (step {bad_step - 1})" in message
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
+def test_two_cpu_processes_train_with_distributed_data_parallel(dataset: Path, tmp_path: Path) -> None:
+    run = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "tildekit", "train", str(dataset), str(run), "--profile", "small", "--quiet",
+               "--steps", "4", *cli_args("train.batch_size=2", "train.checkpoint_every=2",
+                                         "train.adversarial_start=2")]
+    result = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("step 0 -> 4") == 1 and "cpu x 2" in result.stdout  # rank 0 reports
+    checkpoint = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert checkpoint["step"] == 4 and checkpoint["processes"] == 2
+    records = read_metrics(run)
+    assert [r["step"] for r in records if r["kind"] == "train"] == [2, 4]  # one writer
+    assert RunDir(run).latent_stats is not None
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_bad_profile_fields_and_mismatched_datasets_are_one_line_errors(dataset: Path,
+                                                                        tmp_path: Path) -> None:
+    runner = CliRunner()
+    run = str(tmp_path / "run")
+
+    def error(*args: str) -> str:
+        result = runner.invoke(cli, ["train", *args])
+        assert result.exit_code == 2, result.output
+        assert "Traceback" not in result.output
+        return result.output
+
+    assert "unknown field 'model.capacty'" in error(str(dataset), run, "--profile", "small",
+                                                    "--set", "model.capacty=8")
+    assert "train.batch_size must be an integer" in error(str(dataset), run, "--profile", "small",
+                                                          "--set", "train.batch_size=lots")
+    assert "unknown profile 'smal'" in error(str(dataset), run, "--profile", "smal")
+    mismatch = error(str(dataset), run, "--profile", "default", "--steps", "1")
+    assert "16000 Hz" in mismatch and "48000 Hz" in mismatch and "--profile default" in mismatch
+    assert "nothing to resume" in error(str(dataset), str(tmp_path / "empty"), "--resume")
+    assert "not a tildekit dataset" in error(str(tmp_path), run, "--profile", "small")
+
+
+def test_run_dir_reader_errors(dataset: Path, tmp_path: Path) -> None:
+    with pytest.raises(TildekitError, match="does not exist"):
+        RunDir(tmp_path / "missing")
+    with pytest.raises(TildekitError, match="not a tildekit run dir"):
+        RunDir(tmp_path)
+    (tmp_path / "profile.yaml").write_text(tiny().to_yaml())
+    with pytest.raises(TildekitError, match="no checkpoint yet"):
+        RunDir(tmp_path).step
+    result = CliRunner().invoke(cli, ["info", str(tmp_path)])
+    assert result.exit_code == 2 and "no checkpoint yet" in result.output
+
+
+def test_a_second_fresh_start_in_a_used_run_dir_is_refused(dataset: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(dataset, run, tiny("train.batch_size=2", "train.checkpoint_every=1"), steps=1, progress=False)
+    with pytest.raises(TildekitError, match="--resume"):
+        train(dataset, run, tiny("train.batch_size=2"), steps=2, progress=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["small", "default"])
+def test_report_training_speed(dataset: Path, tmp_path: Path, name: str) -> None:
+    """Steps/s of a shipped profile at its own batch size (printed, not asserted)."""
+    profile = load_profile(name)
+    if profile.model.sample_rate != SR:
+        source = tmp_path / "audio"
+        synthetic.write_example_folder(source, seconds=30, sample_rate=profile.model.sample_rate)
+        data = tmp_path / "ds"
+        preprocess(source, data, profile.model.sample_rate, progress=False)
+    else:
+        data = dataset
+    summary = train(data, tmp_path / "run", profile, steps=3, progress=False)
+    print(f"\n{name}: {summary.steps_per_second:.3f} steps/s at batch {profile.train.batch_size}")
