@@ -41,7 +41,7 @@ def main() -> None:
 
 @main.command("demo")
 @click.argument("out_dir", type=click.Path(path_type=Path), default=Path("demo-out"))
-@click.option("--steps", type=click.IntRange(min=1), default=200, show_default=True,
+@click.option("--steps", type=click.IntRange(min=1), default=150, show_default=True,
               help="Training steps of the `small` profile (about a minute on 2 cores).")
 @click.option("--seconds", "seconds_of_audio", type=click.FloatRange(min=30), default=180.0, show_default=True,
               help="Seconds of generated training audio.")

@@ -29,7 +29,7 @@ events:
 """
 
 
-def run_demo(out_dir: str | Path, steps: int = 200, seconds_of_audio: float = 180.0,
+def run_demo(out_dir: str | Path, steps: int = 150, seconds_of_audio: float = 180.0,
              echo: Callable[[str], None] = print, progress: bool = True) -> dict[str, Path]:
     """Run every stage into ``out_dir``; returns the main paths. Safe to re-run (resumes training)."""
     from tildekit.export.check import check_file

@@ -63,8 +63,11 @@ def describe_file(path: str | Path) -> str:
               help="Keep only the K most important latent dimensions (by the run's latent statistics).")
 @click.option("--fidelity", type=float, default=None, metavar="F",
               help="Keep the fewest latent dimensions explaining at least this share of the variance (0..1].")
+@click.option("--buffer", type=int, default=2048, show_default=True, metavar="B",
+              help="ONNX only: the graphs' fixed buffer size in samples (a multiple of the "
+                   "compression); the headless engine runs the model at this buffer.")
 def export_command(run_dir: Path, target: str, out_dir: Path, name: str | None,
-                   latent_dims: int | None, fidelity: float | None) -> None:
+                   latent_dims: int | None, fidelity: float | None, buffer: int) -> None:
     """Export the newest checkpoint of RUN_DIR for nn~, Neutone FX and/or ONNX.
 
     Every file is loaded back the way its host loads it and checked (`tildekit check`)
@@ -78,7 +81,7 @@ def export_command(run_dir: Path, target: str, out_dir: Path, name: str | None,
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         card, _ = export_run(run_dir, (target,), out_dir, name=name, latent_dims=latent_dims,
-                             fidelity=fidelity, on_written=announce)
+                             fidelity=fidelity, on_written=announce, buffer=buffer)
     for warning in caught:
         if issubclass(warning.category, UserWarning):
             click.echo(f"Warning: {warning.message}", err=True)

@@ -113,10 +113,14 @@ class OnnxInfo:
             states = states_from_json(meta[META_STATE])
             buffer = int(meta[META_BUFFER]) if meta.get(META_BUFFER) else None
             batch = int(meta[META_BATCH]) if meta.get(META_BATCH) else None
-            return cls(card, meta[META_METHOD], states, int(meta[META_OPSET]),
+            info = cls(card, meta[META_METHOD], states, int(meta[META_OPSET]),
                        meta[META_STREAMING] == "true", buffer, batch)
         except (CardError, ValueError, KeyError, TypeError) as exc:
             raise TildekitError(f"{origin}: malformed tildekit metadata ({exc}); re-export it") from None
+        if info.method not in card.methods:
+            raise TildekitError(f"{origin}: its method {info.method!r} is not in its model card "
+                                f"({', '.join(card.methods)}); re-export it")
+        return info
 
 
 def make_session(path: str | Path | bytes, threads: int = 1) -> "onnxruntime.InferenceSession":  # noqa: F821
@@ -150,7 +154,9 @@ class OnnxStreamer:
         try:
             self.session = make_session(self.path, threads)
         except Exception as exc:  # onnxruntime raises its own exception types
-            raise TildekitError(f"{self.path}: onnxruntime cannot load it ({' '.join(str(exc).split())[:200]})") from None
+            detail = " ".join(str(exc).split())[:200]
+            raise TildekitError(f"{self.path}: onnxruntime cannot load it ({detail}): re-export it with "
+                                f"`tildekit export`") from None
         self.info = OnnxInfo.from_metadata(self.session.get_modelmeta().custom_metadata_map, str(self.path))
         if self.info.batch is not None and batch != self.info.batch:
             raise TildekitError(f"{self.path} was exported for batch {self.info.batch}, not {batch}: "
@@ -242,6 +248,6 @@ class OnnxStreamer:
 
 
 def read_initial_state(path: str | Path) -> dict[str, np.ndarray]:
-    """The zero state shipped beside a model (batch 1), keyed by graph input name."""
+    """The zero state shipped beside a model (batch 1, or the file's fixed batch), keyed by input name."""
     with np.load(path) as data:
         return {k: data[k] for k in data.files}

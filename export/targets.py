@@ -16,13 +16,16 @@ from tildekit.models.card import ModelCard
 TARGETS = ("nn", "neutone", "onnx")
 
 
-def _write_nn(core: ExportCore, card: ModelCard, out_dir: Path, name: str) -> list[Path]:
+DEFAULT_ONNX_BUFFER = 2048
+
+
+def _write_nn(core: ExportCore, card: ModelCard, out_dir: Path, name: str, buffer: int) -> list[Path]:
     from tildekit.export.nn_tilde import export_nn
 
     return [export_nn(core, card, out_dir / f"{name}.ts")]
 
 
-def _write_neutone(core: ExportCore, card: ModelCard, out_dir: Path, name: str) -> list[Path]:
+def _write_neutone(core: ExportCore, card: ModelCard, out_dir: Path, name: str, buffer: int) -> list[Path]:
     from tildekit.export.neutone import TildekitW2W, export_neutone
 
     path = out_dir / f"{name}.nm"
@@ -30,19 +33,21 @@ def _write_neutone(core: ExportCore, card: ModelCard, out_dir: Path, name: str) 
     return [path]
 
 
-def _write_onnx(core: ExportCore, card: ModelCard, out_dir: Path, name: str) -> list[Path]:
+def _write_onnx(core: ExportCore, card: ModelCard, out_dir: Path, name: str, buffer: int) -> list[Path]:
+    """ONNX graphs have a fixed time axis of ``buffer`` samples (the fastest in ONNX Runtime)."""
     from tildekit.export.onnx_export import export_onnx
 
-    return list(export_onnx(core, card, out_dir, name))
+    return list(export_onnx(core, card, out_dir, name, buffer=buffer))
 
 
-WRITERS: dict[str, Callable[[ExportCore, ModelCard, Path, str], list[Path]]] = {
+WRITERS: dict[str, Callable[[ExportCore, ModelCard, Path, str, int], list[Path]]] = {
     "nn": _write_nn, "neutone": _write_neutone, "onnx": _write_onnx,
 }
 
 
 def export_core(core: ExportCore, card: ModelCard, targets: tuple[str, ...] | list[str],
-                out_dir: str | Path, on_written: Callable[[Path], None] | None = None) -> list[Path]:
+                out_dir: str | Path, on_written: Callable[[Path], None] | None = None,
+                buffer: int = DEFAULT_ONNX_BUFFER) -> list[Path]:
     """Write ``core`` for every target in ``targets`` into ``out_dir``; returns the checked files."""
     unknown = [t for t in targets if t not in WRITERS]
     if unknown:
@@ -52,7 +57,7 @@ def export_core(core: ExportCore, card: ModelCard, targets: tuple[str, ...] | li
     written: list[Path] = []
     for target in targets:
         core.reset_state()
-        for path in WRITERS[target](core, card, out, card.name):
+        for path in WRITERS[target](core, card, out, card.name, buffer):
             written.append(path)
             if on_written is not None:
                 on_written(path)
@@ -62,10 +67,11 @@ def export_core(core: ExportCore, card: ModelCard, targets: tuple[str, ...] | li
 
 def export_run(run_dir: str | Path, targets: tuple[str, ...] | list[str], out_dir: str | Path,
                name: str | None = None, latent_dims: int | None = None, fidelity: float | None = None,
-               on_written: Callable[[Path], None] | None = None) -> tuple[ModelCard, list[Path]]:
+               on_written: Callable[[Path], None] | None = None,
+               buffer: int = DEFAULT_ONNX_BUFFER) -> tuple[ModelCard, list[Path]]:
     """Export the newest checkpoint of ``run_dir``; ``targets`` may contain "all"."""
     from tildekit.export.prepare import core_from_run
 
     chosen = TARGETS if "all" in targets else tuple(targets)
     core, card = core_from_run(run_dir, latent_dims=latent_dims, fidelity=fidelity, name=name)
-    return card, export_core(core, card, chosen, out_dir, on_written)
+    return card, export_core(core, card, chosen, out_dir, on_written, buffer)

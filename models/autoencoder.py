@@ -48,11 +48,13 @@ class AutoEncoder(Stateful):
         return mean, F.softplus(raw_scale) + 1e-4
 
     def sample(self, mean: torch.Tensor, scale: torch.Tensor, temperature: float) -> torch.Tensor:
-        if temperature == 0.0:
-            return mean
         if self.training:
+            if temperature == 0.0:
+                return mean
             noise = torch.randn_like(mean)
         else:
+            # Always read (and advance) the noise stream, so the noise at a given frame does not
+            # depend on the temperature history; temperature 0 still returns the mean exactly.
             noise = self.posterior_noise(mean.shape[0], mean.shape[-1], 0)
         return mean + scale * noise * temperature
 

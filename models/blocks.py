@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.nn as nn
 
@@ -20,15 +18,12 @@ class Snake(Stateful):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + (self.alpha + 1e-9).reciprocal() * torch.sin(self.alpha * x).pow(2)
 
-
 class LeakyReLU(Stateful):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.leaky_relu(x, 0.2)
 
-
 def activation(kind: str, channels: int) -> Stateful:
     return Snake(channels) if kind == "snake" else LeakyReLU()
-
 
 class Chain(Stateful):
     """A sequence of layers with ``reset_state`` on every stateful member (TorchScript-friendly)."""
@@ -45,7 +40,6 @@ class Chain(Stateful):
     def reset_state(self) -> None:
         for layer in self.layers:
             layer.reset_state()
-
 
 class Residual(Stateful):
     """x + f(x), the skip path delayed like f when streaming::
@@ -77,7 +71,7 @@ class Residual(Stateful):
         self.skip = layers.delay(channels, 0 if fused else delay - delay_in)
         if fused:
             padding = conv.cache.padding
-            self.line: Optional[CachePad] = CachePad(channels, padding)
+            self.line = CachePad(channels, padding)
             self.skip_start = padding - (delay - delay_in)
         else:
             self.line = None

@@ -106,15 +106,17 @@ class CachePad(cc.CachedPadding1d, Stateful):
         self.pad.zero_()
 
 
-def prefers_gemm(kernel_size: int, dilation: int, groups: int) -> bool:
-    """Whether a streaming conv runs faster as one im2col GEMM than as ``F.conv1d``.
+def prefers_gemm(frames: int, out_channels: int, dilation: int, groups: int) -> bool:
+    """Whether a conv producing ``frames`` outputs runs faster as one GEMM than as ``F.conv1d``.
 
-    Measured at streaming lengths (1 thread, benchmarks/models.py): PyTorch sends dilated
-    convs to ``slow_conv_dilated2d`` (per-channel loops, 2-7x slower than the GEMM at every
-    profile's shapes), while undilated and strided convs already run an im2col GEMM in C++
-    that beats the same thing written as a few ops (see models/profiles/*.yaml).
+    At streaming lengths (1 thread, MKL; /tmp-style microbenchmarks summarised in
+    models/profiles/default.yaml) ``F.conv1d`` computes ``W @ cols``, which MKL runs 3-7x
+    slower than ``cols^T @ W^T`` when there are few frames (deep layers: 768 channels,
+    1-2 frames), and sends dilated convs to ``slow_conv_dilated2d`` (per-channel loops).
+    With many frames and few channels its C++ im2col beats the same thing written as ops.
+    A single frame is a matrix-vector product, as fast either way.
     """
-    return dilation > 1 and groups == 1
+    return groups == 1 and frames >= 2 and (dilation > 1 or 8 * frames <= out_channels)
 
 
 class StreamConv1d(cc.CachedConv1d, Stateful):
@@ -138,7 +140,6 @@ class StreamConv1d(cc.CachedConv1d, Stateful):
         self.taps = self.kernel_size[0]
         self.tap_step = self.dilation[0]
         self.hop = self.stride[0]
-        self.use_gemm = prefers_gemm(self.taps, self.tap_step, self.groups)
 
     def padded(self, x: torch.Tensor) -> torch.Tensor:
         """The input with its cached past prepended: what the (unpadded) conv reads."""
@@ -149,26 +150,31 @@ class StreamConv1d(cc.CachedConv1d, Stateful):
 
     def compute(self, x: torch.Tensor) -> torch.Tensor:
         """The conv on an already padded input."""
-        if self.use_gemm:
-            return self.gemm(x)
+        frames = (x.shape[-1] - (self.taps - 1) * self.tap_step - 1) // self.hop + 1
+        if prefers_gemm(frames, self.out_channels, self.tap_step, self.groups):
+            return self.gemm(x, frames)
         return F.conv1d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
-    def gemm(self, x: torch.Tensor) -> torch.Tensor:
-        """im2col + one matmul; columns ordered (in channel, tap) like the weight, so the
-        weight is a free view and nothing needs recomputing when weights are loaded::
+    def gemm(self, x: torch.Tensor, frames: int) -> torch.Tensor:
+        """Time-major im2col and one ``F.linear`` (bias fused), columns ordered (channel, tap)
+        like the weight so that it is used as a free view: no precomputed copy to go stale
+        when weights are loaded::
 
-            cols[b, c * k + j, t] = x[b, c, t * stride + j * dilation]
+            cols[b, t, c * k + j] = x[b, c, t * stride + j * dilation]
+            y[b, :, t] = W.reshape(out, in * k) @ cols[b, t]
+
+        The output is a (B, out, T) view of a time-major result; elementwise ops keep that
+        layout and the next cache's ``cat`` makes it contiguous again.
         """
         taps, step, hop = self.taps, self.tap_step, self.hop
-        frames = (x.shape[-1] - (taps - 1) * step - 1) // hop + 1
+        weight = self.weight.reshape(self.out_channels, self.in_channels * taps)
+        rows = x.transpose(1, 2)  # (B, L, in), a view
+        if taps == 1 and hop == 1:
+            return F.linear(rows, weight, self.bias).transpose(1, 2)
         span = (frames - 1) * hop + 1
-        cols = torch.stack([x[..., j * step: j * step + span: hop] for j in range(taps)], 2)
-        cols = cols.reshape(x.shape[0], self.in_channels * taps, frames)
-        y = torch.matmul(self.weight.reshape(self.out_channels, self.in_channels * taps), cols)
-        bias = self.bias
-        if bias is not None:
-            y = y + bias.unsqueeze(-1)
-        return y
+        cols = torch.stack([rows[:, j * step: j * step + span: hop] for j in range(taps)], -1)
+        cols = cols.reshape(x.shape[0], frames, self.in_channels * taps)
+        return F.linear(cols, weight, self.bias).transpose(1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.compute(self.padded(x))

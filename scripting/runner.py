@@ -139,7 +139,8 @@ class TorchScriptRunner(Runner):
                                 f"re-export the model")
         # nn~ calls set_NAME with one argument per value; a setter may also take one list.
         params = setter.schema.arguments[1:]
-        if len(params) == 1 and len(values) != 1 or (len(params) == 1 and str(params[0].type).startswith("List")):
+        takes_list = len(params) == 1 and (len(values) != 1 or str(params[0].type).startswith("List"))
+        if takes_list:
             setter(list(values))
         else:
             setter(*values)

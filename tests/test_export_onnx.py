@@ -5,6 +5,7 @@ A tiny model (``small`` profile, capacity 8, random weights); generated signals 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import warnings
@@ -279,7 +280,7 @@ def test_bad_requests_fail_with_a_clear_message(exported, built, tmp_path):
     _, _, core, card = built
     with pytest.raises(TildekitError, match="multiple of the model's compression"):
         export_onnx(core, card, tmp_path, "bad", buffer=100)
-    wrong_card = card_from_core(core, "tiny", None, "small", 0).__class__(**{**card.__dict__, "latent_size": 3})
+    wrong_card = dataclasses.replace(card, latent_size=3)
     with pytest.raises(TildekitError, match="latent_size"):
         export_onnx(core, wrong_card, tmp_path, "bad")
     assert not list(tmp_path.iterdir())
