@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from tildekit.models.card import AttributeSpec, LatentDim, MethodSpec, ModelCard
 
@@ -40,3 +41,12 @@ def make_card(latent_size: int = 4, compression: int = 128, sample_rate: int = 1
 @pytest.fixture
 def tiny_card() -> ModelCard:
     return make_card()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Buffer-sized calls run fastest on one thread, as in a host's audio thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -19,7 +19,7 @@ from tildekit.models.card import CARD_FILE_NAME, CARD_FORMAT, ModelCard
 
 from tests.conftest import make_card
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+pytestmark = pytest.mark.filterwarnings(r"ignore:.torch\.(jit|onnx):DeprecationWarning")
 
 
 class Tiny(torch.nn.Module):

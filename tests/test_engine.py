@@ -28,7 +28,7 @@ from tildekit.scripting.engine import ControlQueue, Engine, osc_framing_problem
 from tildekit.scripting.oscmap import Control
 from tildekit.scripting.runner import open_runner
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+pytestmark = pytest.mark.filterwarnings(r"ignore:.torch\.(jit|onnx):DeprecationWarning")
 
 RATE = 16000
 BUFFER = 1024

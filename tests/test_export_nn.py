@@ -26,7 +26,8 @@ from tildekit.models.card import CARD_FILE_NAME
 from tildekit.models.config import Profile, load_profile
 from tildekit.models.latent_stats import LatentStats, stats_from_latents
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+pytestmark = [pytest.mark.filterwarnings(r"ignore:.torch\.(jit|onnx):DeprecationWarning"),
+              pytest.mark.usefixtures("one_thread")]
 
 TINY = ["model.capacity=4", "model.max_channels=16", "model.latent_size=4"]
 TOLERANCE = 1e-5
@@ -68,13 +69,6 @@ def _chirp(batch: int, channels: int, samples: int, rate: int, seed: int) -> tor
     return (x + 0.05 * torch.randn(x.shape, generator=generator)).float()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Buffer-sized calls run fastest on one thread, as in the host's audio thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

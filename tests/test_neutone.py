@@ -34,7 +34,7 @@ from tildekit.models.card import ModelCard
 
 from tests.conftest import make_card
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+pytestmark = pytest.mark.filterwarnings(r"ignore:.torch\.(jit|onnx):DeprecationWarning")
 
 MODEL_SR = 48000
 COMPRESSION = 16

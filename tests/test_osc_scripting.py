@@ -34,7 +34,7 @@ from tildekit.scripting.score import ScoreError, compile_score, load_score, pars
 
 from tests.conftest import make_card
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit.* deprecation notes
+pytestmark = pytest.mark.filterwarnings(r"ignore:.torch\.(jit|onnx):DeprecationWarning")  # torch.jit.* deprecation notes
 
 RATIO = 8
 LATENT = 4

@@ -26,7 +26,7 @@ from tildekit.patches.write import write_patches
 from tildekit.scripting.oscmap import OscMap, model_slug
 from tests.conftest import make_card
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+pytestmark = pytest.mark.filterwarnings(r"ignore:.torch\.(jit|onnx):DeprecationWarning")
 
 PD = shutil.which("pd")
 needs_pd = pytest.mark.skipif(PD is None, reason="Pure Data (Debian package puredata) is not installed")
