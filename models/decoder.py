@@ -66,10 +66,11 @@ class Decoder(Stateful):
     def forward(self, z: torch.Tensor, input_delay: int = 0) -> torch.Tensor:
         """``input_delay``: how many latent frames late ``z`` is (keeps the noise aligned)."""
         h = self.net(z)
-        wave = h[:, : self.bands] * torch.sigmoid(h[:, self.bands: 2 * self.bands])
+        parts = h.split(self.bands, 1)  # wave, amplitude (, noise amplitude): one op, views
+        wave = parts[0] * torch.sigmoid(parts[1])
         noise = self.noise
         if noise is not None:
-            amp = torch.sigmoid(h[:, 2 * self.bands:] - 5.0)
+            amp = torch.sigmoid(parts[2] - 5.0)
             wave = wave + amp * noise(h.shape[0], h.shape[-1], input_delay * self.upsampling)
         pqmf = self.pqmf
         if pqmf is not None:

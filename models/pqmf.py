@@ -116,13 +116,18 @@ class PQMFAnalysis(nn.Module):
         polyphase = self.conv.weight.detach().reshape(channels * n_band, n_taps // n_band, n_band)
         self.register_buffer("polyphase", polyphase.transpose(1, 2).contiguous(), persistent=False)
         self.channels = channels
+        self.streaming = layers.streaming
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Strided conv by N-tap filters == stride-1 conv of the (C * M, T / M) phase blocks.
 
         PyTorch runs the strided single-channel conv on its slow im2col path; this is 1.6-2x
-        faster (benchmarks/models.py) and exact up to float summation order.
+        faster (benchmarks/models.py) and exact up to float summation order. Streaming builds
+        only: the training build keeps the plain conv (the polyphase form there broke
+        DistributedDataParallel training, tests/test_train.py, cause not yet understood).
         """
+        if not self.streaming:
+            return self.conv(x)
         x = self.conv.padded(x)
         batch, blocks = x.shape[0], x.shape[-1] // self.n_band
         x = x[..., : blocks * self.n_band].reshape(batch, self.channels, blocks, self.n_band)

@@ -91,15 +91,16 @@ class CachePad(cc.CachedPadding1d, Stateful):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.padding == 0:
             return x
-        batch = x.shape[0]
-        x = torch.cat([self.pad[:batch], x], -1)
-        tail = x[..., x.shape[-1] - self.padding:]
+        past = self.pad[: x.shape[0]]
+        x = torch.cat([past, x], -1)
+        tail = x[..., -self.padding:]
         if self.functional:
             self.pad = tail
         else:
-            self.pad[:batch].copy_(tail.detach())
+            # a view of ``pad``: writes the state in place (detach only when grad is on)
+            past.copy_(tail.detach() if tail.requires_grad else tail)
         if self.crop:
-            x = x[..., : x.shape[-1] - self.padding]
+            x = x[..., : -self.padding]
         return x
 
     def reset_state(self) -> None:
@@ -140,6 +141,7 @@ class StreamConv1d(cc.CachedConv1d, Stateful):
         self.taps = self.kernel_size[0]
         self.tap_step = self.dilation[0]
         self.hop = self.stride[0]
+        self.gemm_enabled = True  # False: always F.conv1d (see :func:`set_gemm`)
 
     def padded(self, x: torch.Tensor) -> torch.Tensor:
         """The input with its cached past prepended: what the (unpadded) conv reads."""
@@ -151,7 +153,10 @@ class StreamConv1d(cc.CachedConv1d, Stateful):
     def compute(self, x: torch.Tensor) -> torch.Tensor:
         """The conv on an already padded input."""
         frames = (x.shape[-1] - (self.taps - 1) * self.tap_step - 1) // self.hop + 1
-        if prefers_gemm(frames, self.out_channels, self.tap_step, self.groups):
+        # functional mode is what the ONNX exporter traces: one Conv node there (ONNX Runtime's
+        # own kernels, and ``unfold`` does not export with a dynamic time axis)
+        if self.gemm_enabled and not self.functional and prefers_gemm(frames, self.out_channels,
+                                                                      self.tap_step, self.groups):
             return self.gemm(x, frames)
         return F.conv1d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
@@ -171,9 +176,12 @@ class StreamConv1d(cc.CachedConv1d, Stateful):
         rows = x.transpose(1, 2)  # (B, L, in), a view
         if taps == 1 and hop == 1:
             return F.linear(rows, weight, self.bias).transpose(1, 2)
-        span = (frames - 1) * hop + 1
-        cols = torch.stack([rows[:, j * step: j * step + span: hop] for j in range(taps)], -1)
-        cols = cols.reshape(x.shape[0], frames, self.in_channels * taps)
+        # windows of the dilated kernel's extent every ``hop`` samples, then every
+        # ``dilation``-th sample of each: (B, in, T, k) views, one copy by the reshape
+        windows = x.unfold(2, (taps - 1) * step + 1, hop)
+        if step > 1:
+            windows = windows[..., ::step]
+        cols = windows.permute(0, 2, 1, 3).reshape(x.shape[0], frames, self.in_channels * taps)
         return F.linear(cols, weight, self.bias).transpose(1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -207,8 +215,14 @@ class StreamConvTranspose1d(cc.CachedConvTranspose1d, Stateful):
                              persistent=False)
         self.initialized = 1
         self.overlap = overlap
+        self.hop = self.stride[0]
+        # kernels of one or two strides (every decoder upsampler) take the matmul path
+        self.frame_gemm = self.groups == 1 and self.kernel_size[0] in (self.hop, 2 * self.hop)
+        self.gemm_enabled = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.frame_gemm and self.gemm_enabled:
+            return self.gemm(x)
         y = F.conv_transpose1d(x, self.weight, None, self.stride, 0, self.output_padding,
                                self.groups, self.dilation)
         if self.overlap > 0:
@@ -221,6 +235,36 @@ class StreamConvTranspose1d(cc.CachedConvTranspose1d, Stateful):
             else:
                 self.cache[:batch].copy_(tail.detach())
             y = full[..., :emitted]
+        bias = self.bias
+        if bias is not None:
+            y = y + bias.unsqueeze(-1)
+        return y
+
+    def gemm(self, x: torch.Tensor) -> torch.Tensor:
+        """Kernel of one or two strides: every frame's contribution from one matmul.
+
+        ``x^T @ W.reshape(in, out * k)`` (MKL runs this orientation 3-10x faster than
+        conv_transpose1d's at streaming lengths) gives, per input frame, ``k`` output samples
+        per channel; with ``k == 2 * stride`` the second half of each frame overlaps the first
+        half of the next, and the last frame's second half is the cache (same content as the
+        general path's)::
+
+            block u = first half of frame u + second half of frame u - 1 (or the cache)
+        """
+        batch, frames = x.shape[0], x.shape[-1]
+        hop = self.hop
+        parts = torch.matmul(x.transpose(1, 2), self.weight.reshape(self.in_channels, -1))
+        parts = parts.reshape(batch, frames, self.out_channels, self.kernel_size[0])
+        if self.overlap > 0:
+            second = parts[..., hop:]
+            previous = torch.cat([self.cache[:batch].unsqueeze(1), second[:, : frames - 1]], 1)
+            tail = second[:, frames - 1]
+            if self.functional:
+                self.cache = tail
+            else:
+                self.cache[:batch].copy_(tail.detach())
+            parts = parts[..., :hop] + previous
+        y = parts.permute(0, 2, 1, 3).reshape(batch, self.out_channels, frames * hop)
         bias = self.bias
         if bias is not None:
             y = y + bias.unsqueeze(-1)
@@ -333,3 +377,15 @@ def set_functional(model: nn.Module, functional: bool) -> None:
     for module in model.modules():
         if isinstance(module, Stateful):
             module.functional = functional
+
+
+def set_gemm(model: nn.Module, enabled: bool) -> None:
+    """Let streaming convs pick their GEMM path by shape (the default), or force the plain
+    ``F.conv1d`` / ``F.conv_transpose1d`` path (for comparisons; nothing else changes).
+
+    The GEMM paths read the weights as views, so there is nothing to prepare or refresh
+    after loading weights.
+    """
+    for module in model.modules():
+        if isinstance(module, (StreamConv1d, StreamConvTranspose1d)):
+            module.gemm_enabled = enabled
