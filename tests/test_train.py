@@ -289,19 +289,3 @@ def test_a_second_fresh_start_in_a_used_run_dir_is_refused(dataset: Path, tmp_pa
     train(dataset, run, tiny("train.batch_size=2", "train.checkpoint_every=1"), steps=1, progress=False)
     with pytest.raises(TildekitError, match="--resume"):
         train(dataset, run, tiny("train.batch_size=2"), steps=2, progress=False)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["small", "default"])
-def test_report_training_speed(dataset: Path, tmp_path: Path, name: str) -> None:
-    """Steps/s of a shipped profile at its own batch size (printed, not asserted)."""
-    profile = load_profile(name)
-    if profile.model.sample_rate != SR:
-        source = tmp_path / "audio"
-        synthetic.write_example_folder(source, seconds=30, sample_rate=profile.model.sample_rate)
-        data = tmp_path / "ds"
-        preprocess(source, data, profile.model.sample_rate, progress=False)
-    else:
-        data = dataset
-    summary = train(data, tmp_path / "run", profile, steps=3, progress=False)
-    print(f"\n{name}: {summary.steps_per_second:.3f} steps/s at batch {profile.train.batch_size}")
