@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from tildekit.export.nn_host import NN_FIXED_BUFFER, nn_host_delay
 from tildekit.errors import TildekitError
 from tildekit.export.card_io import read_card
 from tildekit.export.check import host_buffers, load_like_nn
@@ -31,8 +32,6 @@ from tildekit.models.card import ModelCard
 
 NEUTONE_DAW_BUFFERS = (128, 256, 512, 1024, 2048)
 NEUTONE_DAW_RATE = 48000
-PD_BLOCK = 64
-NN_FIXED_BUFFER = 4096  # nn~'s internal buffer for 1-in/1-out methods (CONTRACTS.md §1)
 
 
 @dataclass(frozen=True)
@@ -76,14 +75,15 @@ def _xrt(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}x"
 
 
-def nn_host_delay(buffer: int, one_in_one_out: bool) -> tuple[int, str]:
-    """Samples nn~'s worker thread adds at this buffer (Pd block 64), with a note when it matters."""
-    if one_in_one_out:
-        if buffer > NN_FIXED_BUFFER:
-            return 2 * buffer - PD_BLOCK, f"send [bufsize {buffer}( first: above {NN_FIXED_BUFFER} crashes Pd"
-        return (NN_FIXED_BUFFER - PD_BLOCK + buffer,
-                f"1-in/1-out: after [bufsize {buffer}( nn~ adds {2 * buffer - PD_BLOCK}, not {NN_FIXED_BUFFER - PD_BLOCK + buffer}")
-    return 2 * buffer - PD_BLOCK, ""
+def host_delay_and_note(buffer: int, one_in_one_out: bool) -> tuple[int, str]:
+    """nn~'s added delay at this buffer (Pd block 64), with a note when the method's kind matters."""
+    delay = nn_host_delay(buffer, one_in_one_out)
+    if not one_in_one_out:
+        return delay, ""
+    if buffer > NN_FIXED_BUFFER:
+        return nn_host_delay(buffer, True, bufsize_sent=True), f"send [bufsize {buffer}( first: above {NN_FIXED_BUFFER} crashes Pd"
+    return delay, (f"1-in/1-out: after [bufsize {buffer}( nn~ adds "
+                   f"{nn_host_delay(buffer, True, bufsize_sent=True)}, not {delay}")
 
 
 def seconds_per_call(call: Callable[[], object], min_seconds: float, min_calls: int = 3) -> float:
@@ -148,10 +148,10 @@ def _bench_nn(path: Path, card: ModelCard, buffers: Sequence[int] | None, min_se
             overhead = _wrapper_overhead(model, x, min_seconds)
         if overhead is not None:
             overhead_samples.append(overhead)
-        host, note = nn_host_delay(buffer, one_in_one_out)
+        host, note = host_delay_and_note(buffer, one_in_one_out)
         chain = None
         if encode is not None and decode is not None:
-            chain = encode.delay + decode.delay + 2 * (2 * buffer - PD_BLOCK)
+            chain = encode.delay + decode.delay + 2 * nn_host_delay(buffer, False)
         ort, ort_note = _onnx_xrt(onnx_path, card, buffer, min_seconds) if onnx_path else (None, "")
         note = "; ".join(n for n in (note, ort_note) if n)
         rows.append(BenchRow(buffer, buffer / card.sample_rate / ts, ort, forward.delay + host, chain, note))

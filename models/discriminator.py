@@ -32,6 +32,16 @@ def _widths(capacity: int) -> list[int]:
     return [min(capacity * m, _MAX_CHANNELS) for m in (1, 4, 16, 16)]
 
 
+def _features(layers: nn.ModuleList, score: nn.Module, x: torch.Tensor) -> Features:
+    """Every layer's activation (for feature matching), then the score map."""
+    features = []
+    for layer in layers:
+        x = F.leaky_relu(layer(x), _SLOPE)
+        features.append(x)
+    features.append(score(x))
+    return features
+
+
 class ScaleDiscriminator(nn.Module):
     """1-D strided conv net over a (possibly pooled) waveform."""
 
@@ -48,12 +58,7 @@ class ScaleDiscriminator(nn.Module):
         self.score = weight_norm(nn.Conv1d(widths[-1], 1, 3, padding=1))
 
     def forward(self, x: torch.Tensor) -> Features:
-        features = []
-        for layer in self.layers:
-            x = F.leaky_relu(layer(x), _SLOPE)
-            features.append(x)
-        features.append(self.score(x))
-        return features
+        return _features(self.layers, self.score, x)
 
 
 class PeriodDiscriminator(nn.Module):
@@ -76,12 +81,7 @@ class PeriodDiscriminator(nn.Module):
         if remainder:
             x = F.pad(x, (0, self.period - remainder))
         x = x.reshape(batch, channels, -1, self.period)
-        features = []
-        for layer in self.layers:
-            x = F.leaky_relu(layer(x), _SLOPE)
-            features.append(x)
-        features.append(self.score(x))
-        return features
+        return _features(self.layers, self.score, x)
 
 
 class MultiDiscriminator(nn.Module):

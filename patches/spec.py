@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from tildekit.export.nn_host import nn_host_delay
 from tildekit.errors import TildekitError
 from tildekit.models.card import AttributeSpec, ModelCard
 from tildekit.scripting.oscmap import GAIN_RANGE, OscMap
@@ -19,7 +20,6 @@ DEFAULT_BUFFER = 2048
 DEFAULT_OSC_PORT = 9000
 FALLBACK_LATENT_RANGE = (-3.0, 3.0)
 SCALE_SLIDER_RANGE = (-2.0, 2.0)  # a usable slider; OSC may send more (the slider clips)
-PD_BLOCK = 64
 # nn~ 1-in/1-out methods in Pd keep 4096-sample internal buffers unless told otherwise
 # (CONTRACTS.md §1): a [bufsize N( after creation makes them honour BUFFER.
 PD_FIXED_BUFFER = 4096
@@ -138,7 +138,8 @@ class PatchSpec:
 def host_latency(host: str, obj: NnObject) -> int:
     """Samples the host adds around one nn~ object (CONTRACTS.md §1), block size 64 in Pd."""
     if host == "pd":
-        return 2 * obj.buffer - PD_BLOCK  # one-in/one-out gets [bufsize B( so the same holds
+        # one-in/one-out objects get [bufsize B( from the patch, so 2B - 64 holds for all
+        return nn_host_delay(obj.buffer, one_in_one_out=True, bufsize_sent=True)
     return obj.buffer
 
 
