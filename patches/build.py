@@ -52,16 +52,22 @@ class Idioms:
         return words, [(words, 0), (numbers, 0)], [(words, 1), (numbers, 1)]
 
 
+def _audio_in_to_nn(g: Graph, method: NnObject, y: int) -> int:
+    """adc~ (stereo) feeding every signal inlet of an nn~ object placed below it."""
+    adc = g.obj("adc~", 20, y, 1, 2, signal=True)
+    nn_box = _nn(g, method, 20, y + 40)
+    for c in range(method.inlets):
+        g.connect(adc, c % 2, nn_box, c)
+    return nn_box
+
+
 def transfer_graph(spec: PatchSpec, host: str) -> Graph:
     """adc~ -> nn~ encode -> per-dimension scale and bias -> nn~ decode -> gain -> dac~."""
     assert spec.encode and spec.decode
     ids = Idioms(host)
     g = Graph(f"{spec.stem} timbre transfer")
     y = _notes(g, spec, host, "transfer")
-    adc = g.obj("adc~", 20, y, 1, 2, signal=True)
-    enc = _nn(g, spec.encode, 20, y + 40)
-    for c in range(spec.encode.inlets):
-        g.connect(adc, c % 2, enc, c)
+    enc = _audio_in_to_nn(g, spec.encode, y)
     y += 90
     g.text("latent controls: bias (offset, range from the training statistics) and scale (gain)", 20, y)
     dec = _nn(g, spec.decode, 20, y + 240)
@@ -92,10 +98,7 @@ def forward_graph(spec: PatchSpec, host: str) -> Graph:
     ids = Idioms(host)
     g = Graph(f"{spec.stem} forward")
     y = _notes(g, spec, host, "forward")
-    adc = g.obj("adc~", 20, y, 1, 2, signal=True)
-    fwd = _nn(g, spec.forward, 20, y + 40)
-    for c in range(spec.forward.inlets):
-        g.connect(adc, c % 2, fwd, c)
+    fwd = _audio_in_to_nn(g, spec.forward, y)
     y = _output(g, spec, fwd, spec.forward.outlets, y + 90)
     sends: list[tuple[str, float]] = []
     # Per-dimension OSC bias/scale reach the forward method through its latent_* attributes.
