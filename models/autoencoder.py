@@ -7,6 +7,7 @@ layers whose consecutive buffers reproduce the whole-signal output ``delay`` sam
 
 from __future__ import annotations
 
+import math
 from typing import Tuple
 
 import torch
@@ -16,6 +17,7 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
 from tildekit.models.config import ModelConfig
+from tildekit.models.blocks import LEAKY_SLOPE
 from tildekit.models.decoder import Decoder
 from tildekit.models.encoder import Encoder
 from tildekit.models.noise import NoiseTable
@@ -39,6 +41,7 @@ class AutoEncoder(Stateful):
         self.decode_delay = self.decoder.delay  # samples
         self.delay = self.encode_delay + self.decode_delay  # forward(), samples
         self.receptive_field = self.encoder.span + self.decoder.span  # samples
+        initialise_weights(self)
         if cfg.weight_norm:
             apply_weight_norm(self)
 
@@ -82,6 +85,34 @@ def _learned_convs(model: nn.Module) -> list[nn.Module]:
             fixed.add(id(module.conv))
     return [m for m in model.modules()
             if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d)) and id(m) not in fixed]
+
+
+OUTPUT_LAYER_GAIN = 0.05
+
+
+def initialise_weights(model: "AutoEncoder") -> None:
+    """He initialisation for the leaky ReLU slope, zero biases.
+
+    PyTorch's default conv init shrinks the signal by about 1/sqrt(3) per layer, so after the
+    encoder's 15-20 layers its output is the biases alone and the same latent comes out for
+    silence and for music: the decoder then learns the average spectrum and ignores z. With
+    variance-preserving weights the input reaches the latent at full strength from step 0.
+    Transposed convs count their fan-in per output sample (kernel / stride taps of each input).
+    """
+    gain = nn.init.calculate_gain("leaky_relu", LEAKY_SLOPE)
+    for conv in _learned_convs(model):
+        kernel = conv.weight.shape[-1]
+        if isinstance(conv, nn.ConvTranspose1d):
+            fan_in = conv.in_channels * kernel / conv.stride[0]
+        else:
+            fan_in = conv.in_channels // conv.groups * kernel
+        nn.init.normal_(conv.weight, 0.0, gain / math.sqrt(fan_in))
+        if conv.bias is not None:
+            nn.init.zeros_(conv.bias)
+    # The decoder starts quiet but responsive (its output layer scaled down): a loud random
+    # first output makes the first steps shrink everything, the latent's influence first.
+    with torch.no_grad():
+        model.decoder.net.layers[-1].weight.mul_(OUTPUT_LAYER_GAIN)
 
 
 def apply_weight_norm(model: nn.Module) -> None:

@@ -18,9 +18,12 @@ class Snake(Stateful):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + (self.alpha + 1e-9).reciprocal() * torch.sin(self.alpha * x).pow(2)
 
+LEAKY_SLOPE = 0.2
+
+
 class LeakyReLU(Stateful):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.leaky_relu(x, 0.2)
+        return torch.nn.functional.leaky_relu(x, LEAKY_SLOPE)
 
 def activation(kind: str, channels: int) -> Stateful:
     return Snake(channels) if kind == "snake" else LeakyReLU()

@@ -93,6 +93,8 @@ class TrainConfig:
     discriminator_periods: list[int] = field(default_factory=lambda: [2, 3, 5, 7, 11])
     discriminator_capacity: int = 16
     stft_scales: list[int] = field(default_factory=lambda: [2048, 1024, 512, 256, 128])
+    multiband_weight: float = 1.0  # the spectral distance on the PQMF sub-bands (models/losses.py)
+    mel_weight: float = 1.0  # the multi-scale log-mel distance (models/losses.py)
     checkpoint_every: int = 5000
     validate_every: int = 2000
     validation_fraction: float = 0.05
@@ -110,6 +112,9 @@ class TrainConfig:
                 raise bad(name, f"must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.validation_fraction < 1.0:
             raise bad("validation_fraction", f"must be in [0, 1), got {self.validation_fraction}")
+        for name in ["multiband_weight", "mel_weight"]:
+            if not getattr(self, name) >= 0:
+                raise bad(name, f"must be >= 0, got {getattr(self, name)}")
         if self.learning_rate <= 0:
             raise bad("learning_rate", f"must be > 0, got {self.learning_rate}")
 

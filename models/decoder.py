@@ -65,6 +65,14 @@ class Decoder(Stateful):
 
     def forward(self, z: torch.Tensor, input_delay: int = 0) -> torch.Tensor:
         """``input_delay``: how many latent frames late ``z`` is (keeps the noise aligned)."""
+        wave = self.bands_of(z, input_delay)
+        pqmf = self.pqmf
+        if pqmf is not None:
+            wave = pqmf(wave)
+        return wave
+
+    def bands_of(self, z: torch.Tensor, input_delay: int = 0) -> torch.Tensor:
+        """(B, L, F) -> the sub-band signals (B, C * n_band, F * upsampling) before synthesis."""
         h = self.net(z)
         parts = h.split(self.bands, 1)  # wave, amplitude (, noise amplitude): one op, views
         wave = parts[0] * torch.sigmoid(parts[1])
@@ -72,9 +80,6 @@ class Decoder(Stateful):
         if noise is not None:
             amp = torch.sigmoid(parts[2] - 5.0)
             wave = wave + amp * noise(h.shape[0], h.shape[-1], input_delay * self.upsampling)
-        pqmf = self.pqmf
-        if pqmf is not None:
-            wave = pqmf(wave)
         return wave
 
     def reset_state(self) -> None:

@@ -95,6 +95,17 @@ def cosine_bank(n_band: int, taps_per_band: int) -> np.ndarray:
     return _cosine_modulate(design_prototype(n_band, n_band * taps_per_band), n_band)
 
 
+def fix_filters(conv: nn.Module, weight: torch.Tensor) -> None:
+    """Make ``conv.weight`` a constant buffer holding ``weight``.
+
+    The bank is a pure function of the profile: as a buffer it is never trained (no optimizer
+    or ``requires_grad_`` toggle can reach it), never saved, and the streaming build's
+    polyphase copies, computed from it at construction, always match what runs in training.
+    """
+    del conv.weight
+    conv.register_buffer("weight", weight, persistent=False)
+
+
 class PQMFAnalysis(nn.Module):
     """(B, C, T) audio -> (B, C * M, T / M) sub-bands, band-major within each channel."""
 
@@ -109,8 +120,7 @@ class PQMFAnalysis(nn.Module):
                                             stride=n_band, groups=channels, bias=False, padding=padding)
         # conv1d correlates: convolution by h_k is correlation by the reversed filter
         weight = torch.tensor(filters[:, ::-1].copy(), dtype=torch.float32).unsqueeze(1)
-        self.conv.weight.data.copy_(weight.repeat(channels, 1, 1))
-        self.conv.weight.requires_grad_(False)
+        fix_filters(self.conv, weight.repeat(channels, 1, 1))
         # polyphase form (fixed filters, so precomputing it is safe): tap n = j * M + r reads
         # phase r of block t + j, i.e. a stride-1 conv over M phase channels with N / M taps
         polyphase = self.conv.weight.detach().reshape(channels * n_band, n_taps // n_band, n_band)
@@ -154,8 +164,7 @@ class PQMFSynthesis(nn.Module):
         # convolution. The factor M restores the energy lost by decimation.
         synthesis = np.concatenate([np.zeros((n_band, zeros)), filters[:, ::-1]], axis=1)
         weight = torch.tensor(n_band * synthesis, dtype=torch.float32).unsqueeze(1)
-        self.conv.weight.data.copy_(weight.repeat(channels, 1, 1))
-        self.conv.weight.requires_grad_(False)
+        fix_filters(self.conv, weight.repeat(channels, 1, 1))
         self.channels = channels
         self.frames = None
         if layers.streaming:

@@ -163,7 +163,7 @@ def _melody(rng: np.random.Generator, n: int, sample_rate: int) -> np.ndarray:
             frequency, length / sample_rate, sample_rate, harmonics=int(rng.integers(3, 12)),
             brightness=rng.uniform(0.0, 1.5), vibrato_rate=rng.uniform(3.0, 7.0),
             vibrato_depth=rng.uniform(0.0, 0.02), attack=rng.uniform(0.005, 0.05),
-            release=rng.uniform(0.02, 0.2), amplitude=rng.uniform(0.3, 0.7),
+            release=rng.uniform(0.02, 0.2), amplitude=_level(rng, 30.0) * 0.7,
             seed=int(rng.integers(2**31)))
         _place(track, note, position)
         position += length
@@ -180,7 +180,7 @@ def _sweeps(rng: np.random.Generator, n: int, sample_rate: int) -> np.ndarray:
         f0, f1 = rng.uniform(60.0, 0.45 * nyquist, size=2)
         kind = "exponential" if rng.random() < 0.5 else "linear"
         _place(track, chirp(f0, f1, length / sample_rate, sample_rate, kind=kind,
-                            amplitude=rng.uniform(0.2, 0.6)), position)
+                            amplitude=_level(rng, 30.0) * 0.6), position)
         position += length + int(rng.uniform(0.0, 0.2) * sample_rate)
     return track
 
@@ -197,9 +197,39 @@ def _rhythm(rng: np.random.Generator, n: int, sample_rate: int) -> np.ndarray:
         low, high, decay = kinds[index % 4 % 3]
         hit = noise_burst(decay * 5, sample_rate, seed=int(rng.integers(2**31)), low_hz=low,
                           high_hz=high, decay=decay * rng.uniform(0.7, 1.3),
-                          amplitude=rng.uniform(0.3, 0.8))
+                          amplitude=_level(rng, 30.0) * 0.8)
         _place(track, hit, position)
     return track
+
+
+def _dynamics(rng: np.random.Generator, n: int, sample_rate: int) -> np.ndarray:
+    """Tones and noise bursts of random length, pitch, colour and level (over 40 dB)."""
+    track = np.zeros(n, dtype=np.float32)
+    nyquist = sample_rate / 2
+    position = 0
+    while position < n:
+        length = int(rng.uniform(0.1, 0.6) * sample_rate)
+        seconds = length / sample_rate
+        if rng.random() < 0.5:
+            sound = harmonic_tone(rng.uniform(80.0, 1000.0), seconds, sample_rate,
+                                  harmonics=int(rng.integers(3, 30)), brightness=rng.uniform(0.0, 1.5),
+                                  amplitude=_level(rng, 40.0), seed=int(rng.integers(2**31)))
+        else:
+            low = rng.uniform(0.0, 0.5 * nyquist)
+            sound = noise_burst(seconds, sample_rate, seed=int(rng.integers(2**31)), low_hz=low,
+                                high_hz=rng.uniform(low + 0.1 * nyquist, nyquist),
+                                decay=rng.uniform(0.05, 0.5), amplitude=_level(rng, 40.0))
+        _place(track, sound, position)
+        position += length + int(rng.uniform(0.0, 0.15) * sample_rate)
+    return track
+
+
+def _level(rng: np.random.Generator, range_db: float) -> float:
+    """A gain drawn uniformly in dB over ``range_db`` below 1: recordings have dynamics."""
+    return float(10 ** (-rng.uniform(0.0, range_db) / 20))
+
+
+NOISE_FLOOR_DB = -70.0  # dBFS of white noise under every file: recordings are never digitally silent
 
 
 def _normalise(track: np.ndarray, peak: float = 0.9) -> np.ndarray:
@@ -213,8 +243,10 @@ def write_example_folder(out_dir: str | Path, seconds: float = 180.0, sample_rat
                          seed: int = 0) -> list[Path]:
     """Write about ``seconds`` of varied material as several wav files under ``out_dir``.
 
-    Six files: melodies, sweeps, rhythms and two mixes of all three, two of them in the
-    sub-folder ``more/`` (so a recursive reader is exercised). Returns the paths written, in a
+    Seven files: melodies, sweeps, rhythms, tones and bursts over a wide dynamic range, and two
+    mixes, two of them in the sub-folder ``more/`` (so a recursive reader is exercised). Every
+    sound has its own level and each file a faint noise floor (``NOISE_FLOOR_DB``), as
+    recordings do: a model trained on it must follow loudness, not only timbre. Returns the paths written, in a
     fixed order; the same arguments always give the same samples.
     """
     import soundfile as sf  # only needed for writing; keep the module importable without it
@@ -227,8 +259,9 @@ def write_example_folder(out_dir: str | Path, seconds: float = 180.0, sample_rat
         ("band.wav", ("melody", "rhythm")),
         ("more/band_with_sweeps.wav", ("melody", "sweeps", "rhythm")),
         ("more/melody_slow.wav", ("melody",)),
+        ("dynamics.wav", ("dynamics",)),
     ]
-    makers = {"melody": _melody, "sweeps": _sweeps, "rhythm": _rhythm}
+    makers = {"melody": _melody, "sweeps": _sweeps, "rhythm": _rhythm, "dynamics": _dynamics}
     per_file = _num_samples(seconds / len(layout), sample_rate)
     written: list[Path] = []
     for index, (name, parts) in enumerate(layout):
@@ -236,8 +269,9 @@ def write_example_folder(out_dir: str | Path, seconds: float = 180.0, sample_rat
         track = np.zeros(per_file, dtype=np.float32)
         for part in parts:
             track += makers[part](rng, per_file, sample_rate)
+        track = _normalise(track) + 10 ** (NOISE_FLOOR_DB / 20) * rng.standard_normal(per_file)
         path = out / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        sf.write(path, _normalise(track), sample_rate, subtype="PCM_16")
+        sf.write(path, np.clip(track, -1.0, 1.0), sample_rate, subtype="PCM_16")
         written.append(path)
     return written

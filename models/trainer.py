@@ -42,7 +42,8 @@ from tildekit.models.discriminator import (MultiDiscriminator, discriminator_hin
                                            split_real_fake)
 from tildekit.models.latent_stats import FILE_NAME as LATENT_STATS_FILE
 from tildekit.models.latent_stats import compute_latent_stats
-from tildekit.models.losses import MultiScaleSTFTDistance, kl_divergence, kl_weight
+from tildekit.models.losses import (MultiScaleSTFTDistance, ReconstructionLoss, kl_divergence,
+                                    kl_weight)
 from tildekit.models.run import (CHECKPOINT_DIR, CHECKPOINT_FORMAT, METRICS_FILE, PLOTS_DIR,
                                  PROFILE_FILE, load_checkpoint, newest_checkpoint, read_metrics,
                                  read_profile, write_checkpoint)
@@ -203,14 +204,17 @@ class Reconstruct(nn.Module):
         self.model = model
         self.encoder_frozen = False
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> (audio, sub-bands before synthesis, posterior mean, posterior scale)."""
         if self.encoder_frozen:
             with torch.no_grad():
                 mean, scale = self.model.encode_params(x)
         else:
             mean, scale = self.model.encode_params(x)
         z = self.model.sample(mean, scale, 1.0)
-        return self.model.decode(z), mean, scale
+        bands = self.model.decoder.bands_of(z)
+        pqmf = self.model.decoder.pqmf
+        return (bands if pqmf is None else pqmf(bands)), bands, mean, scale
 
 
 class NonFiniteLoss(Exception):
@@ -265,7 +269,9 @@ class Trainer:
         _seed_everything(cfg.seed)  # same initial weights on every rank
         self.model = build_model(profile.model, streaming=False).to(device).train()
         self.discriminator = MultiDiscriminator(cfg, profile.model.channels).to(device).train()
-        self.distance = MultiScaleSTFTDistance(cfg.stft_scales).to(device)
+        self.distance = MultiScaleSTFTDistance(cfg.stft_scales).to(device)  # validation metric
+        self.loss = ReconstructionLoss(cfg.stft_scales, profile.model.sample_rate, profile.model.n_band,
+                                       cfg.multiband_weight, cfg.mel_weight).to(device)
         self.gen_opt = torch.optim.Adam(self.model.parameters(), cfg.learning_rate, betas=ADAM_BETAS)
         self.dis_opt = torch.optim.Adam(self.discriminator.parameters(), cfg.learning_rate,
                                         betas=ADAM_BETAS)
@@ -357,13 +363,17 @@ class Trainer:
         cfg = self.profile.train
         x = x.to(self.device, non_blocking=True)
         self._randomise_noise()
-        y, mean, scale = self.recon_step(x)
-        distance = self.distance(x, y)
+        y, y_bands, mean, scale = self.recon_step(x)
+        analysis = self.model.encoder.pqmf
+        with torch.no_grad():
+            x_bands = analysis(x) if analysis is not None else None
+        terms = self.loss(x, y, x_bands, y_bands)
+        distance = terms["distance"]
         if not self.adversarial:
             weight = kl_weight(self.step, cfg.kl_beta, cfg.kl_warmup)
             kl = kl_divergence(mean, scale)
             loss = distance + weight * kl
-            values = self._reduce({"total": loss, "distance": distance, "kl": kl})
+            values = self._reduce({"total": loss, **terms, "kl": kl})
             self.gen_opt.zero_grad(set_to_none=True)
             loss.backward()
             self.gen_opt.step()
@@ -374,7 +384,7 @@ class Trainer:
         adversarial = generator_hinge_loss(fake)
         matching = feature_matching_loss(real, fake)
         loss = distance + adversarial + cfg.feature_matching_weight * matching
-        values = self._reduce({"total": loss, "distance": distance, "adversarial": adversarial,
+        values = self._reduce({"total": loss, **terms, "adversarial": adversarial,
                                "feature_matching": matching})
         self.gen_opt.zero_grad(set_to_none=True)
         self.dis_opt.zero_grad(set_to_none=True)
