@@ -347,6 +347,7 @@ def _operator_checks(model: Any, hosts: list[str] | None = None) -> list[CheckRe
 
 def check_neutone(path: Path) -> list[CheckResult]:
     from tildekit.export.neutone import check_neutone_file
+    from tildekit.export.neutone_contract import neutone_structure_checks
     from tildekit.export.ops import HOSTS
 
     card = read_card(path)
@@ -359,6 +360,7 @@ def check_neutone(path: Path) -> list[CheckResult]:
 
     _run(items, "Neutone host call sequence (load, metadata, set rate/buffer, forward, offline)",
          host_sequence)
+    items.extend(neutone_structure_checks(model))
     neutone_hosts = [h for h in HOSTS if h.lower().startswith("neutone")]
     items.extend(_operator_checks(model, neutone_hosts))
     return items
