@@ -25,6 +25,10 @@ CARD_MEMBER_SUFFIX = f"/extra/{CARD_FILE_NAME}"
 SUPPORTED = ".ts, .nm, .onnx or .json"
 
 
+class MissingCardError(TildekitError):
+    """A readable model file that carries no tildekit card (exported by another tool)."""
+
+
 def card_extra_files(card: ModelCard) -> dict[str, str]:
     """The ``_extra_files`` mapping to pass to ``torch.jit.save`` so the card travels with the model."""
     return {CARD_FILE_NAME: card.to_json()}
@@ -74,7 +78,7 @@ def _card_text_from_archive(path: Path) -> bytes:
                     f"with `tildekit export`")
             members = [n for n in names if n.endswith(CARD_MEMBER_SUFFIX) and n.count("/") == 2]
             if not members:
-                raise TildekitError(
+                raise MissingCardError(
                     f"{path} holds no tildekit model card: it was exported without tildekit or by "
                     f"an older version; re-export it with `tildekit export`")
             return archive.read(members[0])
@@ -97,7 +101,7 @@ def _card_text_from_onnx(path: Path) -> str:
     for prop in proto.metadata_props:
         if prop.key == CARD_ONNX_KEY:
             return prop.value
-    raise TildekitError(
+    raise MissingCardError(
         f"{path} holds no tildekit model card (metadata {CARD_ONNX_KEY!r}): it was exported without "
         f"tildekit or by an older version; re-export it with `tildekit export`")
 

@@ -18,11 +18,17 @@ TARGETS = ("nn", "neutone", "onnx", "all")
 
 
 def describe_file(path: str | Path) -> str:
-    """A readable summary of an exported file's model card (no torch, no run dir needed)."""
-    from tildekit.export.card_io import read_card
+    """A readable summary of an exported file's model card (no torch, no run dir needed).
+
+    An nn~ ``.ts`` without a tildekit card (RAVE's exports and others) is described from its
+    own methods, buffers and attributes, its delays measured with an impulse (loads torch).
+    """
+    from tildekit.export.foreign_nn import FOREIGN_NOTE, is_derived, model_card
 
     path = Path(path)
-    card = read_card(path)
+    card = model_card(path)
+    if is_derived(card):
+        return _describe_derived(path, card, FOREIGN_NOTE)
     lines = [
         f"{path.name}: model {card.name!r}",
         f"  sample rate {card.sample_rate} Hz, {card.channels} channel(s), compression {card.compression} "
@@ -49,6 +55,37 @@ def describe_file(path: str | Path) -> str:
             lines.append(f"    {i:>3}  {dim.mean:+.3f}  {dim.std:.3f}  [{dim.minimum:+.3f}, {dim.maximum:+.3f}]  "
                          f"{100 * dim.variance_ratio:.1f} %")
     return "\n".join(lines)
+
+
+def _describe_derived(path: Path, card, note: str) -> str:
+    extra = card.extra
+    lines = [
+        f"{path.name}: {note}",
+        f"  sample rate {card.sample_rate} Hz ({extra.get('sample_rate_source', '?')}), "
+        f"{card.channels} audio channel(s)"
+        + (f", {card.latent_size} latent dims, compression {card.compression}" if card.latent_size else ""),
+        f"  delay {card.delay} samples ({card.delay_ms:.1f} ms) for "
+        f"{'forward' if 'forward' in card.methods else 'encode -> decode'}, model only "
+        f"(host buffering extra); measured: {extra.get('delay_source', 'not measured')}"
+        + ("; stochastic (random draws)" if extra.get("stochastic") else ""),
+        "  methods  [in_channels, in_ratio, out_channels, out_ratio]  delay (impulse peak)",
+    ]
+    for name, spec in card.methods.items():
+        lines.append(f"    {name:<8} {str(spec.params):<24} {spec.delay} samples")
+        lines.append(f"             in: {_short_labels(spec.input_labels)}  out: {_short_labels(spec.output_labels)}")
+    if card.attributes:
+        lines.append("  attributes  (nn~: [set NAME values...( )")
+        for attr in card.attributes:
+            lines.append(f"    {attr.name:<13} {', '.join(attr.types)}, now {attr.default}"
+                         + (" (no getter: value unknown)" if "value unknown" in attr.description else ""))
+    if extra.get("skipped_attributes"):
+        lines.append(f"  not settable from messages: {', '.join(extra['skipped_attributes'])}")
+    return "\n".join(lines)
+
+
+def _short_labels(labels: list[str], keep: int = 3) -> str:
+    shown = ", ".join(labels[:keep])
+    return shown + (f", ... ({len(labels)})" if len(labels) > keep else "")
 
 
 @click.command("export")
