@@ -30,13 +30,13 @@ from typing import Any
 import torch
 
 from tildekit.errors import TildekitError
-from tildekit.export.card_io import MissingCardError, read_card
+from tildekit.export.card_io import (
+    DERIVED_CARD_SOURCE, FOREIGN_NOTE, MissingCardError, is_derived, read_card,
+)
 from tildekit.export.check import load_like_nn
 from tildekit.export.model_card import channel_labels
 from tildekit.models.card import NN_TYPE_CODES, AttributeSpec, MethodSpec, ModelCard
 
-FOREIGN_NOTE = "no tildekit card: derived from the file's nn~ methods"
-CARD_SOURCE = "nn~ methods"
 ASSUMED_SAMPLE_RATE = 44100  # when the file names no rate (nn~ 1.6 has no standard for it)
 SEED = 1234
 IMPULSE_BUFFER = 2048  # host buffer of the impulse runs (raised to the highest ratio)
@@ -46,10 +46,6 @@ UNKNOWN_VALUE = {"bool": False, "int": 0, "float": 0.0, "str": ""}
 SETTABLE_CODES = {code: name for name, code in NN_TYPE_CODES.items() if name in ("bool", "int", "float", "str")}
 
 _CACHE: dict[tuple[str, int, int, bool], ModelCard] = {}
-
-
-def is_derived(card: ModelCard) -> bool:
-    return card.extra.get("card_source") == CARD_SOURCE
 
 
 def model_card(path: str | Path, *, measure_delays: bool = True) -> ModelCard:
@@ -76,7 +72,7 @@ def derive_card(path: str | Path, *, measure_delays: bool = True) -> ModelCard:
     attributes, skipped = _attributes(model, path)
     sample_rate, rate_source = _sample_rate(model)
     channels, latent_size, compression = _shape(methods)
-    extra: dict[str, Any] = {"card_source": CARD_SOURCE, "sample_rate_source": rate_source,
+    extra: dict[str, Any] = {"card_source": DERIVED_CARD_SOURCE, "sample_rate_source": rate_source,
                              "delay_source": "not measured"}
     if skipped:
         extra["skipped_attributes"] = skipped
