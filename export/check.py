@@ -431,7 +431,9 @@ def check_neutone(path: Path) -> list[CheckResult]:
     from tildekit.export.ops import HOSTS
 
     card = read_card(path)
-    items: list[CheckResult] = [CheckResult("model card", True, f"{card.name}, tildekit {card.tildekit_version}")]
+    source = (f", converted from {card.extra['converted_from']}" if "converted_from" in card.extra else "")
+    items: list[CheckResult] = [CheckResult("model card", True,
+                                            f"{card.name}, tildekit {card.tildekit_version}{source}")]
     model = load_like_nn(path)
 
     def host_sequence() -> str | None:

@@ -169,4 +169,35 @@ def bench_command(file: Path, buffers: str | None, seconds: float) -> None:
     click.echo(bench_file(file, _parse_buffers(buffers), min_seconds=seconds).table())
 
 
-COMMANDS.extend([export_command, check_command, bench_command])
+@click.command("convert")
+@click.argument("model", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--target", type=click.Choice(["neutone"]), default="neutone", show_default=True,
+              help="neutone: a Neutone FX .nm around the model's forward.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), default=Path("."),
+              show_default=True, help="Folder to write MODEL.nm into (created if missing).")
+@click.option("--sample-rate", type=int, default=None, metavar="HZ",
+              help="The rate the model was trained at, when the file does not say it.")
+@click.option("--name", default=None, help="File name stem and Neutone model name. [default: MODEL's stem]")
+def convert_command(model: Path, target: str, out_dir: Path, sample_rate: int | None, name: str | None) -> None:
+    """Wrap an nn~ TorchScript MODEL that tildekit did not write (e.g. a RAVE export) for Neutone FX.
+
+    The audio goes through the model's forward. Knobs: its first 4 latent dimensions as offsets
+    when it has encode/decode (and decode(encode(x)) is its forward), else its float attributes.
+    The delay is measured with an impulse and written in the metadata; the file is checked the
+    way the plugin loads it (`tildekit check`) before it is moved into place.
+    """
+    from tildekit.export.card_io import FOREIGN_NOTE
+    from tildekit.export.neutone_foreign import convert_to_neutone
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.script's notice
+        done = convert_to_neutone(model, out_dir, sample_rate=sample_rate, name=name)
+    click.echo(f"{model.name}: {FOREIGN_NOTE}", err=True)
+    knobs = ", ".join(k.name for k in done.knobs) or "none"
+    click.echo(f"wrote {done.path} (checked): {done.card.sample_rate} Hz, knobs ({done.knob_mode}): {knobs}; "
+               f"delay {done.delay} samples ({1000 * done.delay / done.card.sample_rate:.1f} ms, impulse)")
+    if done.note:
+        click.echo(f"Note: {done.note}", err=True)
+
+
+COMMANDS.extend([export_command, check_command, bench_command, convert_command])

@@ -25,7 +25,7 @@ import io
 import statistics
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -239,14 +239,18 @@ def fresh_model(data: bytes) -> Any:
     return model
 
 
-def _run(data: bytes, method: str, x: torch.Tensor, buffer: int, spec: MethodSpec, seed: int) -> torch.Tensor:
-    """Consecutive host buffers of ``x`` through a fresh load, random draws seeded."""
-    model = fresh_model(data)
-    call = getattr(model, method)
-    step = buffer // spec.in_ratio
+Call = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _stream(call: Call, x: torch.Tensor, step: int, seed: int) -> torch.Tensor:
+    """Consecutive buffers of ``step`` frames through ``call``, random draws seeded."""
     torch.manual_seed(seed)
     with torch.inference_mode():
         return torch.cat([call(x[..., i:i + step]) for i in range(0, x.shape[-1], step)], -1)
+
+
+def _method_call(data: bytes, method: str) -> Callable[[], Call]:
+    return lambda: getattr(fresh_model(data), method)
 
 
 def impulse_buffer(spec: MethodSpec) -> int:
@@ -259,13 +263,22 @@ def impulse_buffer(spec: MethodSpec) -> int:
 
 def measure_delay(data: bytes, method: str, spec: MethodSpec) -> tuple[int, str]:
     """Samples from an impulse into ``method`` to the peak of its response, and a note if unsure."""
+    return impulse_delay(_method_call(data, method), spec)
+
+
+def impulse_delay(make_call: Callable[[], Call], spec: MethodSpec) -> tuple[int, str]:
+    """The delay of ``make_call()`` (a fresh callable on (1, channels, frames) tensors per run).
+
+    Silence and an impulse, same seed, consecutive host buffers; the lag of the difference's
+    peak, median over impulse positions across one frame of the highest ratio.
+    """
     buffer = impulse_buffer(spec)
+    step = buffer // spec.in_ratio
     start = 2 * buffer  # past the start-up transient of cached paddings
     total = start + IMPULSE_WINDOW + buffer
     total += (-total) % buffer
-    frames = total // spec.in_ratio
-    silence = torch.zeros(1, spec.in_channels, frames)
-    base = _run(data, method, silence, buffer, spec, SEED)
+    silence = torch.zeros(1, spec.in_channels, total // spec.in_ratio)
+    base = _stream(make_call(), silence, step, SEED)
     highest = max(spec.in_ratio, spec.out_ratio)
     phases = sorted({(k * highest) // IMPULSE_PHASES for k in range(IMPULSE_PHASES)})
     lags = []
@@ -273,7 +286,7 @@ def measure_delay(data: bytes, method: str, spec: MethodSpec) -> tuple[int, str]
         position = (start + phase) // spec.in_ratio
         x = silence.clone()
         x[..., position] = 1.0
-        response = (_run(data, method, x, buffer, spec, SEED) - base).abs().sum(dim=(0, 1))
+        response = (_stream(make_call(), x, step, SEED) - base).abs().sum(dim=(0, 1))
         if not bool(response.gt(0).any()):
             continue
         lags.append(int(response.argmax()) * spec.out_ratio - position * spec.in_ratio)
@@ -287,6 +300,8 @@ def measure_delay(data: bytes, method: str, spec: MethodSpec) -> tuple[int, str]
 def is_stochastic(data: bytes, method: str, spec: MethodSpec) -> bool:
     """True when two runs on the same input differ only by the random seed."""
     buffer = impulse_buffer(spec)
+    step = buffer // spec.in_ratio
     generator = torch.Generator().manual_seed(0)
-    x = 0.1 * torch.randn(1, spec.in_channels, 2 * buffer // spec.in_ratio, generator=generator)
-    return not torch.equal(_run(data, method, x, buffer, spec, 1), _run(data, method, x, buffer, spec, 2))
+    x = 0.1 * torch.randn(1, spec.in_channels, 2 * step, generator=generator)
+    make = _method_call(data, method)
+    return not torch.equal(_stream(make(), x, step, 1), _stream(make(), x, step, 2))

@@ -81,6 +81,9 @@ class NeutoneW2WBase(nn.Module):
     text_list_fields: Dict[str, List[str]]
     int_list_fields: Dict[str, List[int]]
     technical_links: Dict[str, str]
+    native_rates: List[int]
+    buffer_sizes: List[int]  # empty: any buffer (the SDK's convention)
+    neutone_parameter_names: List[str]
 
     def __init__(self, meta: dict[str, Any], default_params: Tensor, delay: int) -> None:
         super().__init__()
@@ -92,8 +95,8 @@ class NeutoneW2WBase(nn.Module):
         self.CURRENT_TIME = float(meta["date_created"])
         self.in_n_ch = 1 if meta["is_input_mono"] else 2
         self.out_n_ch = 1 if meta["is_output_mono"] else 2
-        self.native_rates: List[int] = list(meta["native_sample_rates"])
-        self.buffer_sizes: List[int] = list(meta["native_buffer_sizes"])
+        self.native_rates = list(meta["native_sample_rates"])
+        self.buffer_sizes = list(meta["native_buffer_sizes"])
         self.delay = delay
         self.n_neutone_parameters = len(meta["neutone_parameters"])
         self.neutone_parameter_names = [meta["neutone_parameters"][f"p{i + 1}"]["name"]
@@ -256,6 +259,9 @@ class TildekitW2W(NeutoneW2WBase):
     text_list_fields: Dict[str, List[str]]
     int_list_fields: Dict[str, List[int]]
     technical_links: Dict[str, str]
+    native_rates: List[int]
+    buffer_sizes: List[int]  # empty: any buffer (the SDK's convention)
+    neutone_parameter_names: List[str]
 
     def __init__(self, core: nn.Module, card: ModelCard, info: NeutoneInfo | None = None, *,
                  seed: int = 0, date_created: float | None = None) -> None:
