@@ -170,3 +170,27 @@ def save(module: nn.Module, path: Path) -> Path:
     """Script and save as nn_tilde's ``export_to_ts`` does: no extra files, so no tildekit card."""
     torch.jit.script(module.eval()).save(str(path))
     return path
+
+
+class ShortForward(Bare):
+    """Broken: forward drops the last sample, so nn~ reports an inconsistent output size."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.line(x)[..., :-1] * self.gain
+
+
+class RaisingRate(Bare):
+    """Broken: set_sample_rate raises on a rate it was not made for ([reload( aborts Pd)."""
+
+    @torch.jit.export
+    def set_sample_rate(self, sample_rate: int) -> int:
+        if sample_rate != 44100:
+            raise ValueError("unsupported rate")
+        return 0
+
+
+class NotNN(nn.Module):
+    """TorchScript, but no nn~ convention: no get_methods and no <method>_params buffer."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
