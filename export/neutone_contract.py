@@ -22,14 +22,15 @@ part of the contract), and of the behaviour the SDK gives them:
 from __future__ import annotations
 
 import json
-import math
 import re
 from typing import Any, Callable
 
 import torch
 
 from tildekit.export.check_result import CheckResult
-from tildekit.export.neutone_queue import ROOT_PRESERVED_ATTRIBUTES
+from tildekit.export.neutone_queue import (
+    ROOT_PRESERVED_ATTRIBUTES, resampled_buffer_size, select_model_sample_rate,
+)
 
 # The SDK's NeutoneModel.get_core_preserved_attributes, in its order.
 CORE_PRESERVED_ATTRIBUTES: list[str] = [
@@ -299,7 +300,7 @@ def _behaviour(model: Any, w2w: Any) -> list[tuple[str, Callable[[], str | None]
         # The root's path for that rate resamples, and the model still streams through it.
         model.set_daw_sample_rate_and_buffer_size(foreign_sr, 333)
         model.reset()
-        io_bs = math.ceil(333 * model.get_native_sample_rates()[0] / foreign_sr) if rates else 333
+        io_bs = resampled_buffer_size(foreign_sr, select_model_sample_rate(foreign_sr, rates), 333)
         if model.is_resampling() != (io_bs != 333):
             return f"root.is_resampling() is {model.is_resampling()} at {foreign_sr} Hz for a model at {rates}"
         daw = 0.1 * torch.randn(2, 333, generator=torch.Generator().manual_seed(2))
