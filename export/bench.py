@@ -26,7 +26,6 @@ import torch
 
 from tildekit.export.nn_host import NN_FIXED_BUFFER, nn_host_delay
 from tildekit.errors import TildekitError
-from tildekit.export.card_io import read_card
 from tildekit.export.check import host_buffers, load_like_nn
 from tildekit.models.card import ModelCard
 
@@ -55,7 +54,10 @@ class BenchReport:
     def table(self) -> str:
         sr = self.delay_rate or self.card.sample_rate
         target = "Neutone forward" if self.path.suffix == ".nm" else "forward"
-        lines = [f"{self.path.name}: {self.card.name}, {sr} Hz, compression {self.card.compression}, "
+        from tildekit.export.foreign_nn import FOREIGN_NOTE, is_derived
+
+        lines = [f"{self.path.name}: {FOREIGN_NOTE}"] if is_derived(self.card) else []
+        lines += [f"{self.path.name}: {self.card.name}, {sr} Hz, compression {self.card.compression}, "
                  f"model delay {self.card.delay} samples ({self.card.delay_ms:.1f} ms); "
                  f"x-real-time on 1 thread (>1 keeps up)",
                  f"{'buffer':>7} {'TorchScript':>12} {'ONNX RT':>9} {target + ' delay':>24} "
@@ -100,7 +102,9 @@ def seconds_per_call(call: Callable[[], object], min_seconds: float, min_calls: 
 def bench_file(path: str | Path, buffers: Sequence[int] | None = None,
                min_seconds: float = 0.3) -> BenchReport:
     path = Path(path)
-    card = read_card(path)  # clear errors for missing / corrupt / foreign files
+    from tildekit.export.foreign_nn import model_card
+
+    card = model_card(path)  # clear errors for missing / corrupt files; nn~ files without a card: derived
     suffix = path.suffix.lower()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -135,7 +139,10 @@ def _nn_buffers(card: ModelCard, buffers: Sequence[int] | None) -> list[int]:
 def _bench_nn(path: Path, card: ModelCard, buffers: Sequence[int] | None, min_seconds: float) -> BenchReport:
     model = load_like_nn(path)
     onnx_path = _onnx_sibling(path)
-    forward = card.methods["forward"]
+    forward = card.methods.get("forward")
+    if forward is None:
+        raise TildekitError(f"{path}: bench times the forward method, and this model has none "
+                            f"(methods: {', '.join(card.methods)})")
     encode, decode = card.methods.get("encode"), card.methods.get("decode")
     one_in_one_out = forward.in_channels == 1 and forward.out_channels == 1
     rows = []
@@ -143,7 +150,8 @@ def _bench_nn(path: Path, card: ModelCard, buffers: Sequence[int] | None, min_se
     for buffer in _nn_buffers(card, buffers):
         x = _audio(card, buffer)
         with torch.inference_mode():
-            model.set_reset(True)
+            if model._c._has_method("set_reset"):
+                model.set_reset(True)
             ts = seconds_per_call(lambda: model.forward(x), min_seconds)
             overhead = _wrapper_overhead(model, x, min_seconds)
         if overhead is not None:

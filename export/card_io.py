@@ -25,6 +25,21 @@ CARD_MEMBER_SUFFIX = f"/extra/{CARD_FILE_NAME}"
 SUPPORTED = ".ts, .nm, .onnx or .json"
 
 
+# A card that tildekit derived from an nn~ file's own methods (export/foreign_nn.py) says so
+# in ``extra["card_source"]``; every tool that shows it tells the user.
+DERIVED_CARD_SOURCE = "nn~ methods"
+FOREIGN_NOTE = "no tildekit card: derived from the file's nn~ methods"
+
+
+class MissingCardError(TildekitError):
+    """A readable model file that carries no tildekit card (exported by another tool)."""
+
+
+def is_derived(card: ModelCard) -> bool:
+    """True for a card derived from a foreign nn~ file rather than embedded by tildekit."""
+    return card.extra.get("card_source") == DERIVED_CARD_SOURCE
+
+
 def card_extra_files(card: ModelCard) -> dict[str, str]:
     """The ``_extra_files`` mapping to pass to ``torch.jit.save`` so the card travels with the model."""
     return {CARD_FILE_NAME: card.to_json()}
@@ -74,7 +89,7 @@ def _card_text_from_archive(path: Path) -> bytes:
                     f"with `tildekit export`")
             members = [n for n in names if n.endswith(CARD_MEMBER_SUFFIX) and n.count("/") == 2]
             if not members:
-                raise TildekitError(
+                raise MissingCardError(
                     f"{path} holds no tildekit model card: it was exported without tildekit or by "
                     f"an older version; re-export it with `tildekit export`")
             return archive.read(members[0])
@@ -97,7 +112,7 @@ def _card_text_from_onnx(path: Path) -> str:
     for prop in proto.metadata_props:
         if prop.key == CARD_ONNX_KEY:
             return prop.value
-    raise TildekitError(
+    raise MissingCardError(
         f"{path} holds no tildekit model card (metadata {CARD_ONNX_KEY!r}): it was exported without "
         f"tildekit or by an older version; re-export it with `tildekit export`")
 

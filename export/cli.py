@@ -18,11 +18,17 @@ TARGETS = ("nn", "neutone", "onnx", "all")
 
 
 def describe_file(path: str | Path) -> str:
-    """A readable summary of an exported file's model card (no torch, no run dir needed)."""
-    from tildekit.export.card_io import read_card
+    """A readable summary of an exported file's model card (no torch, no run dir needed).
+
+    An nn~ ``.ts`` without a tildekit card (RAVE's exports and others) is described from its
+    own methods, buffers and attributes, its delays measured with an impulse (loads torch).
+    """
+    from tildekit.export.foreign_nn import FOREIGN_NOTE, is_derived, model_card
 
     path = Path(path)
-    card = read_card(path)
+    card = model_card(path)
+    if is_derived(card):
+        return _describe_derived(path, card, FOREIGN_NOTE)
     lines = [
         f"{path.name}: model {card.name!r}",
         f"  sample rate {card.sample_rate} Hz, {card.channels} channel(s), compression {card.compression} "
@@ -49,6 +55,37 @@ def describe_file(path: str | Path) -> str:
             lines.append(f"    {i:>3}  {dim.mean:+.3f}  {dim.std:.3f}  [{dim.minimum:+.3f}, {dim.maximum:+.3f}]  "
                          f"{100 * dim.variance_ratio:.1f} %")
     return "\n".join(lines)
+
+
+def _describe_derived(path: Path, card, note: str) -> str:
+    extra = card.extra
+    lines = [
+        f"{path.name}: {note}",
+        f"  sample rate {card.sample_rate} Hz ({extra.get('sample_rate_source', '?')}), "
+        f"{card.channels} audio channel(s)"
+        + (f", {card.latent_size} latent dims, compression {card.compression}" if card.latent_size else ""),
+        f"  delay {card.delay} samples ({card.delay_ms:.1f} ms) for "
+        f"{'forward' if 'forward' in card.methods else 'encode -> decode'}, model only "
+        f"(host buffering extra); measured: {extra.get('delay_source', 'not measured')}"
+        + ("; stochastic (random draws)" if extra.get("stochastic") else ""),
+        "  methods  [in_channels, in_ratio, out_channels, out_ratio]  delay (impulse peak)",
+    ]
+    for name, spec in card.methods.items():
+        lines.append(f"    {name:<8} {str(spec.params):<24} {spec.delay} samples")
+        lines.append(f"             in: {_short_labels(spec.input_labels)}  out: {_short_labels(spec.output_labels)}")
+    if card.attributes:
+        lines.append("  attributes  (nn~: [set NAME values...( )")
+        for attr in card.attributes:
+            lines.append(f"    {attr.name:<13} {', '.join(attr.types)}, now {attr.default}"
+                         + (" (no getter: value unknown)" if "value unknown" in attr.description else ""))
+    if extra.get("skipped_attributes"):
+        lines.append(f"  not settable from messages: {', '.join(extra['skipped_attributes'])}")
+    return "\n".join(lines)
+
+
+def _short_labels(labels: list[str], keep: int = 3) -> str:
+    shown = ", ".join(labels[:keep])
+    return shown + (f", ... ({len(labels)})" if len(labels) > keep else "")
 
 
 @click.command("export")
@@ -132,4 +169,35 @@ def bench_command(file: Path, buffers: str | None, seconds: float) -> None:
     click.echo(bench_file(file, _parse_buffers(buffers), min_seconds=seconds).table())
 
 
-COMMANDS.extend([export_command, check_command, bench_command])
+@click.command("convert")
+@click.argument("model", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--target", type=click.Choice(["neutone"]), default="neutone", show_default=True,
+              help="neutone: a Neutone FX .nm around the model's forward.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), default=Path("."),
+              show_default=True, help="Folder to write MODEL.nm into (created if missing).")
+@click.option("--sample-rate", type=int, default=None, metavar="HZ",
+              help="The rate the model was trained at, when the file does not say it.")
+@click.option("--name", default=None, help="File name stem and Neutone model name. [default: MODEL's stem]")
+def convert_command(model: Path, target: str, out_dir: Path, sample_rate: int | None, name: str | None) -> None:
+    """Wrap an nn~ TorchScript MODEL that tildekit did not write (e.g. a RAVE export) for Neutone FX.
+
+    The audio goes through the model's forward. Knobs: its first 4 latent dimensions as offsets
+    when it has encode/decode (and decode(encode(x)) is its forward), else its float attributes.
+    The delay is measured with an impulse and written in the metadata; the file is checked the
+    way the plugin loads it (`tildekit check`) before it is moved into place.
+    """
+    from tildekit.export.card_io import FOREIGN_NOTE
+    from tildekit.export.neutone_foreign import convert_to_neutone
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.script's notice
+        done = convert_to_neutone(model, out_dir, sample_rate=sample_rate, name=name)
+    click.echo(f"{model.name}: {FOREIGN_NOTE}", err=True)
+    knobs = ", ".join(k.name for k in done.knobs) or "none"
+    click.echo(f"wrote {done.path} (checked): {done.card.sample_rate} Hz, knobs ({done.knob_mode}): {knobs}; "
+               f"delay {done.delay} samples ({1000 * done.delay / done.card.sample_rate:.1f} ms, impulse)")
+    if done.note:
+        click.echo(f"Note: {done.note}", err=True)
+
+
+COMMANDS.extend([export_command, check_command, bench_command, convert_command])

@@ -3,7 +3,8 @@
 Structure (CONTRACTS.md §2): the saved root is a `NeutoneRoot` (DAW-side queues, resampling,
 delay reporting) holding the model as submodule ``w2w_base``: a `TildekitW2W`, which runs the
 streaming core on model-rate, model-size buffers and applies the four knobs, as RAVE models have
-them in Neutone:
+them in Neutone. ``w2w_base`` exposes the SDK's whole WaveformToWaveformBase interface
+(`NeutoneW2WBase`; names, signatures and semantics in export/neutone_contract.py):
 
 - A ``chaos``: noise added to every latent dimension (0 = none);
 - B ``latent dim``: which latent dimension C and D edit (0..1 spread over the dimensions);
@@ -34,6 +35,9 @@ from tildekit.export.card_io import card_extra_files
 from tildekit.export.neutone_metadata import (
     METADATA_FILE_NAME, Knob, NeutoneInfo, build_metadata, validate_metadata, with_sounds,
 )
+from tildekit.export.neutone_contract import (
+    CORE_METADATA_KEYS, CORE_PRESERVED_ATTRIBUTES, W2W_PRESERVED_ATTRIBUTES, neutone_structure_checks,
+)
 from tildekit.export.neutone_queue import N_PARAMS, NeutoneRoot, ROOT_PRESERVED_ATTRIBUTES
 from tildekit.export.ops import HOSTS, require_host_operators
 from tildekit.models.card import ModelCard
@@ -51,16 +55,6 @@ KNOBS = [
     Knob("dim offset", "Offset of the chosen latent dimension (0.5 = unchanged)", 0.5),
 ]
 
-W2W_PRESERVED_ATTRIBUTES = [
-    "model",
-    "is_input_mono", "is_output_mono", "get_native_sample_rates", "get_native_buffer_sizes",
-    "calc_model_delay_samples", "set_sample_rate_and_buffer_size", "reset",
-    "get_preserved_attributes", "to_metadata", "get_metadata_json",
-    "get_neutone_parameters_metadata", "get_numerical_params_default_values_0to1",
-    "get_wet_default_value", "get_dry_default_value", "get_input_gain_default_value",
-    "get_output_gain_default_value",
-]
-
 
 def native_buffer_sizes(compression: int) -> list[int]:
     """Buffers the core streams whole: the compression times powers of two, up to 16384."""
@@ -70,12 +64,13 @@ def native_buffer_sizes(compression: int) -> list[int]:
     return sizes
 
 
-class TildekitW2W(nn.Module):
-    """The SDK's WaveformToWaveformBase interface over a tildekit streaming core, with 4 knobs.
+class NeutoneW2WBase(nn.Module):
+    """The SDK's ``WaveformToWaveformBase`` interface, as the plugin and the SDK's tools reach it.
 
-    ``core`` is a scriptable tildekit.export.core.ExportCore, or anything with its interface:
-    ``encode``, ``decode_from(z, input_delay)``, ``reset_state`` and the int attributes
-    ``compression``, ``latent_size``, ``sample_rate``, ``channels``, ``encoder_frames_delay``.
+    Holds the metadata (spread over typed attributes), the knob defaults and the model's shape,
+    and answers every query with the SDK's semantics (see export/neutone_contract.py).
+    Subclasses hold the model as ``self.model`` and define ``forward``,
+    ``set_sample_rate_and_buffer_size`` and ``reset``.
     """
 
     knob_metadata: Dict[str, Dict[str, Union[int, float, str, bool, List[str], List[int]]]]
@@ -86,40 +81,30 @@ class TildekitW2W(nn.Module):
     text_list_fields: Dict[str, List[str]]
     int_list_fields: Dict[str, List[int]]
     technical_links: Dict[str, str]
+    native_rates: List[int]
+    buffer_sizes: List[int]  # empty: any buffer (the SDK's convention)
+    neutone_parameter_names: List[str]
 
-    def __init__(self, core: nn.Module, card: ModelCard, info: NeutoneInfo | None = None, *,
-                 seed: int = 0, date_created: float | None = None) -> None:
+    def __init__(self, meta: dict[str, Any], default_params: Tensor, delay: int) -> None:
         super().__init__()
-        _check_core_matches_card(core, card)
-        self.model = core
-        self.MAX_N_PARAMS = N_PARAMS
-        self.compression = card.compression
-        self.latent_size = card.latent_size
-        self.channels = card.channels
-        self.sample_rate = card.sample_rate
-        self.delay = card.delay
-        self.model_bs = card.compression
-        self.chaos_max_std = CHAOS_MAX_STD
-        self.scale_max = SCALE_MAX
-        self.offset_max_std = OFFSET_MAX_STD
-        self.frame = 0  # latent frames streamed since reset: indexes the chaos noise table
-        self.buffer_sizes = native_buffer_sizes(card.compression)
-        self.preserved_attributes = list(W2W_PRESERVED_ATTRIBUTES)
-
-        mean, std = _latent_stats(card)
-        self.register_buffer("latent_mean", mean)
-        self.register_buffer("latent_std", std)
-        generator = torch.Generator().manual_seed(seed)
-        self.register_buffer("noise_table", torch.randn(
-            NOISE_TABLE_FRAMES, card.latent_size, generator=generator))
-        defaults = torch.tensor([[k.default_0to1] for k in KNOBS], dtype=torch.float32)
-        self.register_buffer("default_params", defaults)
-
-        meta = build_metadata(card, KNOBS, info or NeutoneInfo(),
-                              native_sample_rates=[card.sample_rate],
-                              native_buffer_sizes=self.buffer_sizes,
-                              pytorch_version=torch.__version__, date_created=date_created)
         validate_metadata(with_sounds(meta))
+        self.realtime = True
+        self.use_debug_mode = False  # the SDK turns its debug asserts off before scripting
+        self.MAX_N_PARAMS = N_PARAMS
+        self.SDK_VERSION = str(meta["sdk_version"])
+        self.CURRENT_TIME = float(meta["date_created"])
+        self.in_n_ch = 1 if meta["is_input_mono"] else 2
+        self.out_n_ch = 1 if meta["is_output_mono"] else 2
+        self.native_rates = list(meta["native_sample_rates"])
+        self.buffer_sizes = list(meta["native_buffer_sizes"])
+        self.delay = delay
+        self.n_neutone_parameters = len(meta["neutone_parameters"])
+        self.neutone_parameter_names = [meta["neutone_parameters"][f"p{i + 1}"]["name"]
+                                        for i in range(self.n_neutone_parameters)]
+        self.core_preserved_attributes = list(CORE_PRESERVED_ATTRIBUTES)
+        self.preserved_attributes = list(W2W_PRESERVED_ATTRIBUTES)
+        self.core_metadata_keys = list(CORE_METADATA_KEYS)
+        self.register_buffer("default_params", default_params.reshape(-1, 1).to(torch.float32))
         self._store_metadata(meta)
         self.metadata_json = json.dumps(meta, sort_keys=True)
 
@@ -144,6 +129,166 @@ class TildekitW2W(nn.Module):
                 self.int_list_fields[key] = list(value)
             else:
                 self.text_list_fields[key] = list(value)
+
+    # -- WaveformToWaveformBase interface --------------------------------------------------------
+
+    @torch.jit.export
+    def is_input_mono(self) -> bool:
+        return self.in_n_ch == 1
+
+    @torch.jit.export
+    def is_output_mono(self) -> bool:
+        return self.out_n_ch == 1
+
+    @torch.jit.export
+    def get_native_sample_rates(self) -> List[int]:
+        return list(self.native_rates)
+
+    @torch.jit.export
+    def get_native_buffer_sizes(self) -> List[int]:
+        return list(self.buffer_sizes)
+
+    @torch.jit.export
+    def calc_model_delay_samples(self) -> int:
+        return self.delay
+
+    @torch.jit.export
+    def is_resampling(self) -> bool:
+        # As the SDK's: the wrapped model never resamples; the root resamples around it.
+        return False
+
+    @torch.jit.export
+    def set_daw_sample_rate_and_buffer_size(self, daw_sr: int, daw_buffer_size: int,
+                                            model_sr: Optional[int] = None,
+                                            model_buffer_size: Optional[int] = None) -> None:
+        """The SDK's testing shortcut: forwards (daw_sr, daw_buffer_size) to the model setter.
+
+        A rate or buffer the model does not take is refused there (returns False, nothing
+        changes) rather than raised; playing at such a rate is the root's resampling path.
+        """
+        self.set_sample_rate_and_buffer_size(daw_sr, daw_buffer_size)
+
+    @torch.jit.export
+    def set_sample_rate_and_buffer_size(self, sample_rate: int, n_samples: int) -> bool:
+        return False
+
+    @torch.jit.export
+    def reset(self) -> bool:
+        return False
+
+    @torch.jit.export
+    def get_core_preserved_attributes(self) -> List[str]:
+        return list(self.core_preserved_attributes)
+
+    @torch.jit.export
+    def get_preserved_attributes(self) -> List[str]:
+        return list(self.preserved_attributes)
+
+    @torch.jit.export
+    def get_neutone_parameters_metadata(
+            self) -> Dict[str, Dict[str, Union[int, float, str, bool, List[str], List[int]]]]:
+        return self.knob_metadata
+
+    @torch.jit.export
+    def get_numerical_params_default_values_0to1(self) -> Tensor:
+        return self.default_params
+
+    @torch.jit.export
+    def get_wet_default_value(self) -> float:
+        return self.number_fields["wet_default_value"]
+
+    @torch.jit.export
+    def get_dry_default_value(self) -> float:
+        return self.number_fields["dry_default_value"]
+
+    @torch.jit.export
+    def get_input_gain_default_value(self) -> float:
+        return self.number_fields["input_gain_default_value"]
+
+    @torch.jit.export
+    def get_output_gain_default_value(self) -> float:
+        return self.number_fields["output_gain_default_value"]
+
+    @torch.jit.export
+    def to_core_metadata(self) -> Dict[str, Any]:
+        """The fields of the model itself (to_metadata without the realtime fields)."""
+        full = self.to_metadata()
+        out: Dict[str, Any] = {}
+        for key in self.core_metadata_keys:
+            out[key] = full[key]
+        return out
+
+    @torch.jit.export
+    def to_metadata(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {}
+        for key, text in self.text_fields.items():
+            out[key] = text
+        for key, flag in self.flag_fields.items():
+            out[key] = flag
+        for key, number in self.number_fields.items():
+            out[key] = number
+        for key, count in self.int_fields.items():
+            out[key] = count
+        for key, texts in self.text_list_fields.items():
+            out[key] = texts
+        for key, counts in self.int_list_fields.items():
+            out[key] = counts
+        out["technical_links"] = self.technical_links
+        out["neutone_parameters"] = self.knob_metadata
+        return out
+
+    @torch.jit.export
+    def get_metadata_json(self) -> str:
+        return self.metadata_json
+
+
+class TildekitW2W(NeutoneW2WBase):
+    """The SDK's WaveformToWaveformBase over a tildekit streaming core, with 4 latent knobs.
+
+    ``core`` is a scriptable tildekit.export.core.ExportCore, or anything with its interface:
+    ``encode``, ``decode_from(z, input_delay)``, ``reset_state`` and the int attributes
+    ``compression``, ``latent_size``, ``sample_rate``, ``channels``, ``encoder_frames_delay``.
+    """
+
+    # TorchScript reads a class's own annotations only: restated from NeutoneW2WBase.
+    knob_metadata: Dict[str, Dict[str, Union[int, float, str, bool, List[str], List[int]]]]
+    text_fields: Dict[str, str]
+    flag_fields: Dict[str, bool]
+    number_fields: Dict[str, float]
+    int_fields: Dict[str, int]
+    text_list_fields: Dict[str, List[str]]
+    int_list_fields: Dict[str, List[int]]
+    technical_links: Dict[str, str]
+    native_rates: List[int]
+    buffer_sizes: List[int]  # empty: any buffer (the SDK's convention)
+    neutone_parameter_names: List[str]
+
+    def __init__(self, core: nn.Module, card: ModelCard, info: NeutoneInfo | None = None, *,
+                 seed: int = 0, date_created: float | None = None) -> None:
+        _check_core_matches_card(core, card)
+        meta = build_metadata(card, KNOBS, info or NeutoneInfo(),
+                              native_sample_rates=[card.sample_rate],
+                              native_buffer_sizes=native_buffer_sizes(card.compression),
+                              pytorch_version=torch.__version__, date_created=date_created)
+        defaults = torch.tensor([k.default_0to1 for k in KNOBS], dtype=torch.float32)
+        super().__init__(meta, defaults, card.delay)
+        self.model = core
+        self.compression = card.compression
+        self.latent_size = card.latent_size
+        self.channels = card.channels
+        self.sample_rate = card.sample_rate
+        self.model_bs = card.compression
+        self.chaos_max_std = CHAOS_MAX_STD
+        self.scale_max = SCALE_MAX
+        self.offset_max_std = OFFSET_MAX_STD
+        self.frame = 0  # latent frames streamed since reset: indexes the chaos noise table
+
+        mean, std = _latent_stats(card)
+        self.register_buffer("latent_mean", mean)
+        self.register_buffer("latent_std", std)
+        generator = torch.Generator().manual_seed(seed)
+        self.register_buffer("noise_table", torch.randn(
+            NOISE_TABLE_FRAMES, card.latent_size, generator=generator))
 
     # -- audio -------------------------------------------------------------------------------
 
@@ -182,28 +327,6 @@ class TildekitW2W(nn.Module):
             z[:, dim] = z[:, dim] * scale + shift
         return z
 
-    # -- WaveformToWaveformBase interface --------------------------------------------------------
-
-    @torch.jit.export
-    def is_input_mono(self) -> bool:
-        return self.channels == 1
-
-    @torch.jit.export
-    def is_output_mono(self) -> bool:
-        return self.channels == 1
-
-    @torch.jit.export
-    def get_native_sample_rates(self) -> List[int]:
-        return [self.sample_rate]
-
-    @torch.jit.export
-    def get_native_buffer_sizes(self) -> List[int]:
-        return list(self.buffer_sizes)
-
-    @torch.jit.export
-    def calc_model_delay_samples(self) -> int:
-        return self.delay
-
     @torch.jit.export
     def set_sample_rate_and_buffer_size(self, sample_rate: int, n_samples: int) -> bool:
         """True when the core can stream at this rate and buffer size (whole latent frames)."""
@@ -217,58 +340,6 @@ class TildekitW2W(nn.Module):
         self.model.reset_state()
         self.frame = 0
         return True
-
-    @torch.jit.export
-    def get_preserved_attributes(self) -> List[str]:
-        return list(self.preserved_attributes)
-
-    @torch.jit.export
-    def get_neutone_parameters_metadata(
-            self) -> Dict[str, Dict[str, Union[int, float, str, bool, List[str], List[int]]]]:
-        return self.knob_metadata
-
-    @torch.jit.export
-    def get_numerical_params_default_values_0to1(self) -> Tensor:
-        return self.default_params
-
-    @torch.jit.export
-    def get_wet_default_value(self) -> float:
-        return self.number_fields["wet_default_value"]
-
-    @torch.jit.export
-    def get_dry_default_value(self) -> float:
-        return self.number_fields["dry_default_value"]
-
-    @torch.jit.export
-    def get_input_gain_default_value(self) -> float:
-        return self.number_fields["input_gain_default_value"]
-
-    @torch.jit.export
-    def get_output_gain_default_value(self) -> float:
-        return self.number_fields["output_gain_default_value"]
-
-    @torch.jit.export
-    def to_metadata(self) -> Dict[str, Any]:
-        out: Dict[str, Any] = {}
-        for key, text in self.text_fields.items():
-            out[key] = text
-        for key, flag in self.flag_fields.items():
-            out[key] = flag
-        for key, number in self.number_fields.items():
-            out[key] = number
-        for key, count in self.int_fields.items():
-            out[key] = count
-        for key, texts in self.text_list_fields.items():
-            out[key] = texts
-        for key, counts in self.int_list_fields.items():
-            out[key] = counts
-        out["technical_links"] = self.technical_links
-        out["neutone_parameters"] = self.knob_metadata
-        return out
-
-    @torch.jit.export
-    def get_metadata_json(self) -> str:
-        return self.metadata_json
 
 
 def _check_core_matches_card(core: nn.Module, card: ModelCard) -> None:
@@ -376,13 +447,18 @@ def check_neutone_file(path: str | Path) -> NeutoneCheck:
         raise TildekitError(f"{path}: the root module's realtime flag is False")
 
     try:
-        return _exercise(model, preserved)
+        check = _exercise(model, preserved)
     except TildekitError:
         raise
     except Exception as exc:  # an exception here is a dropped buffer in the plugin
         lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
         raise TildekitError(f"{path}: the reloaded model fails the host's call sequence: "
                             f"{lines[-1] if lines else type(exc).__name__}") from exc
+    failed = [r for r in neutone_structure_checks(model) if not r.passed]
+    if failed:
+        raise TildekitError(f"{path}: not structured as the SDK's files: "
+                            + "; ".join(f"{r.item}: {r.reason}" for r in failed))
+    return check
 
 
 def _exercise(model: torch.jit.ScriptModule, preserved: list[str]) -> NeutoneCheck:

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from tildekit.export.card_io import is_derived
 from tildekit.export.nn_host import nn_host_delay
 from tildekit.errors import TildekitError
 from tildekit.models.card import AttributeSpec, ModelCard
@@ -114,7 +115,8 @@ class PatchSpec:
     def notes(self, host: str, kind: str) -> list[str]:
         """Comments for a first-time user, in reading order."""
         sr = self.card.sample_rate
-        lines = [f"tildekit model '{self.card.name}': {self.card.channels} channel(s) at {sr} Hz, "
+        what = "nn~ model" if is_derived(self.card) else "tildekit model"
+        lines = [f"{what} '{self.card.name}': {self.card.channels} channel(s) at {sr} Hz, "
                  f"{self.card.latent_size} latent dimensions, model delay {self.card.delay_ms:.1f} ms"]
         dsp = "turn DSP on (Media > DSP On, or Ctrl+/)" if host == "pd" else "turn audio on (click ezdac~ or Options > Audio Status)"
         lines.append(f"1. {dsp}, then play into the input")
@@ -220,8 +222,9 @@ def _routes(osc: OscMap, latents: tuple[LatentControl, ...], attributes: tuple[A
         routes.append(route(osc.latent(lat.index), 1, (lat.bias_name,), f"bias of {lat.label}"))
         routes.append(route(osc.latent_scale(lat.index), 1, (lat.scale_name,), f"gain of {lat.label}"))
     size = len(latents)
-    routes.append(route(osc.bias_all, size, tuple(l.bias_name for l in latents), "all biases"))
-    routes.append(route(osc.scale_all, size, tuple(l.scale_name for l in latents), "all gains"))
+    if size:  # a model with no latent space (forward only) has no latent addresses
+        routes.append(route(osc.bias_all, size, tuple(l.bias_name for l in latents), "all biases"))
+        routes.append(route(osc.scale_all, size, tuple(l.scale_name for l in latents), "all gains"))
     for attr in attributes:
         routes.append(route(osc.attr(attr.name), len(attr.types), (attr.receive,), attr.description))
     routes.append(route(osc.gain, 1, (gain_name,), "output gain"))

@@ -61,7 +61,8 @@ def write_patches(model_path_or_card: str | Path | ModelCard, out_dir: str | Pat
                   model_file: str | Path | None = None) -> list[Path]:
     """Write ``STEM-transfer``, ``STEM-forward`` and ``STEM-osc`` patches for each host.
 
-    ``model_path_or_card`` is an exported ``.ts`` (its card is read from the file) or a
+    ``model_path_or_card`` is an exported ``.ts`` (its card is read from the file, or derived
+    from its nn~ methods when it has none, e.g. a RAVE export) or a
     :class:`ModelCard`; with a card, ``model_file`` is where the model is or will be
     (default ``NAME.ts`` in ``out_dir``). Patches go to ``out_dir`` (default: next to the
     model) and name the model relative to themselves, as nn~ resolves it.
@@ -73,10 +74,10 @@ def write_patches(model_path_or_card: str | Path | ModelCard, out_dir: str | Pat
         if not model.is_absolute():
             model = base / model
     else:
-        from tildekit.export.card_io import read_card
+        from tildekit.export.foreign_nn import model_card
 
         model = Path(model_path_or_card)
-        card = read_card(model)
+        card = model_card(model)  # an nn~ file without a tildekit card: derived from its methods
         if model.suffix.lower() == ".json":  # a bare card: the model sits beside it
             model = Path(model_file) if model_file is not None else model.with_suffix(".ts")
     out = Path(out_dir) if out_dir is not None else model.parent

@@ -207,6 +207,10 @@ def serve(model: str, input_path: str | None, use_device: bool, silence: float |
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
                         stream=sys.stderr)
     runner = open_runner(model, threads=threads)
+    from tildekit.export.card_io import FOREIGN_NOTE, is_derived
+
+    if is_derived(runner.card):
+        click.echo(f"{Path(model).name}: {FOREIGN_NOTE}", err=True)
     with Engine(runner, host, osc_port, allow=list(allow) or None, buffer=buffer, realtime=realtime,
                 verbose=verbose) as engine:
         bound_host, bound_port = engine.osc_address

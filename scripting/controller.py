@@ -159,6 +159,12 @@ def read_model_card(path: str | Path) -> ModelCard:
     if not path.is_file():
         raise TildekitError(f"model file {path} not found: pass the path of an exported model "
                             f"(tildekit export RUN_DIR writes one)")
+    if path.suffix.lower() == ".ts":
+        try:  # an nn~ file without a tildekit card: its card is derived from its methods (torch)
+            from tildekit.export.foreign_nn import model_card
+        except ImportError as exc:
+            raise TildekitError(f"cannot read nn~ TorchScript files in this install ({exc})") from None
+        return model_card(path, measure_delays=False)
     try:
         from tildekit.export.card_io import read_card  # written by the export package; heavy
     except ImportError as exc:

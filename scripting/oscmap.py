@@ -97,7 +97,7 @@ class OscMap:
             AddressDoc(f"{self.prefix}/latent/<0..{size - 1}>/scale", "f", "gain of one latent dimension"),
             AddressDoc(self.bias_all, "f" * size, "biases of all latent dimensions"),
             AddressDoc(self.scale_all, "f" * size, "gains of all latent dimensions"),
-        ]
+        ] if size else []  # a forward-only model has no latent space
         for attr in self.card.attributes:
             types = "".join({"bool": "T/F", "int": "i", "float": "f", "str": "s"}.get(t, "?")
                             for t in attr.types)
@@ -126,6 +126,9 @@ class OscMap:
 
     def _parse_latent(self, address: str, parts: list[str], args: Sequence[Any]) -> Control:
         size = self.card.latent_size
+        if size == 0:
+            raise OscValueError(f"{address}: model {self.card.name!r} has no latent space (forward only): "
+                                f"use its {self.prefix}/attr/... addresses")
         if parts == ["bias"]:
             values = self._floats(address, args, size)
             for v in values:

@@ -106,6 +106,14 @@ class Runner:
 
 
 class TorchScriptRunner(Runner):
+    """An nn~ TorchScript file: tildekit's exports, or any nn~ model (its card derived).
+
+    A foreign model has no ``latent_bias`` / ``latent_scale`` attributes: when it has
+    ``encode`` and ``decode``, the runner plays it as ``decode(encode(x) * scale + bias)`` (the
+    timbre-transfer patch's path) so the latent controls work; its reset reloads the file and
+    sets the attributes again, as nn~'s ``[reload(`` does.
+    """
+
     runtime = "torchscript"
 
     def __init__(self, path: Path, card: ModelCard, threads: int) -> None:
@@ -113,26 +121,49 @@ class TorchScriptRunner(Runner):
 
         super().__init__(path, card)
         torch.set_num_threads(threads)
-        try:
-            self.model = torch.jit.load(str(path), map_location="cpu").eval()
-        except RuntimeError as exc:
-            raise TildekitError(f"{path}: cannot load the TorchScript model ({' '.join(str(exc).split())[:200]}): "
-                                f"re-export it with `tildekit export`") from None
         self._torch = torch
+        self.model = self._load()
+        self._setters: dict[str, Any] = {}
+        self._bind_setters()
+        self._values: dict[str, list[Any]] = {}  # attributes set so far (re-set after a reload)
+        methods = set(card.methods)
+        self.latent_path = ("latent_bias" not in self._setters and {"encode", "decode"} <= methods
+                            and card.latent_size > 0)
+
+    def _load(self) -> Any:
+        try:
+            return self._torch.jit.load(str(self.path), map_location="cpu").eval()
+        except RuntimeError as exc:
+            raise TildekitError(f"{self.path}: cannot load the TorchScript model "
+                                f"({' '.join(str(exc).split())[:200]}): re-export it with `tildekit export`") from None
+
+    def _bind_setters(self) -> None:
         self._setters = {name: getattr(self.model, f"set_{name}") for name in
-                         (a.name for a in card.attributes) if hasattr(self.model, f"set_{name}")}
+                         (a.name for a in self.card.attributes) if hasattr(self.model, f"set_{name}")}
 
     def process(self, x: np.ndarray) -> np.ndarray:
+        audio = self._torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None]
         with self._torch.inference_mode():
-            y = self.model.forward(self._torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None])
+            if self.latent_path:
+                z = self.model.encode(audio)
+                scale = self._torch.from_numpy(self.scale)[None, :, None]
+                bias = self._torch.from_numpy(self.bias)[None, :, None]
+                y = self.model.decode(z * scale + bias)
+            else:
+                y = self.model.forward(audio)
         return y[0].numpy()
 
     def decode(self, latents: np.ndarray) -> np.ndarray:
+        if "decode" not in self.card.methods:
+            raise TildekitError(f"{self.path.name} has no decode method: latent-only generation "
+                                f"needs one (methods: {', '.join(self.card.methods)})")
         with self._torch.inference_mode():
             y = self.model.decode(self._torch.from_numpy(np.ascontiguousarray(latents, dtype=np.float32))[None])
         return y[0].numpy()
 
     def _set(self, name: str, values: list[Any]) -> None:
+        if self.latent_path and name in ("latent_bias", "latent_scale"):
+            return  # applied between encode and decode in process()
         setter = self._setters.get(name)
         if setter is None:
             raise TildekitError(f"{self.path.name} has no setter set_{name} although its card lists it: "
@@ -144,12 +175,20 @@ class TorchScriptRunner(Runner):
             setter(list(values))
         else:
             setter(*values)
+        self._values[name] = list(values)
 
     def reset(self) -> None:
-        if "reset" in self._setters:
+        from tildekit.export.card_io import is_derived
+
+        if "reset" in self._setters and not is_derived(self.card):
             self._set("reset", [True])
-        else:
+        elif self.model._c._has_method("reset_state"):
             self.model.reset_state()
+        else:  # a foreign file: a fresh load is its initial state; keep what was set
+            self.model = self._load()
+            self._bind_setters()
+            for name, values in list(self._values.items()):
+                self._set(name, values)
 
 
 class OnnxRunner(Runner):
@@ -201,6 +240,7 @@ class OnnxRunner(Runner):
 def open_runner(path: str | Path, threads: int = 1) -> Runner:
     """A Runner for an exported ``.ts`` (nn~ TorchScript) or ``.onnx`` model file."""
     from tildekit.export.card_io import read_card
+    from tildekit.export.foreign_nn import model_card
 
     path = Path(path)
     runtime = RUNTIMES.get(path.suffix.lower())
@@ -209,7 +249,7 @@ def open_runner(path: str | Path, threads: int = 1) -> Runner:
                             f"not {path.suffix or 'a file without extension'!r}")
     if threads < 1:
         raise TildekitError(f"--threads must be at least 1, got {threads}")
-    card = read_card(path)
+    card = model_card(path, measure_delays=False) if runtime == "torchscript" else read_card(path)
     if path.name.endswith((".encode.onnx", ".decode.onnx")):
         raise TildekitError(f"{path.name}: pass the full model ({card.name}.onnx), not one of its halves")
     if runtime == "torchscript":

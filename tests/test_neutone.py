@@ -11,7 +11,9 @@ import copy
 import dataclasses
 import json
 import math
+import re
 from pathlib import Path
+from typing import Optional
 
 import pytest
 import torch
@@ -23,8 +25,14 @@ from tildekit.export.neutone import (
     KNOBS, TildekitW2W, W2W_PRESERVED_ATTRIBUTES, check_neutone_file, export_neutone,
     native_buffer_sizes,
 )
+from tildekit.export.card_io import card_extra_files
+from tildekit.export.check import check_file
+from tildekit.export.neutone_contract import (
+    CORE_METADATA_KEYS, CORE_PRESERVED_ATTRIBUTES, ROOT_SIGNATURES, W2W_METADATA_KEYS, W2W_SIGNATURES,
+    method_signature,
+)
 from tildekit.export.neutone_metadata import (
-    NeutoneInfo, NeutoneMetadataError, build_metadata, validate_metadata, with_sounds,
+    METADATA_FILE_NAME, NeutoneInfo, NeutoneMetadataError, build_metadata, validate_metadata, with_sounds,
 )
 from tildekit.export.neutone_queue import (
     ROOT_PRESERVED_ATTRIBUTES, BlockResampler, NeutoneRoot, SampleFifo, buffering_delay_samples,
@@ -304,6 +312,112 @@ def test_host_queries_and_defaults(mono_nm, stereo_nm):
     assert mono_nm.w2w_base.calc_model_delay_samples() == CORE_DELAY
     assert mono_nm.w2w_base.get_numerical_params_default_values_0to1().shape == (4, 1)
     assert set(mono_nm.w2w_base.get_neutone_parameters_metadata()) == {"p1", "p2", "p3", "p4"}
+
+
+# --------------------------------------------------------------------------------------------
+# w2w_base: the SDK's WaveformToWaveformBase structure
+
+
+def test_w2w_base_preserves_the_sdk_names_in_the_sdk_order(mono_nm):
+    w2w = mono_nm.w2w_base
+    assert w2w.get_core_preserved_attributes() == CORE_PRESERVED_ATTRIBUTES
+    assert CORE_PRESERVED_ATTRIBUTES[0] == "model" and "to_core_metadata" in CORE_PRESERVED_ATTRIBUTES
+    full = w2w.get_preserved_attributes()
+    assert full[:len(CORE_PRESERVED_ATTRIBUTES)] == CORE_PRESERVED_ATTRIBUTES
+    for name in ("is_resampling", "set_daw_sample_rate_and_buffer_size", "get_metadata_json"):
+        assert name in full
+    assert isinstance(w2w.model, torch.jit.ScriptModule)
+    assert w2w.realtime is True
+
+
+def test_w2w_base_and_root_have_the_sdk_signatures(mono_nm):
+    for name, want in W2W_SIGNATURES.items():
+        assert method_signature(mono_nm.w2w_base, name) == want, name
+    for name, want in ROOT_SIGNATURES.items():
+        assert method_signature(mono_nm, name) == want, name
+    assert method_signature(mono_nm.w2w_base, "set_daw_sample_rate_and_buffer_size") == \
+        "(int, int, int?=None, int?=None) -> NoneType"
+    assert method_signature(mono_nm, "no_such_method") is None
+
+
+def test_to_core_metadata_is_to_metadata_without_the_realtime_fields(mono_nm):
+    w2w = mono_nm.w2w_base
+    core, full = w2w.to_core_metadata(), w2w.to_metadata()
+    assert set(core) == set(CORE_METADATA_KEYS)
+    assert set(full) - set(core) == set(W2W_METADATA_KEYS)
+    assert all(core[k] == full[k] for k in core)
+    assert core["model_name"] == "tiny" and core["sdk_version"] == "1.5.2"
+    assert full == mono_nm.to_metadata()
+
+
+def test_w2w_base_never_resamples_and_its_daw_setter_only_forwards(mono_nm):
+    w2w = mono_nm.w2w_base
+    mono_nm.set_daw_sample_rate_and_buffer_size(48000, 512)
+    assert w2w.is_resampling() is False and w2w.model_bs == 512
+    # native rate and buffer: forwarded to set_sample_rate_and_buffer_size, which takes them
+    assert w2w.set_daw_sample_rate_and_buffer_size(MODEL_SR, 64) is None
+    assert w2w.model_bs == 64
+    # a rate the model was not trained at, and a buffer of partial frames: refused, not raised
+    assert w2w.set_daw_sample_rate_and_buffer_size(44100, 100, None, None) is None
+    assert w2w.model_bs == 64 and w2w.is_resampling() is False
+    assert w2w.set_sample_rate_and_buffer_size(44100, 64) is False
+    # the SDK's path for that rate is the root's: it resamples and picks a native buffer
+    mono_nm.set_daw_sample_rate_and_buffer_size(44100, 100)
+    assert mono_nm.is_resampling() and w2w.is_resampling() is False
+    assert w2w.model_bs in native_buffer_sizes(COMPRESSION)
+    assert mono_nm.forward(noise(1, 100)).shape == (1, 100)
+    mono_nm.set_daw_sample_rate_and_buffer_size(48000, 512)
+
+
+def test_check_lists_every_structure_item_and_passes(export_dir, mono_nm):
+    results = check_file(export_dir / "mono.nm")
+    items = [r.item for r in results]
+    assert all(r.passed for r in results), [r for r in results if not r.passed]
+    for expected in ("root: every preserved name", "w2w_base: every preserved name",
+                     "get_core_preserved_attributes", "to_core_metadata", "is_resampling False",
+                     "set_daw_sample_rate_and_buffer_size forwards"):
+        assert any(expected in item for item in items), expected
+
+
+class IntSetterW2W(TildekitW2W):
+    """A wrapper whose DAW setter returns an int (the root's signature), not the SDK's None."""
+
+    @torch.jit.export
+    def set_daw_sample_rate_and_buffer_size(self, daw_sr: int, daw_buffer_size: int,
+                                            model_sr: Optional[int] = None,
+                                            model_buffer_size: Optional[int] = None) -> int:
+        self.set_sample_rate_and_buffer_size(daw_sr, daw_buffer_size)
+        return 0
+
+
+class ResamplingW2W(TildekitW2W):
+    @torch.jit.export
+    def is_resampling(self) -> bool:
+        return True
+
+
+def _save_unchecked(w2w: nn.Module, path: Path) -> Path:
+    """Save a wrapper as export_neutone does, without its self-check (a file from elsewhere)."""
+    card = card_for(1)
+    scripted = torch.jit.script(NeutoneRoot(w2w.eval()))
+    meta = with_sounds(w2w.to_metadata())
+    torch.jit.save(scripted, str(path), _extra_files={METADATA_FILE_NAME: json.dumps(meta),
+                                                      **card_extra_files(card)})
+    return path
+
+
+@pytest.mark.parametrize("wrapper, reason", [
+    (IntSetterW2W, r"set_daw_sample_rate_and_buffer_size\(int, int, int\?=None, int\?=None\) -> int"),
+    (ResamplingW2W, "is_resampling"),
+])
+def test_check_names_a_structure_that_differs_from_the_sdk(tmp_path, wrapper, reason):
+    w2w = wrapper(PolyphaseCore(1), card_for(1), date_created=1.7e9)
+    path = _save_unchecked(w2w, tmp_path / "odd.nm")
+    failed = [r for r in check_file(path) if not r.passed]
+    assert failed and any(re.search(reason, f"{r.item}: {r.reason}") for r in failed), failed
+    with pytest.raises(TildekitError, match="not structured as the SDK's files"):
+        export_neutone(wrapper(PolyphaseCore(1), card_for(1)), card_for(1), tmp_path / "refused.nm")
+    assert not (tmp_path / "refused.nm").exists()
 
 
 # --------------------------------------------------------------------------------------------
