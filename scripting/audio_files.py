@@ -69,10 +69,10 @@ class AtomicOutput:
     def __init__(self, path: str | Path, option: str = "--output") -> None:
         self.path = Path(path)
         self.option = option
-        self.format, self.subtype = output_format(self.path, option)
         if self.path.is_dir():
             raise TildekitError(f"{option} {self.path}: is a folder; give a file name such as "
-                                f"{self.path / ('out' + self.path.suffix if self.path.suffix else 'out.wav')}")
+                                f"{self.path / 'out.wav'}")
+        self.format, self.subtype = output_format(self.path, option)
         folder = self.path.parent
         try:
             folder.mkdir(parents=True, exist_ok=True)

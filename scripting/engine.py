@@ -184,12 +184,14 @@ class OscServer:
 
     def __init__(self, osc_map: OscMap, queue: ControlQueue, stats: EngineStats, host: str = DEFAULT_HOST,
                  port: int = 9000, allow: AllowList | Iterable[str] | None = None,
-                 on_tick: Callable[[], None] | None = None) -> None:
+                 on_tick: Callable[[], None] | None = None,
+                 on_packet: Callable[[], None] | None = None) -> None:
         self.map = osc_map
         self.queue = queue
         self.stats = stats
         self.allow = allow if isinstance(allow, AllowList) or allow is None else AllowList.parse(allow)
         self.on_tick = on_tick
+        self.on_packet = on_packet  # called after each datagram is handled (tests wait on it)
         self._problem = RateLimitedLog("OSC ")
         self.sock = open_udp_socket(host, port)
         self.sock.settimeout(POLL_SECONDS)
@@ -223,6 +225,8 @@ class OscServer:
                 except Exception as exc:  # a bug here must not silence the control thread
                     self.stats.malformed += 1
                     self._problem("unexpected error", f"{type(exc).__name__}: {str(exc)[:160]}")
+                if self.on_packet is not None:
+                    self.on_packet()
             if self.on_tick is not None:
                 self.on_tick()
 
@@ -264,14 +268,15 @@ class Engine:
     """Streams a Runner buffer by buffer with live OSC control and a safety stage after the model.
 
     ``on_buffer(index)`` (optional) is called in the audio loop just before buffer ``index``
-    drains the queue: tests and benchmarks use it to know where the stream is.
+    drains the queue, ``on_packet()`` in the OSC thread after each datagram is handled: tests
+    and benchmarks use them to know where the stream and the network are.
     """
 
     def __init__(self, runner: Runner, osc_host: str = DEFAULT_HOST, osc_port: int = 9000,
                  allow: AllowList | Iterable[str] | None = None, buffer: int = DEFAULT_BUFFER,
                  realtime: bool = False, verbose: bool = False, report_every: float = 5.0,
                  name: str | None = None, on_buffer: BufferCallback | None = None, queue_limit: int = 1024,
-                 ceiling_db: float = DEFAULT_CEILING_DB) -> None:
+                 ceiling_db: float = DEFAULT_CEILING_DB, on_packet: Callable[[], None] | None = None) -> None:
         check_buffer(runner.card, buffer)
         self.runner = runner
         self.card = runner.card
@@ -294,7 +299,7 @@ class Engine:
         self._last_report = time.monotonic()
         self._verbose = verbose
         self.server = OscServer(self.map, self.queue, self.stats, osc_host, osc_port, allow,
-                                on_tick=self._maybe_report if verbose else None).start()
+                                on_tick=self._maybe_report if verbose else None, on_packet=on_packet).start()
         self._stop = threading.Event()
         self.started_at = 0.0  # time.monotonic() when the current stream started (buffer 0's slot)
 
@@ -339,7 +344,7 @@ class Engine:
         return out
 
     def _model_failed(self, index: int, exc: Exception) -> np.ndarray:
-        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        reason = model_error_reason(exc)
         error = TildekitError(f"{self.runner.path.name}: the model failed at buffer {index} ({reason}): "
                               f"it does not run here as exported; re-export it with `tildekit export` "
                               f"or check it with `tildekit check`")
@@ -424,7 +429,7 @@ class Engine:
         except TildekitError:
             raise
         except Exception as exc:
-            reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+            reason = model_error_reason(exc)
             raise TildekitError(f"{self.runner.path.name}: the model fails on a silent buffer of "
                                 f"{self.buffer} samples ({reason}): re-export it with `tildekit export` "
                                 f"or check it with `tildekit check`") from None
@@ -523,6 +528,15 @@ class Engine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def model_error_reason(exc: BaseException) -> str:
+    """The line that says what went wrong: TorchScript errors end with it, after their own traceback."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    reason = lines[-1] if lines else type(exc).__name__
+    for prefix in ("builtins.",):
+        reason = reason.removeprefix(prefix)
+    return reason[:200]
 
 
 def import_sounddevice():  # -> module

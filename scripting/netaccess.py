@@ -75,7 +75,8 @@ class AllowList:
 
 
 def _resolve(name: str, option: str) -> list[IPNetwork]:
-    if "/" in name or len(name) > 253:
+    # Something shaped like an address or a network is a mistyped one, not a host name to look up.
+    if "/" in name or ":" in name or len(name) > 253 or not name.strip("0123456789."):
         raise TildekitError(f"{option} {name[:80]}: not an IP address, a network like 192.168.1.0/24 "
                             f"or fd00::/8, or a known host name")
     try:

@@ -63,6 +63,9 @@ class SafetyStage:
     def __init__(self, sample_rate: int, ceiling_db: float = DEFAULT_CEILING_DB) -> None:
         self.ceiling_db = check_ceiling(ceiling_db)
         self.ceiling = 10.0 ** (self.ceiling_db / 20.0)
+        # The bound as float32, rounded down: a float32 sample clipped to it is never above the ceiling.
+        bound = np.float32(self.ceiling)
+        self._bound = bound if float(bound) <= self.ceiling else np.nextafter(bound, np.float32(0))
         self._log_ceiling = math.log(self.ceiling)
         self._release = RELEASE_DB_PER_SECOND / 20.0 * math.log(10.0) / sample_rate  # per sample
         self._deepest_held = -MAX_HELD_REDUCTION_DB / 20.0 * math.log(10.0)
@@ -94,5 +97,5 @@ class SafetyStage:
         if frames:
             self._log_gain = max(float(log_gain[-1]), self._deepest_held)
         limited = (audio * np.exp(log_gain)).astype(np.float32)
-        np.clip(limited, -self.ceiling, self.ceiling, out=limited)  # rounding of exp/log: hard bound
+        np.clip(limited, -self._bound, self._bound, out=limited)  # rounding of exp/log: hard bound
         return limited, Outcome(peak, limited=peak > self.ceiling, reduction_db=float(log_gain.min()) * 20.0 / math.log(10.0))

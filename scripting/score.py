@@ -572,7 +572,7 @@ def compile_score(score: Score, load_model: ModelLoader | None = None) -> list[T
             cache["model"] = (load_model or _load_torchscript)(score.model_path)
         return cache["model"]
 
-    compiled = []
+    # Count first, make messages after: a score past the budget fails before it allocates them.
     budget = MAX_SCORE_VALUES
     for number, event in zip(score.numbers, score.events):
         budget -= _values_of(score, number, event, osc_map)
@@ -580,6 +580,8 @@ def compile_score(score: Score, load_model: ModelLoader | None = None) -> list[T
             raise ScoreError(f"{score.source}: event {number} ({_ACTION_OF[type(event)]} at {_seconds(event.at)}): "
                              f"the score would send more than {MAX_SCORE_VALUES:,} numbers in all: lower "
                              f"rate_hz/update_hz or shorten its ramps, LFOs and interpolations")
+    compiled = []
+    for number, event in zip(score.numbers, score.events):
         messages = _event_messages(event, osc_map, score.rate_hz, model)
         if isinstance(event, RampEvent):
             # Check the two ends first, so a bad value is blamed on 'from' or 'to'.
