@@ -1,25 +1,31 @@
-"""OSC datagrams from the network: a strict framing check, then python-osc's parser.
+"""OSC datagrams from the network, decoded strictly in one pass.
 
-python-osc is lenient (a float cut short reads as 0.0, an unknown type tag is skipped with a
-warning on the root logger and the arguments after it are misread), so a listener checks the
-framing first: 4-byte alignment, a type tag string of types python-osc reads, argument data that
-exactly fills the packet, bundles and arrays nested at most ``MAX_NESTING`` deep. ``decode``
-returns the messages of a datagram (bundles flattened, time tags ignored) or raises
-``MalformedPacket``; it never raises anything else.
+python-osc's parser is lenient (a float cut short reads as 0.0, an unknown type tag is skipped
+with a warning on the root logger and the arguments after it are misread), and a receiver on a
+network must not be. ``decode`` checks the framing while it reads: 4-byte alignment, UTF-8
+address and strings, known type tags, argument data that exactly fills the packet, bundles and
+arrays nested at most ``MAX_NESTING`` deep. It returns the messages of a datagram (bundles
+flattened, time tags ignored: a live engine applies everything at the next buffer) or raises
+``MalformedPacket``; it never raises anything else. Arguments come out as python-osc gives them
+(int, float, str, bytes, bool, None, lists for arrays; ``t`` as the raw 64-bit time tag, ``m``
+as a 4-tuple, ``r`` as an int).
 """
 
 from __future__ import annotations
 
+import struct
 from typing import Any, NamedTuple
-
-from pythonosc.osc_packet import OscPacket
 
 MAX_DATAGRAM = 65536  # the largest UDP payload; a listener reads this much at most
 MAX_NESTING = 8  # bundles in bundles, arrays in arrays
 
-# Argument sizes of the type tags python-osc reads; strings and blobs are sized from the data.
-_FIXED_SIZES = {"i": 4, "f": 4, "r": 4, "m": 4, "h": 8, "d": 8, "t": 8,
-                "T": 0, "F": 0, "N": 0, "[": 0, "]": 0}
+_INT = struct.Struct(">i")
+_INT64 = struct.Struct(">q")
+_UINT32 = struct.Struct(">I")
+_UINT64 = struct.Struct(">Q")
+_FLOAT = struct.Struct(">f")
+_DOUBLE = struct.Struct(">d")
+_CONSTANTS = {"T": True, "F": False, "N": None}
 
 
 class MalformedPacket(ValueError):
@@ -31,101 +37,135 @@ class Message(NamedTuple):
     args: tuple[Any, ...]
 
 
-def _padded_string_end(data: bytes, start: int) -> int:
-    """End of the NUL-terminated, 4-byte padded string at ``start``, or -1."""
+def _string(data: bytes, start: int, what: str) -> tuple[str, int]:
+    """The NUL-terminated, 4-byte padded UTF-8 string at ``start`` and the index after it."""
     nul = data.find(b"\0", start)
-    if nul < 0:
-        return -1
-    end = (nul // 4 + 1) * 4
-    return end if end <= len(data) else -1
+    end = (nul // 4 + 1) * 4 if nul >= 0 else -1
+    if nul < 0 or end > len(data):
+        raise MalformedPacket(f"{what} not terminated")
+    try:
+        return data[start:nul].decode("utf-8"), end
+    except UnicodeDecodeError:
+        raise MalformedPacket(f"{what} is not UTF-8 text") from None
 
 
-def osc_framing_problem(data: bytes, depth: int = 0) -> str | None:
-    """Why ``data`` is not a well-framed OSC packet (None if it is)."""
+def _need(data: bytes, index: int, size: int, tags: str) -> None:
+    if index + size > len(data):
+        raise MalformedPacket(f"arguments ({tags[:40]}) longer than the packet")
+
+
+def _message(data: bytes) -> Message:
+    address, index = _string(data, 0, "address")
+    if index == len(data):
+        return Message(address, ())  # no type tag: an argument-less message (OSC 1.0 allows it)
+    if data[index:index + 1] != b",":
+        raise MalformedPacket("type tag string missing or not starting with ','")
+    tags, index = _string(data, index, "type tag string")
+    tags = tags[1:]
+    args: list[Any] = []
+    stack = [args]
+    for tag in tags:
+        if tag == "f":
+            _need(data, index, 4, tags)
+            value: Any = _FLOAT.unpack_from(data, index)[0]
+            index += 4
+        elif tag == "i":
+            _need(data, index, 4, tags)
+            value = _INT.unpack_from(data, index)[0]
+            index += 4
+        elif tag == "s":
+            if index >= len(data):
+                raise MalformedPacket(f"arguments ({tags[:40]}) longer than the packet")
+            value, index = _string(data, index, "string argument")
+        elif tag == "d":
+            _need(data, index, 8, tags)
+            value = _DOUBLE.unpack_from(data, index)[0]
+            index += 8
+        elif tag == "h":
+            _need(data, index, 8, tags)
+            value = _INT64.unpack_from(data, index)[0]
+            index += 8
+        elif tag == "t":
+            _need(data, index, 8, tags)
+            value = _UINT64.unpack_from(data, index)[0]
+            index += 8
+        elif tag == "r":
+            _need(data, index, 4, tags)
+            value = _UINT32.unpack_from(data, index)[0]
+            index += 4
+        elif tag == "m":
+            _need(data, index, 4, tags)
+            value = tuple(data[index:index + 4])
+            index += 4
+        elif tag == "b":
+            _need(data, index, 4, tags)
+            size = _INT.unpack_from(data, index)[0]
+            if size < 0:
+                raise MalformedPacket("negative blob size")
+            _need(data, index, 4 + (size + 3) // 4 * 4, tags)
+            value = data[index + 4:index + 4 + size]
+            index += 4 + (size + 3) // 4 * 4
+        elif tag in _CONSTANTS:
+            value = _CONSTANTS[tag]
+        elif tag == "[":
+            if len(stack) > MAX_NESTING:
+                raise MalformedPacket("arrays nested too deep")
+            array: list[Any] = []
+            stack[-1].append(array)
+            stack.append(array)
+            continue
+        elif tag == "]":
+            if len(stack) == 1:
+                raise MalformedPacket("']' without its '['")
+            stack.pop()
+            continue
+        else:
+            raise MalformedPacket(f"unknown type tag {tag!r}")
+        stack[-1].append(value)
+    if len(stack) > 1:
+        raise MalformedPacket("'[' without its ']'")
+    if index != len(data):
+        raise MalformedPacket(f"{len(data) - index} bytes after the arguments ({tags[:40]})")
+    return Message(address, tuple(args))
+
+
+def _collect(data: bytes, depth: int, out: list[Message]) -> None:
     if len(data) % 4 or not data:
-        return f"size {len(data)} is not a positive multiple of 4"
+        raise MalformedPacket(f"size {len(data)} is not a positive multiple of 4")
     if data.startswith(b"#bundle\0"):
         if depth >= MAX_NESTING:
-            return "bundles nested too deep"
-        index = 16  # "#bundle\0" + 8-byte time tag
-        if len(data) < index:
-            return "bundle shorter than its header"
+            raise MalformedPacket("bundles nested too deep")
+        if len(data) < 16:  # "#bundle\0" + 8-byte time tag
+            raise MalformedPacket("bundle shorter than its header")
+        index = 16
         while index < len(data):
             if index + 4 > len(data):
-                return "bundle element without its size"
-            size = int.from_bytes(data[index:index + 4], "big", signed=True)
+                raise MalformedPacket("bundle element without its size")
+            size = _INT.unpack_from(data, index)[0]
             index += 4
             if size <= 0 or size % 4 or index + size > len(data):
-                return f"bundle element size {size} does not fit"
-            problem = osc_framing_problem(data[index:index + size], depth + 1)
-            if problem:
-                return problem
+                raise MalformedPacket(f"bundle element size {size} does not fit")
+            _collect(data[index:index + size], depth + 1, out)
             index += size
-        return None
+        return
     if not data.startswith(b"/"):
-        return "neither a message (starts with '/') nor a bundle"
-    index = _padded_string_end(data, 0)
-    if index < 0:
-        return "address not terminated"
-    try:
-        data[:index].rstrip(b"\0").decode("utf-8")
-    except UnicodeDecodeError:
-        return "address is not UTF-8 text"
-    if index == len(data):
-        return None  # no type tag: an argument-less message (OSC 1.0 allows it)
-    tag_end = _padded_string_end(data, index)
-    if tag_end < 0 or data[index:index + 1] != b",":
-        return "type tag string missing or not starting with ','"
-    tags = data[index + 1:data.find(b"\0", index)].decode("ascii", "replace")
-    index = tag_end
-    arrays = 0
-    for tag in tags:
-        if tag == "[":
-            arrays += 1
-            if arrays > MAX_NESTING:
-                return "arrays nested too deep"
-        elif tag == "]":
-            arrays -= 1
-            if arrays < 0:
-                return "']' without its '['"
-        if tag in _FIXED_SIZES:
-            index += _FIXED_SIZES[tag]
-        elif tag == "s":
-            end = _padded_string_end(data, index)
-            if end < 0:
-                return "string argument not terminated"
-            try:
-                data[index:end].rstrip(b"\0").decode("utf-8")
-            except UnicodeDecodeError:
-                return "string argument is not UTF-8 text"
-            index = end
-        elif tag == "b":
-            if index + 4 > len(data):
-                return "blob without its size"
-            size = int.from_bytes(data[index:index + 4], "big", signed=True)
-            if size < 0:
-                return "negative blob size"
-            index += 4 + (size + 3) // 4 * 4
-        else:
-            return f"unknown type tag {tag!r}"
-        if index > len(data):
-            return f"arguments ({tags[:40]}) longer than the packet"
-    if arrays:
-        return "'[' without its ']'"
-    if index != len(data):
-        return f"{len(data) - index} bytes after the arguments ({tags[:40]})"
-    return None
+        raise MalformedPacket("neither a message (starts with '/') nor a bundle")
+    out.append(_message(data))
 
 
 def decode(data: bytes) -> list[Message]:
     """The messages in one datagram, in order, or ``MalformedPacket`` saying why not."""
     if len(data) > MAX_DATAGRAM:
         raise MalformedPacket(f"{len(data)} bytes: larger than a UDP datagram")
-    problem = osc_framing_problem(data)
-    if problem is not None:
-        raise MalformedPacket(problem)
+    messages: list[Message] = []
+    _collect(bytes(data), 0, messages)
+    return messages
+
+
+def osc_framing_problem(data: bytes) -> str | None:
+    """Why ``data`` is not a well-framed OSC packet (None if it is)."""
     try:
-        return [Message(timed.message.address, tuple(timed.message.params))
-                for timed in OscPacket(data).messages]
-    except Exception as exc:  # ParseError, but also struct/index/unicode errors
-        raise MalformedPacket(" ".join(str(exc).split())[:120]) from None
+        decode(data)
+    except MalformedPacket as exc:
+        return str(exc)
+    return None

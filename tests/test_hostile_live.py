@@ -629,7 +629,7 @@ def _control_is_in_range(control) -> bool:
     return control.kind == "reset"
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.one_of(st.sampled_from(ADDRESSES), st.text(max_size=40).map(lambda t: f"{PREFIX}/{t}")),
        st.lists(VALUES, max_size=6))
 def test_property_parse_accepts_only_finite_in_range_values_and_raises_only_its_errors(address, args):
@@ -644,7 +644,7 @@ def test_property_parse_accepts_only_finite_in_range_values_and_raises_only_its_
     assert _control_is_in_range(control), control
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, database=None)
 @given(st.integers(0, 3), st.lists(st.floats(-2e3, 2e3), min_size=4, max_size=4))
 def test_property_whole_vector_attributes_take_the_per_dimension_ranges(index, vector):
     """attr/latent_bias and attr/latent_scale accept exactly what latent/bias and latent/scale accept."""
@@ -658,7 +658,7 @@ def test_property_whole_vector_attributes_take_the_per_dimension_ranges(index, v
         assert outcomes[0] == outcomes[1]
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400, deadline=None, database=None)
 @given(st.binary(max_size=512))
 def test_property_decode_returns_messages_or_malformed_only(data):
     try:
@@ -676,7 +676,7 @@ OSC_ARGS = st.one_of(st.integers(-2 ** 31, 2 ** 31 - 1), st.floats(width=32, all
                      st.booleans(), st.binary(min_size=1, max_size=30))  # python-osc builds no empty blob
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, database=None)
 @given(st.text(alphabet="abcdefghij/_-0123456789", max_size=40), st.lists(OSC_ARGS, max_size=8),
        st.integers(0, 7))
 def test_property_decode_round_trips_what_python_osc_builds(tail, args, depth):
@@ -690,7 +690,7 @@ def test_property_decode_round_trips_what_python_osc_builds(tail, args, depth):
         assert got == sent or (isinstance(sent, float) and got == pytest.approx(sent, rel=1e-6, abs=1e-38))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, database=None)
 @given(st.lists(st.lists(st.floats(width=32), min_size=64, max_size=64), min_size=1, max_size=2),
        st.floats(-40, 0), st.integers(1, 4))
 def test_property_safety_stage_output_is_finite_bounded_and_untouched_when_quiet(rows, ceiling_db, calls):
