@@ -11,6 +11,7 @@ import sys
 import click
 
 from tildekit.errors import TildekitError
+from tildekit.scripting.netaccess import DEFAULT_HOST
 
 COMMANDS: list[click.Command] = []
 
@@ -113,7 +114,7 @@ def send(address: str, args: tuple[str, ...], host: str, port: int, model: str |
 
 
 _osc_host = click.option(
-    "--osc-host", "--host", "osc_host", default="127.0.0.1", show_default=True, metavar="ADDRESS",
+    "--osc-host", "--host", "osc_host", default=DEFAULT_HOST, show_default=True, metavar="ADDRESS",
     help="Interface to listen on: 127.0.0.1 is this machine only; 0.0.0.0 (IPv4) or :: (IPv6 and "
          "IPv4) every interface, or one interface's address. Pair it with --osc-allow.")
 _osc_allow = click.option(
