@@ -81,7 +81,9 @@ COMMANDS.append(preprocess_command)
               help="Override one profile field, e.g. --set model.capacity=32 (repeatable).")
 @click.option("--resume", is_flag=True,
               help="Continue the run in RUN_DIR from its last checkpoint (same steps, optimizer "
-                   "and random state).")
+                   "and random state). --set may then change only what is safe mid-run: "
+                   "train.learning_rate, kl_beta, kl_warmup, feature_matching_weight, "
+                   "checkpoint_every, validate_every, max_steps, num_workers.")
 @click.option("--device", default="auto", show_default=True,
               type=click.Choice(["auto", "cpu", "cuda", "mps"]), help="Where to train.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")

@@ -23,6 +23,9 @@ from typing import Any, Mapping
 import yaml
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
+# The spectral distance hops by a quarter of each FFT size: below 4 there is no hop.
+MIN_STFT_SCALE = 4
+MAX_WORKERS = 256  # data loader processes: beyond this it is a typo
 
 
 class ProfileError(ValueError):
@@ -106,10 +109,20 @@ class TrainConfig:
         def bad(name: str, why: str) -> ProfileError:
             return ProfileError(f"{origin}: train.{name} {why}")
 
+        for name in ["learning_rate", "kl_beta", "feature_matching_weight", "validation_fraction"]:
+            if not math.isfinite(getattr(self, name)):  # NaN slips through every comparison below
+                raise bad(name, f"must be a finite number, got {getattr(self, name)}")
         for name in ["batch_size", "window", "checkpoint_every", "validate_every", "max_steps",
                      "discriminator_scales", "discriminator_capacity"]:
             if getattr(self, name) < 1:
                 raise bad(name, f"must be >= 1, got {getattr(self, name)}")
+        for name in ["adversarial_start", "kl_warmup", "num_workers"]:
+            if getattr(self, name) < 0:
+                raise bad(name, f"must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.seed < 2 ** 32:
+            raise bad("seed", f"must be in [0, 2**32), got {self.seed}")
+        if self.num_workers > MAX_WORKERS:
+            raise bad("num_workers", f"must be <= {MAX_WORKERS}, got {self.num_workers}")
         if not 0.0 <= self.validation_fraction < 1.0:
             raise bad("validation_fraction", f"must be in [0, 1), got {self.validation_fraction}")
         for name in ["multiband_weight", "mel_weight"]:
@@ -117,6 +130,26 @@ class TrainConfig:
                 raise bad(name, f"must be >= 0, got {getattr(self, name)}")
         if self.learning_rate <= 0:
             raise bad("learning_rate", f"must be > 0, got {self.learning_rate}")
+        for name in ["kl_beta", "feature_matching_weight"]:
+            if getattr(self, name) < 0:
+                raise bad(name, f"must be >= 0, got {getattr(self, name)}")
+        if not self.stft_scales or any(s < MIN_STFT_SCALE for s in self.stft_scales):
+            raise bad("stft_scales", f"must be a non-empty list of FFT sizes >= {MIN_STFT_SCALE}, "
+                                     f"got {self.stft_scales}")
+        if len(set(self.stft_scales)) != len(self.stft_scales):
+            raise bad("stft_scales", f"lists a size twice: {self.stft_scales}")
+        if not self.discriminator_periods or any(p < 1 for p in self.discriminator_periods):
+            raise bad("discriminator_periods", f"must be a non-empty list of integers >= 1, "
+                                               f"got {self.discriminator_periods}")
+
+
+# Settings a run may change when it continues (``tildekit train ... --resume --set``): they steer
+# the optimisation from the next step on without breaking the checkpoint or the replayed data
+# order. Everything else (architecture, batch, window, seed, data split, phase boundary, losses'
+# shapes, discriminator) is fixed for a run's whole life.
+RESUMABLE_SETTINGS = ("train.learning_rate", "train.kl_beta", "train.kl_warmup",
+                      "train.feature_matching_weight", "train.checkpoint_every", "train.validate_every",
+                      "train.max_steps", "train.num_workers")
 
 
 @dataclass(frozen=True)
@@ -191,7 +224,12 @@ def _parse_override(text: str) -> tuple[str, str, Any]:
                            "e.g. model.capacity=32 or train.batch_size=4")
     key, raw = text.split("=", 1)
     section, name = key.split(".", 1)
-    return section.strip(), name.strip(), yaml.safe_load(raw)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise ProfileError(f"override {text!r}: the value is not valid YAML (a number, true/false, "
+                           "a word or a list like [2, 3])") from None
+    return section.strip(), name.strip(), value
 
 
 def load_profile(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Profile:

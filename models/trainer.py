@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from tildekit.errors import TildekitError
 from tildekit.models.autoencoder import AutoEncoder, build_model
-from tildekit.models.config import Profile
+from tildekit.models.config import RESUMABLE_SETTINGS, Profile
 from tildekit.models.dataset import AudioDataset, RandomWindows, SequentialWindows
 from tildekit.models.discriminator import (MultiDiscriminator, discriminator_hinge_loss,
                                            feature_matching_loss, generator_hinge_loss,
@@ -120,14 +120,12 @@ def _check_dataset(dataset: AudioDataset, profile: Profile, window: int) -> None
                             "the large scale")
 
 
-def _profile_differences(given: Profile, stored: Profile) -> list[str]:
+def _changed_settings(given: Profile, stored: Profile) -> dict[str, tuple[Any, Any]]:
+    """``{"section.field": (stored value, given value)}`` for every setting that differs."""
     given_d, stored_d = given.to_dict(), stored.to_dict()
-    changes = []
-    for section in ("model", "train"):
-        for key, value in stored_d[section].items():
-            if given_d[section][key] != value:
-                changes.append(f"{section}.{key} (run: {value!r}, given: {given_d[section][key]!r})")
-    return changes
+    return {f"{section}.{key}": (value, given_d[section][key])
+            for section in ("model", "train") for key, value in stored_d[section].items()
+            if given_d[section][key] != value}
 
 
 # --------------------------------------------------------------------------- data order
@@ -531,14 +529,17 @@ def _prepare(run_dir: Path, profile: Profile | None, resume: bool) -> tuple[Prof
         if stored is None:
             raise TildekitError(f"nothing to resume in '{run_dir}' (no {PROFILE_FILE}): start the run "
                                 "without --resume")
-        if profile is not None:
-            changes = _profile_differences(profile, stored)
-            if changes:
-                shown = "; ".join(changes[:4]) + (f"; and {len(changes) - 4} more" if len(changes) > 4 else "")
-                raise TildekitError(f"--resume continues the run with its stored profile, but the given "
-                                    f"one differs in {shown}: drop --profile/--set/"
-                                    "--batch-size, or start a new run dir")
-        return stored, checkpoint
+        if profile is None:
+            return stored, checkpoint
+        changed = _changed_settings(profile, stored)
+        fixed = [name for name in changed if name not in RESUMABLE_SETTINGS]
+        if fixed:
+            shown = "; ".join(f"{name} (run: {changed[name][0]!r}, given: {changed[name][1]!r})"
+                              for name in fixed[:4]) + (f"; and {len(fixed) - 4} more" if len(fixed) > 4 else "")
+            raise TildekitError(f"--resume cannot change {shown}: fixed for the whole run (only "
+                                f"{', '.join(RESUMABLE_SETTINGS)} may change); drop that --profile/--set/"
+                                "--batch-size, or start a new run dir")
+        return profile, checkpoint
     if checkpoint is not None:
         raise TildekitError(f"'{run_dir}' already holds a run (checkpoint {checkpoint.name}): pass "
                             "--resume to continue it, or choose another run dir")
@@ -575,6 +576,8 @@ def _train(dataset_dir: Path, run_dir: Path, profile: Profile | None, steps: int
     if processes.distributed:
         dist.barrier()  # every rank has looked at the run dir before rank 0 writes to it
     checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path is not None else None
+    if checkpoint is not None:
+        _resume_with(checkpoint, profile)
     cfg = profile.train
     trainer = Trainer(dataset_dir, run_dir, profile, checkpoint, processes, device)
     start = trainer.step
@@ -620,7 +623,8 @@ def _train(dataset_dir: Path, run_dir: Path, profile: Profile | None, steps: int
             try:
                 values = trainer.train_step(batch)
             except NonFiniteLoss as exc:
-                raise TildekitError(_non_finite_message(str(exc), trainer.step + 1, run_dir)) from None
+                raise TildekitError(_non_finite_message(str(exc), trainer.step + 1, run_dir, dataset_dir,
+                                                        cfg.learning_rate)) from None
             trainer.step += 1
             done += 1
             training_seconds += time.perf_counter() - began
@@ -661,15 +665,47 @@ def _train(dataset_dir: Path, run_dir: Path, profile: Profile | None, steps: int
     return summary
 
 
-def _non_finite_message(what: str, step: int, run_dir: Path) -> str:
+def _resume_with(checkpoint: dict[str, Any], profile: Profile) -> None:
+    """Carry the settings changed on ``--resume`` into what the checkpoint restores.
+
+    The optimizers restore their learning rate from the checkpoint: a new ``train.learning_rate``
+    replaces it there (the other resumable settings are read from the profile at every step).
+    """
+    for name in ("generator_optimizer", "discriminator_optimizer"):
+        state = checkpoint.get(name)
+        if isinstance(state, dict):
+            for group in state.get("param_groups", []):
+                group["lr"] = profile.train.learning_rate
+
+
+def _non_finite_message(what: str, step: int, run_dir: Path, dataset_dir: Path, learning_rate: float) -> str:
+    """Where the run stopped, what was kept, and a command that goes on with a lower learning rate.
+
+    The loss of step ``s`` is computed with the weights of step ``s - 1``: a checkpoint of that
+    step holds the weights that gave the bad loss, and resuming from it would replay the same
+    batch on the same weights. Then the command starts a new run dir from the run's profile;
+    otherwise it resumes from the (older, good) checkpoint, or from the start if there is none.
+    """
+    import shlex
+
+    lower = float(f"{learning_rate / 10:.3g}")
+    setting = f"train.learning_rate={lower:g}"
     saved = newest_checkpoint(run_dir)
-    if saved is not None:
-        keep = (f"the last good checkpoint (step {int(load_checkpoint(saved)['step'])}) is kept in "
-                f"'{saved.parent}'")
+    saved_step = int(load_checkpoint(saved)["step"]) if saved is not None else None
+    if saved_step is not None and saved_step >= step - 1:
+        fresh = run_dir.with_name(f"{run_dir.name}-lr{lower:g}")
+        command = shlex.join(["tildekit", "train", str(dataset_dir), str(fresh), "--profile",
+                              str(run_dir / PROFILE_FILE), "--set", setting])
+        return (f"training stopped at step {step}: {what}; the newest checkpoint (step {saved_step}, in "
+                f"'{saved.parent}') holds the weights that gave it, so resuming would replay it. Start "
+                f"again with a lower learning rate: `{command}` (or check the dataset)")
+    if saved_step is not None:
+        keep = f"the last good checkpoint (step {saved_step}) is kept in '{saved.parent}'"  # type: ignore[union-attr]
     else:
         keep = "no checkpoint had been written yet"
-    return (f"training stopped at step {step}: {what}; {keep}. Lower train.learning_rate "
-            "(--set train.learning_rate=...) and continue with --resume, or check the dataset")
+    command = shlex.join(["tildekit", "train", str(dataset_dir), str(run_dir), "--resume", "--set", setting])
+    return (f"training stopped at step {step}: {what}; {keep}. Continue with a lower learning rate: "
+            f"`{command}` (or check the dataset)")
 
 
 def _truncate_metrics(run_dir: Path, step: int) -> None:

@@ -11,6 +11,7 @@ import sys
 import click
 
 from tildekit.errors import TildekitError
+from tildekit.scripting.netaccess import DEFAULT_HOST
 
 COMMANDS: list[click.Command] = []
 
@@ -112,16 +113,42 @@ def send(address: str, args: tuple[str, ...], host: str, port: int, model: str |
     click.echo(f"sent {address} {' '.join(str(v) for v in values)}".rstrip() + f" to {host}:{port}")
 
 
+_osc_host = click.option(
+    "--osc-host", "--host", "osc_host", default=DEFAULT_HOST, show_default=True, metavar="ADDRESS",
+    help="Interface to listen on: 127.0.0.1 is this machine only; 0.0.0.0 (IPv4) or :: (IPv6 and "
+         "IPv4) every interface, or one interface's address. Pair it with --osc-allow.")
+_osc_allow = click.option(
+    "--osc-allow", "--allow", "osc_allow", multiple=True, metavar="ADDRESS_OR_NETWORK",
+    help="Accept OSC only from these senders: addresses, networks (192.168.1.0/24, fd00::/8) or "
+         "host names; repeatable or comma-separated. Others are dropped and counted.")
+
+
+def _allow_list(entries: tuple[str, ...]):  # -> AllowList | None
+    from tildekit.scripting.netaccess import AllowList
+
+    return AllowList.parse(entries)
+
+
+def _warn_if_exposed(host: str, allow) -> None:
+    from tildekit.scripting.netaccess import exposure_warning
+
+    warning = exposure_warning(host, allow)
+    if warning:
+        click.echo(f"Warning: {warning}", err=True)
+
+
 @osc.command("monitor")
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Interface to listen on (0.0.0.0 for the whole network).")
+@_osc_host
 @click.option("--port", "-p", type=click.IntRange(0, 65535), default=9000, show_default=True,
               help="UDP port to listen on (0 picks a free one and prints it).")
+@_osc_allow
 @click.option("--count", "-n", type=click.IntRange(min=1), help="Stop after this many messages.")
-@click.option("--seconds", "-s", type=click.FloatRange(min=0, min_open=True), help="Stop after this long.")
+@click.option("--seconds", "-s", type=click.FloatRange(min=0, min_open=True, max=1e7),
+              help="Stop after this long.")
 @click.option("--model", "-m", type=click.Path(dir_okay=False),
               help="Flag messages this exported model would reject.")
-def monitor(host: str, port: int, count: int | None, seconds: float | None, model: str | None) -> None:
+def monitor(osc_host: str, port: int, osc_allow: tuple[str, ...], count: int | None, seconds: float | None,
+            model: str | None) -> None:
     """Print every OSC message that arrives, with its arrival time."""
     from tildekit.scripting.monitor import Monitor
 
@@ -131,20 +158,29 @@ def monitor(host: str, port: int, count: int | None, seconds: float | None, mode
         from tildekit.scripting.oscmap import OscMap
 
         osc_map = OscMap(read_model_card(model))
+    allow = _allow_list(osc_allow)
 
     def show(line: str) -> None:
         click.echo(line)
         sys.stdout.flush()  # a pipe reader (another program, a test) sees each line at once
 
-    with Monitor(host, port, on_message=show, osc_map=osc_map) as server:
+    with Monitor(osc_host, port, on_message=show, osc_map=osc_map, allow=allow) as server:
+        _warn_if_exposed(osc_host, allow)
         bound_host, bound_port = server.address
-        click.echo(f"listening on {bound_host}:{bound_port}", err=True)
+        click.echo(f"listening on {_host_port(bound_host, bound_port)}"
+                   + (f" (accepting {allow})" if allow is not None else ""), err=True)
         sys.stderr.flush()
         try:
             received = server.run(count=count, seconds=seconds)
         except KeyboardInterrupt:
             return
-    click.echo(f"{len(received)} message(s)", err=True)
+        dropped = "".join([f", {server.rejected} packet(s) from senders not allowed" if server.rejected else "",
+                           f", {server.malformed} malformed packet(s)" if server.malformed else ""])
+    click.echo(f"{len(received)} message(s){dropped}", err=True)
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 COMMANDS.append(osc)
@@ -153,41 +189,48 @@ COMMANDS.append(osc)
 # -- headless engine and Raspberry Pi bundle (tildekit serve / tildekit bundle) --------------
 
 @click.command("serve")
-@click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--input", "-i", "input_path", type=click.Path(dir_okay=False),
-              help="Sound file to process (file mode).")
+@click.argument("model", type=click.Path())
+@click.option("--input", "-i", "input_path", type=click.Path(), help="Sound file to process (file mode).")
 @click.option("--device", "use_device", is_flag=True, help="Process the sound card input live.")
-@click.option("--silence", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+@click.option("--silence", type=click.FloatRange(min=0, min_open=True, max=86400), metavar="SECONDS",
               help="No input: generate from the latents set over OSC (with --output: this long; "
                    "without: live on the sound card).")
-@click.option("--output", "-o", "output_path", type=click.Path(dir_okay=False),
-              help="Sound file to write (default: the sound card).")
+@click.option("--output", "-o", "output_path", type=click.Path(),
+              help="Sound file to write: .wav, .flac, .ogg, .aiff, .caf or .w64 (default: the sound card).")
 @click.option("--osc-port", type=click.IntRange(0, 65535), default=9000, show_default=True,
               help="UDP port for OSC control (0 picks a free one and prints it).")
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Interface for OSC (0.0.0.0 accepts the network).")
-@click.option("--allow", multiple=True, metavar="IP", help="Accept OSC only from this sender (repeatable).")
-@click.option("--buffer", type=click.IntRange(min=1), default=2048, show_default=True,
+@_osc_host
+@_osc_allow
+@click.option("--ceiling-db", type=float, default=-1.0, show_default=True, metavar="DBFS",
+              help="Peak ceiling of the output, -40..0 dBFS: the limiter never lets a sample above it.")
+@click.option("--buffer", type=click.IntRange(min=1, max=1 << 20), default=2048, show_default=True,
               help="Samples per buffer (a multiple of the model's compression).")
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--threads", type=click.IntRange(min=1, max=256), default=1, show_default=True,
               help="Compute threads for the model.")
 @click.option("--realtime", is_flag=True, help="In file mode, pace buffers at real time (for live OSC tests).")
 @click.option("--verbose", "-v", is_flag=True, help="Print statistics every few seconds.")
 def serve(model: str, input_path: str | None, use_device: bool, silence: float | None, output_path: str | None,
-          osc_port: int, host: str, allow: tuple[str, ...], buffer: int, threads: int, realtime: bool,
-          verbose: bool) -> None:
+          osc_port: int, osc_host: str, osc_allow: tuple[str, ...], ceiling_db: float, buffer: int, threads: int,
+          realtime: bool, verbose: bool) -> None:
     """Run an exported MODEL (.ts or .onnx) headless, controlled live over OSC.
 
     \b
     tildekit serve model.ts --input in.wav --output out.wav     # file to file
     tildekit serve model.ts --device                            # sound card in and out
     tildekit serve model.onnx --silence 30 --output gen.wav     # latent-only generation
-    tildekit serve model.ts --device --host 0.0.0.0 --allow 192.168.1.20
+    tildekit serve model.ts --device --osc-host 0.0.0.0 --osc-allow 192.168.1.20
+
+    OSC listens on 127.0.0.1 (this machine) unless --osc-host names another address. The output
+    goes through a safety stage: non-finite audio becomes silence (and the model is reset), and
+    peaks are held under --ceiling-db.
     """
+    import contextlib
     import logging
 
+    from tildekit.scripting.audio_files import AtomicOutput, read_input
     from tildekit.scripting.engine import Engine
     from tildekit.scripting.runner import open_runner
+    from tildekit.scripting.safety import check_ceiling
 
     sources = [input_path is not None, use_device, silence is not None]
     if sum(sources) != 1:
@@ -199,27 +242,46 @@ def serve(model: str, input_path: str | None, use_device: bool, silence: float |
     from pathlib import Path
 
     if input_path is not None and not Path(input_path).is_file():
-        raise TildekitError(f"--input {input_path}: no such file")
+        what = "is a folder, not a sound file" if Path(input_path).is_dir() else "no such file"
+        raise TildekitError(f"--input {input_path}: {what}")
+    if not Path(model).is_file():
+        what = "is a folder" if Path(model).is_dir() else "no such file"
+        raise TildekitError(f"model {model}: {what}: pass an exported .ts or .onnx file")
+    check_ceiling(ceiling_db)
+    allow = _allow_list(osc_allow)
     if output_path is None:
         from tildekit.scripting.engine import import_sounddevice
 
         import_sounddevice()  # fail before loading the model when the audio extra is missing
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
                         stream=sys.stderr)
-    runner = open_runner(model, threads=threads)
     from tildekit.export.card_io import FOREIGN_NOTE, is_derived
 
-    if is_derived(runner.card):
-        click.echo(f"{Path(model).name}: {FOREIGN_NOTE}", err=True)
-    with Engine(runner, host, osc_port, allow=list(allow) or None, buffer=buffer, realtime=realtime,
-                verbose=verbose) as engine:
+    # Everything that can be checked is checked before the model computes a single buffer: the
+    # output is reserved (a temporary file in its folder), the model loaded, the input read.
+    with contextlib.ExitStack() as stack:
+        output = stack.enter_context(AtomicOutput(output_path)) if output_path is not None else None
+        runner = open_runner(model, threads=threads)
+        stack.callback(runner.close)
+        if is_derived(runner.card):
+            click.echo(f"{Path(model).name}: {FOREIGN_NOTE}", err=True)
+        audio = read_input(input_path, runner.card.sample_rate, runner.card.channels) \
+            if input_path is not None else None
+        engine = stack.enter_context(Engine(runner, osc_host, osc_port, allow=allow, buffer=buffer,
+                                            realtime=realtime, verbose=verbose, ceiling_db=ceiling_db))
+        _warn_if_exposed(osc_host, allow)
         bound_host, bound_port = engine.osc_address
         click.echo(f"{runner.card.name} ({runner.runtime}, buffer {buffer}, {runner.card.sample_rate} Hz): "
-                   f"OSC on {bound_host}:{bound_port}{engine.map.prefix}/...", err=True)
+                   f"OSC on {_host_port(bound_host, bound_port)}{engine.map.prefix}/..."
+                   + (f" from {allow} only" if allow is not None else ""), err=True)
         sys.stderr.flush()
         try:
-            if output_path is not None:
-                written = engine.run_file(input_path, output_path, seconds=silence)
+            if output is not None:
+                if audio is not None:
+                    result = engine.run_array(audio)
+                else:
+                    result = engine.run_array(None, int(round(float(silence) * runner.card.sample_rate)))
+                written = output.commit(result, runner.card.sample_rate)
                 click.echo(f"wrote {written}", err=True)
             else:
                 engine.run_device(input_device=use_device)

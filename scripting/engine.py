@@ -2,11 +2,14 @@
 
 Two threads, one hand-over:
 
-- the OSC thread reads raw UDP datagrams, parses them with python-osc, validates each message
-  with the model's :class:`OscMap` and puts the resulting Control into a :class:`ControlQueue`;
-  bad packets are counted, logged (rate limited) and dropped, never raised;
+- the OSC thread reads raw UDP datagrams (from allowed senders only, see ``netaccess``),
+  decodes them strictly (``oscwire``), validates each message with the model's :class:`OscMap`
+  and puts the resulting Control into a :class:`ControlQueue`; bad packets are counted, logged
+  (rate limited) and dropped, never raised;
 - the audio loop, at every buffer boundary, drains the queue without waiting, applies the
-  Controls, then computes the buffer. No lock is held while the model computes.
+  Controls, computes the buffer, then passes it through the safety stage (``safety``: silence
+  and a model reset for non-finite output, a peak limiter at the ceiling). No lock is held while
+  the model computes.
 
 The queue coalesces per target (one latent, one attribute, the gain...): a newer value
 replaces a pending older one, so a flood of any size holds at most one pending Control per
@@ -15,15 +18,16 @@ every message in order, because each Control sets (not adds to) its target.
 
 File mode (``run_file``) reads and writes with soundfile and is deterministic: the output
 depends only on the input and on the buffer index at which each Control was applied
-(recorded in ``Engine.applied``).
+(recorded in ``Engine.applied``). A model that fails there stops the run at once with a
+one-line error and no output file; live on a sound card a failing buffer is played as silence
+(and the model reset) until ``MAX_FAILED_BUFFERS`` fail in a row.
 """
 
 from __future__ import annotations
 
 import logging
-import os
+import math
 import socket
-import tempfile
 import threading
 import time
 from collections import OrderedDict, deque
@@ -32,22 +36,30 @@ from pathlib import Path
 from typing import Callable, Hashable, Iterable, Iterator
 
 import numpy as np
-from pythonosc.osc_packet import OscPacket
 
 from tildekit.errors import TildekitError
-from tildekit.scripting.oscmap import Control, OscMap, OscValueError
-from tildekit.scripting.runner import Runner, as_channels, check_buffer
+from tildekit.scripting.audio_files import AtomicOutput, read_input
+from tildekit.scripting.netaccess import DEFAULT_HOST, AllowList, open_udp_socket
+from tildekit.scripting.oscmap import Control, OscMap, UnknownAddressError, OscValueError
+from tildekit.scripting.oscwire import MAX_DATAGRAM, MalformedPacket, decode, osc_framing_problem
+from tildekit.scripting.runner import Runner, check_buffer
+from tildekit.scripting.safety import DEFAULT_CEILING_DB, SafetyStage, to_db
+
+__all__ = ["ControlQueue", "Engine", "EngineStats", "OscServer", "osc_framing_problem", "read_input"]
 
 log = logging.getLogger("tildekit.engine")
 
 DEFAULT_BUFFER = 2048
-MAX_DATAGRAM = 65536
 # The OSC thread wakes this often to notice a stop request and to print stats.
 POLL_SECONDS = 0.1
-# Problems of one kind are logged individually this many times, then only counted.
+# Problems of one kind are logged individually this many times, then summed up at most once per
+# LOG_INTERVAL seconds (a flood of bad packets or a model stuck in NaN must not flood the log).
 LOG_FIRST = 5
+LOG_INTERVAL = 10.0
 # Engine.applied keeps the most recent this many applied Controls (tests and benchmarks read it).
 APPLIED_LOG = 10_000
+# Live, a model failing this many buffers in a row is not coming back: stop with its error.
+MAX_FAILED_BUFFERS = 16
 
 
 @dataclass
@@ -68,15 +80,27 @@ class EngineStats:
     compute_seconds: float = 0.0
     max_compute_seconds: float = 0.0
     queue_high_water: int = 0
+    # the safety stage (audio thread's counters)
+    silenced: int = 0  # buffers of non-finite model output, played as silence (model reset)
+    limited: int = 0  # buffers that went over the ceiling and were held under it
+    max_peak: float = 0.0  # the loudest finite sample the model + gain produced (linear)
+    bad_input: int = 0  # non-finite input samples, replaced by 0 before the model
+    model_errors: int = 0  # buffers whose computation raised (live only; a file run stops)
 
     def summary(self, buffer_seconds: float) -> str:
         worst = self.max_compute_seconds / buffer_seconds if buffer_seconds else 0.0
         mean = self.compute_seconds / max(self.buffers, 1) / buffer_seconds if buffer_seconds else 0.0
+        safety = (f"; safety: {self.silenced} silenced (non-finite output), {self.limited} limited "
+                  f"(loudest {to_db(self.max_peak):+.1f} dBFS)")
+        if self.bad_input:
+            safety += f", {self.bad_input} non-finite input samples zeroed"
+        if self.model_errors:
+            safety += f", {self.model_errors} buffers failed in the model"
         return (f"buffers {self.buffers}, overruns {self.overruns} (compute {mean:.0%} of real time on "
                 f"average, worst {worst:.0%}); OSC: {self.received} received, {self.applied} applied, "
                 f"{self.dropped} superseded, {self.malformed} malformed, {self.unknown_address} unknown "
                 f"address, {self.bad_value} bad value, {self.rejected_sender} from senders not allowed"
-                + (f", {self.refused} refused by the model" if self.refused else ""))
+                + (f", {self.refused} refused by the model" if self.refused else "") + safety)
 
     def as_dict(self) -> dict[str, float]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -129,121 +153,47 @@ class ControlQueue:
         return len(self._pending)
 
 
-class _RateLimitedLog:
-    def __init__(self) -> None:
+class RateLimitedLog:
+    """Warnings by kind: the first ``LOG_FIRST`` each, then one line per ``LOG_INTERVAL`` with the count."""
+
+    def __init__(self, prefix: str = "", clock: Callable[[], float] = time.monotonic) -> None:
+        self.prefix = prefix
+        self.clock = clock
         self.seen: dict[str, int] = {}
+        self._unlogged: dict[str, int] = {}
+        self._last_line: dict[str, float] = {}
 
     def __call__(self, kind: str, message: str) -> None:
         count = self.seen.get(kind, 0) + 1
         self.seen[kind] = count
         if count <= LOG_FIRST:
-            log.warning("OSC %s: %s", kind, message)
-        elif count == LOG_FIRST + 1:
-            log.warning("OSC %s: more of these are counted, not logged", kind)
-
-
-# Argument sizes by OSC type tag; strings and blobs are sized from the data.
-_FIXED_SIZES = {"i": 4, "f": 4, "c": 4, "r": 4, "m": 4, "h": 8, "d": 8, "t": 8,
-                "T": 0, "F": 0, "N": 0, "I": 0, "[": 0, "]": 0}
-
-
-def _padded_string_end(data: bytes, start: int) -> int:
-    """End of the NUL-terminated, 4-byte padded string at ``start``, or -1."""
-    nul = data.find(b"\0", start)
-    if nul < 0:
-        return -1
-    end = (nul // 4 + 1) * 4
-    return end if end <= len(data) else -1
-
-
-def osc_framing_problem(data: bytes, depth: int = 0) -> str | None:
-    """Why ``data`` is not a well-framed OSC packet (None if it is).
-
-    python-osc is lenient (a float cut short reads as 0.0, unknown type tags are skipped
-    with a warning on the root logger), so the engine checks the framing strictly first:
-    4-byte alignment, a type tag string, and argument data that exactly fills the packet.
-    """
-    if len(data) % 4 or not data:
-        return f"size {len(data)} is not a positive multiple of 4"
-    if data.startswith(b"#bundle\0"):
-        if depth > 8:
-            return "bundles nested too deep"
-        index = 16  # "#bundle\0" + 8-byte time tag
-        if len(data) < index:
-            return "bundle shorter than its header"
-        while index < len(data):
-            if index + 4 > len(data):
-                return "bundle element without its size"
-            size = int.from_bytes(data[index:index + 4], "big", signed=True)
-            index += 4
-            if size <= 0 or size % 4 or index + size > len(data):
-                return f"bundle element size {size} does not fit"
-            problem = osc_framing_problem(data[index:index + size], depth + 1)
-            if problem:
-                return problem
-            index += size
-        return None
-    if not data.startswith(b"/"):
-        return "neither a message (starts with '/') nor a bundle"
-    index = _padded_string_end(data, 0)
-    if index < 0:
-        return "address not terminated"
-    if index == len(data):
-        return None  # no type tag: an argument-less message (OSC 1.0 allows it)
-    tag_end = _padded_string_end(data, index)
-    if tag_end < 0 or data[index:index + 1] != b",":
-        return "type tag string missing or not starting with ','"
-    tags = data[index + 1:data.find(b"\0", index)].decode("ascii", "replace")
-    index = tag_end
-    for tag in tags:
-        if tag in _FIXED_SIZES:
-            index += _FIXED_SIZES[tag]
-        elif tag == "s" or tag == "S":
-            index = _padded_string_end(data, index)
-            if index < 0:
-                return "string argument not terminated"
-        elif tag == "b":
-            if index + 4 > len(data):
-                return "blob without its size"
-            size = int.from_bytes(data[index:index + 4], "big", signed=True)
-            if size < 0:
-                return "negative blob size"
-            index += 4 + (size + 3) // 4 * 4
-        else:
-            return f"unknown type tag {tag!r}"
-        if index > len(data):
-            return f"arguments ({tags}) longer than the packet"
-    if index != len(data):
-        return f"{len(data) - index} bytes after the arguments ({tags})"
-    return None
-
-
-def _is_unknown_address(error: OscValueError) -> bool:
-    text = str(error)
-    return "unknown address" in text or "no attribute" in text
+            log.warning("%s%s: %s", self.prefix, kind, message)
+            self._last_line[kind] = self.clock()
+            return
+        self._unlogged[kind] = self._unlogged.get(kind, 0) + 1
+        now = self.clock()
+        if now - self._last_line.get(kind, -math.inf) >= LOG_INTERVAL:
+            log.warning("%s%s: %d more in the last %.0f s (%d in all); latest: %s", self.prefix, kind,
+                        self._unlogged[kind], now - self._last_line[kind], count, message)
+            self._unlogged[kind] = 0
+            self._last_line[kind] = now
 
 
 class OscServer:
     """A UDP thread that turns datagrams into validated Controls in a ControlQueue."""
 
-    def __init__(self, osc_map: OscMap, queue: ControlQueue, stats: EngineStats, host: str = "127.0.0.1",
-                 port: int = 9000, allow: Iterable[str] | None = None,
-                 on_tick: Callable[[], None] | None = None) -> None:
+    def __init__(self, osc_map: OscMap, queue: ControlQueue, stats: EngineStats, host: str = DEFAULT_HOST,
+                 port: int = 9000, allow: AllowList | Iterable[str] | None = None,
+                 on_tick: Callable[[], None] | None = None,
+                 on_packet: Callable[[], None] | None = None) -> None:
         self.map = osc_map
         self.queue = queue
         self.stats = stats
-        self.allow = _resolve_allow(allow)
+        self.allow = allow if isinstance(allow, AllowList) or allow is None else AllowList.parse(allow)
         self.on_tick = on_tick
-        self._problem = _RateLimitedLog()
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.sock = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            self.sock.bind((host, port))
-        except OSError as exc:
-            self.sock.close()
-            hint = "another program (a patch, another engine?) uses it: pick another --osc-port" \
-                if exc.errno == 98 else "check --host"
-            raise TildekitError(f"cannot listen for OSC on {host}:{port}: {exc.strerror or exc} ({hint})") from None
+        self.on_packet = on_packet  # called after each datagram is handled (tests wait on it)
+        self._problem = RateLimitedLog("OSC ")
+        self.sock = open_udp_socket(host, port)
         self.sock.settimeout(POLL_SECONDS)
         self.address: tuple[str, int] = self.sock.getsockname()[:2]
         self._stop = threading.Event()
@@ -271,10 +221,12 @@ class OscServer:
                 continue
             if data is not None:
                 try:
-                    self.handle(data, sender[0])
+                    self.handle(data, str(sender[0]))
                 except Exception as exc:  # a bug here must not silence the control thread
                     self.stats.malformed += 1
-                    self._problem("unexpected error", f"{type(exc).__name__}: {exc}")
+                    self._problem("unexpected error", f"{type(exc).__name__}: {str(exc)[:160]}")
+                if self.on_packet is not None:
+                    self.on_packet()
             if self.on_tick is not None:
                 self.on_tick()
 
@@ -282,63 +234,49 @@ class OscServer:
         """One datagram: count it, parse it, validate every message in it, queue the Controls."""
         stats = self.stats
         stats.packets += 1
-        if self.allow is not None and sender not in self.allow:
+        if self.allow is not None and not self.allow.allows(sender):
             stats.rejected_sender += 1
-            self._problem("sender rejected", f"{sender} is not in --allow")
+            self._problem("sender rejected", f"{sender} is not in --osc-allow ({self.allow})")
             return
-        problem = osc_framing_problem(data)
-        if problem is None:
-            try:
-                messages = [timed.message for timed in OscPacket(data).messages]
-            except Exception as exc:  # ParseError, but also struct/index/unicode errors
-                problem = " ".join(str(exc).split())[:120]
-        if problem is not None:
+        try:
+            messages = decode(data)
+        except MalformedPacket as exc:
             stats.malformed += 1
-            self._problem("malformed packet", f"{len(data)} bytes from {sender}: {problem}")
+            self._problem("malformed packet", f"{len(data)} bytes from {sender}: {exc}")
             return
         for message in messages:
             stats.received += 1
             try:
-                control = self.map.parse(message.address, list(message.params))
+                control = self.map.parse(message.address, message.args)
+            except UnknownAddressError as exc:
+                stats.unknown_address += 1
+                self._problem("unknown address", str(exc))
+                continue
             except OscValueError as exc:
-                if _is_unknown_address(exc):
-                    stats.unknown_address += 1
-                    self._problem("unknown address", str(exc))
-                else:
-                    stats.bad_value += 1
-                    self._problem("bad value", str(exc))
+                stats.bad_value += 1
+                self._problem("bad value", str(exc))
                 continue
             self.queue.put(control)
         stats.dropped = self.queue.dropped
         stats.queue_high_water = self.queue.high_water
 
 
-def _resolve_allow(allow: Iterable[str] | None) -> frozenset[str] | None:
-    if allow is None:
-        return None
-    addresses = set()
-    for name in allow:
-        try:
-            addresses.update(info[4][0] for info in socket.getaddrinfo(name, None, type=socket.SOCK_DGRAM))
-        except socket.gaierror:
-            raise TildekitError(f"--allow {name}: not an IP address or a known host name") from None
-    return frozenset(addresses)
-
-
 BufferCallback = Callable[[int], None]
 
 
 class Engine:
-    """Streams a Runner buffer by buffer with live OSC control.
+    """Streams a Runner buffer by buffer with live OSC control and a safety stage after the model.
 
     ``on_buffer(index)`` (optional) is called in the audio loop just before buffer ``index``
-    drains the queue: tests and benchmarks use it to know where the stream is.
+    drains the queue, ``on_packet()`` in the OSC thread after each datagram is handled: tests
+    and benchmarks use them to know where the stream and the network are.
     """
 
-    def __init__(self, runner: Runner, osc_host: str = "127.0.0.1", osc_port: int = 9000,
-                 allow: Iterable[str] | None = None, buffer: int = DEFAULT_BUFFER, realtime: bool = False,
-                 verbose: bool = False, report_every: float = 5.0, name: str | None = None,
-                 on_buffer: BufferCallback | None = None, queue_limit: int = 1024) -> None:
+    def __init__(self, runner: Runner, osc_host: str = DEFAULT_HOST, osc_port: int = 9000,
+                 allow: AllowList | Iterable[str] | None = None, buffer: int = DEFAULT_BUFFER,
+                 realtime: bool = False, verbose: bool = False, report_every: float = 5.0,
+                 name: str | None = None, on_buffer: BufferCallback | None = None, queue_limit: int = 1024,
+                 ceiling_db: float = DEFAULT_CEILING_DB, on_packet: Callable[[], None] | None = None) -> None:
         check_buffer(runner.card, buffer)
         self.runner = runner
         self.card = runner.card
@@ -350,13 +288,18 @@ class Engine:
         self.on_buffer = on_buffer
         self.stats = EngineStats()
         self.queue = ControlQueue(queue_limit)
+        self.safety = SafetyStage(self.card.sample_rate, ceiling_db)
+        self._trouble = RateLimitedLog()
+        # Live (sound card) runs play a failing buffer as silence; file runs stop at once.
+        self.tolerate_model_errors = False
+        self._failed_in_a_row = 0
         # (buffer index, control), in order; bounded so that a service running for days keeps its memory
         self.applied: deque[tuple[int, Control]] = deque(maxlen=APPLIED_LOG)
         self._report_every = report_every
         self._last_report = time.monotonic()
         self._verbose = verbose
         self.server = OscServer(self.map, self.queue, self.stats, osc_host, osc_port, allow,
-                                on_tick=self._maybe_report if verbose else None).start()
+                                on_tick=self._maybe_report if verbose else None, on_packet=on_packet).start()
         self._stop = threading.Event()
         self.started_at = 0.0  # time.monotonic() when the current stream started (buffer 0's slot)
 
@@ -374,21 +317,81 @@ class Engine:
                     self.runner.apply(control)
                 except Exception as exc:  # a model that refuses a value must not stop the show
                     self.stats.refused += 1
-                    log.warning("model refused %s %s: %s", control.kind, control.name or control.index,
-                                " ".join(str(exc).split())[:160])
+                    self._trouble("model refused a control", f"{control.kind} {control.name or control.index}: "
+                                  f"{' '.join(str(exc).split())[:160]}")
                     continue
             self.applied.append((index, control))
             self.stats.applied += 1
 
+    def _compute(self, index: int, block: np.ndarray | None) -> np.ndarray:
+        """The model's output for one buffer, as (channels, buffer) float32, or a model failure."""
+        if block is not None and not np.isfinite(block).all():
+            bad = ~np.isfinite(block)
+            self.stats.bad_input += int(bad.sum())
+            block = np.where(bad, np.float32(0.0), block)
+            self._trouble("non-finite input", f"buffer {index}: NaN/inf input samples replaced by 0")
+        try:
+            out = self.runner.generate(self.buffer) if block is None else self.runner.process(block)
+            out = np.asarray(out, dtype=np.float32)
+            expected = (self.card.channels, self.buffer)
+            if out.shape != expected:
+                raise ValueError(f"returned shape {tuple(out.shape)}, expected {expected}")
+        except TildekitError:
+            raise
+        except Exception as exc:
+            return self._model_failed(index, exc)
+        self._failed_in_a_row = 0
+        return out
+
+    def _model_failed(self, index: int, exc: Exception) -> np.ndarray:
+        reason = model_error_reason(exc)
+        error = TildekitError(f"{self.runner.path.name}: the model failed at buffer {index} ({reason}): "
+                              f"it does not run here as exported; re-export it with `tildekit export` "
+                              f"or check it with `tildekit check`")
+        if not self.tolerate_model_errors:
+            raise error
+        self.stats.model_errors += 1
+        self._failed_in_a_row += 1
+        if self._failed_in_a_row >= MAX_FAILED_BUFFERS:
+            raise error
+        self._trouble("model error", f"buffer {index}: {reason}: played as silence, model reset")
+        self._reset_model()
+        return np.zeros((self.card.channels, self.buffer), dtype=np.float32)
+
+    def _reset_model(self) -> None:
+        try:
+            self.runner.reset()
+        except Exception as exc:  # the reset of a broken model may fail too: keep the silence
+            self._trouble("model reset failed", " ".join(str(exc).split())[:160])
+
+    def _make_safe(self, index: int, out: np.ndarray) -> np.ndarray:
+        """The safety stage: silence for non-finite output (and a model reset), then the limiter."""
+        safe, outcome = self.safety.process(out)
+        stats = self.stats
+        if outcome.silenced:
+            stats.silenced += 1
+            self._trouble("non-finite output", f"buffer {index} held {outcome.peak}: played as silence, "
+                          f"model state reset")
+            self._reset_model()
+            return safe
+        if outcome.peak > stats.max_peak:
+            stats.max_peak = outcome.peak
+        if outcome.limited:
+            stats.limited += 1
+            self._trouble("limiter", f"buffer {index} peaked at {to_db(outcome.peak):+.1f} dBFS: held under "
+                          f"{self.safety.ceiling_db:+.1f} dBFS ({outcome.reduction_db:.1f} dB)")
+        return safe
+
     def step(self, index: int, block: np.ndarray | None) -> np.ndarray:
-        """One buffer boundary: apply what arrived, then compute (``None`` = latent generation)."""
+        """One buffer boundary: apply what arrived, compute (``None`` = latent generation), make safe."""
         if self.on_buffer is not None:
             self.on_buffer(index)
         self._apply_pending(index)
         started = time.perf_counter()
-        out = self.runner.generate(self.buffer) if block is None else self.runner.process(block)
+        out = self._compute(index, block)
         if self.gain != 1.0:
             out = out * np.float32(self.gain)
+        out = self._make_safe(index, out)
         spent = time.perf_counter() - started
         stats = self.stats
         stats.buffers += 1
@@ -418,10 +421,24 @@ class Engine:
         """Ask the loop to finish after the current buffer (thread safe; Ctrl-C in device mode)."""
         self._stop.set()
 
+    def warm_up(self, generate: bool) -> None:
+        """The runner's warm-up (silent buffers, then a reset): a model that cannot even run on
+        silence is reported here, before any input is processed."""
+        try:
+            self.runner.warm_up(self.buffer, generate=generate)
+        except TildekitError:
+            raise
+        except Exception as exc:
+            reason = model_error_reason(exc)
+            raise TildekitError(f"{self.runner.path.name}: the model fails on a silent buffer of "
+                                f"{self.buffer} samples ({reason}): re-export it with `tildekit export` "
+                                f"or check it with `tildekit check`") from None
+        self.safety.reset()
+
     def run_array(self, audio: np.ndarray | None, frames: int | None = None) -> np.ndarray:
         """(channels, N) in -> (channels, N) out; ``audio=None`` generates ``frames`` samples."""
         total = audio.shape[1] if audio is not None else int(frames or 0)
-        self.runner.warm_up(self.buffer, generate=audio is None)
+        self.warm_up(generate=audio is None)
         outputs = list(self.stream(self._blocks(audio, total)))
         if not outputs:
             return np.zeros((self.card.channels, 0), dtype=np.float32)
@@ -438,19 +455,22 @@ class Engine:
             yield block
 
     # -- file and device front ends ----------------------------------------------------
-    def run_file(self, in_path: str | Path | None, out_path: str | Path, seconds: float | None = None) -> Path:
-        """Input file (or ``seconds`` of latent generation) -> output file, written atomically."""
-        import soundfile as sf
+    def run_file(self, in_path: str | Path | None, out: str | Path | AtomicOutput,
+                 seconds: float | None = None) -> Path:
+        """Input file (or ``seconds`` of latent generation) -> output file, written atomically.
 
+        ``out`` may be an ``AtomicOutput`` made (and so checked) before the model was loaded.
+        """
         rate = self.card.sample_rate
-        if in_path is not None:
-            audio = read_input(in_path, rate, self.card.channels)
-            out = self.run_array(audio)
-        else:
-            if seconds is None or seconds <= 0:
-                raise TildekitError("latent-only generation needs a duration: pass --silence SECONDS")
-            out = self.run_array(None, int(round(seconds * rate)))
-        return write_atomic(out_path, out, rate, sf)
+        with (out if isinstance(out, AtomicOutput) else AtomicOutput(out)) as target:
+            if in_path is not None:
+                audio = read_input(in_path, rate, self.card.channels)
+                result = self.run_array(audio)
+            else:
+                if seconds is None or not math.isfinite(seconds) or seconds <= 0:
+                    raise TildekitError("latent-only generation needs a duration: pass --silence SECONDS")
+                result = self.run_array(None, int(round(seconds * rate)))
+            return target.commit(result, rate)
 
     def run_device(self, input_device: bool = True, device: str | int | None = None) -> None:
         """Sound card in/out until ``stop()`` or Ctrl-C (blocking read -> compute -> write)."""
@@ -475,7 +495,8 @@ class Engine:
                     self.stats.overruns += 1
                 yield np.ascontiguousarray(data.T)
 
-        self.runner.warm_up(self.buffer, generate=not input_device)
+        self.warm_up(generate=not input_device)
+        self.tolerate_model_errors = True
         with stream:
             try:
                 for out in self.stream(blocks()):
@@ -483,6 +504,8 @@ class Engine:
                         self.stats.overruns += 1
             except KeyboardInterrupt:
                 pass
+            finally:
+                self.tolerate_model_errors = False
 
     # -- reporting and lifetime ---------------------------------------------------------
     def _maybe_report(self) -> None:
@@ -507,38 +530,13 @@ class Engine:
         self.close()
 
 
-def read_input(path: str | Path, rate: int, channels: int) -> np.ndarray:
-    """An audio file as (channels, frames) float32 at the model's rate, or a clear error."""
-    import soundfile as sf
-
-    path = Path(path)
-    if not path.is_file():
-        raise TildekitError(f"--input {path}: no such file")
-    try:
-        audio, file_rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (RuntimeError, sf.LibsndfileError) as exc:
-        raise TildekitError(f"--input {path}: not a readable sound file ({exc})") from None
-    if file_rate != rate:
-        raise TildekitError(f"--input {path}: sample rate {file_rate} Hz, the model runs at {rate} Hz: "
-                            f"resample it first (e.g. sox in.wav -r {rate} out.wav)")
-    return as_channels(audio, channels, f"--input {path}")
-
-
-def write_atomic(path: str | Path, audio: np.ndarray, rate: int, sf: object) -> Path:
-    """(channels, N) -> a float WAV/FLAC... at ``path``, via a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".wav", dir=path.parent)
-    os.close(fd)
-    try:
-        subtype = "FLOAT" if path.suffix.lower() in (".wav", "") else None
-        sf.write(tmp, np.ascontiguousarray(audio.T), rate, subtype=subtype,  # type: ignore[attr-defined]
-                 format="WAV" if path.suffix == "" else None)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+def model_error_reason(exc: BaseException) -> str:
+    """The line that says what went wrong: TorchScript errors end with it, after their own traceback."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    reason = lines[-1] if lines else type(exc).__name__
+    for prefix in ("builtins.",):
+        reason = reason.removeprefix(prefix)
+    return reason[:200]
 
 
 def import_sounddevice():  # -> module

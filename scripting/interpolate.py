@@ -20,12 +20,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tildekit.errors import TildekitError
-from tildekit.scripting.schedule import PlayReport, Scheduler, TimedMessage, update_times
+from tildekit.scripting.schedule import MAX_RATE_HZ, PlayReport, Scheduler, TimedMessage, update_times
 
 if TYPE_CHECKING:
     from tildekit.scripting.controller import Controller
 
 INTERPOLATION_CURVES = ("linear", "equal-power", "smoothstep")
+# Rendered audio is held in memory: this many seconds at most (about 110 MB of float32 at 48 kHz).
+MAX_RENDER_SECONDS = 600.0
 
 
 def crossfade_weights(progress: np.ndarray, curve: str = "linear") -> tuple[np.ndarray, np.ndarray]:
@@ -61,13 +63,17 @@ def interpolate_latents(za: Any, zb: Any, frames: int | None = None, curve: str 
     ``frames`` defaults to the longer trajectory's length.
     """
     a, b = _as_trajectory(za, "A"), _as_trajectory(zb, "B")
+    frames = max(a.shape[1], b.shape[1]) if frames is None else int(frames)
+    return _latents_at(a, b, np.arange(max(frames, 0)), frames, curve)
+
+
+def _latents_at(a: np.ndarray, b: np.ndarray, steps: np.ndarray, frames: int, curve: str) -> np.ndarray:
+    """Frames ``steps`` (``(L, len(steps))``) of the ``frames``-long interpolation from ``a`` to ``b``."""
     if a.shape[0] != b.shape[0]:
         raise TildekitError(f"latent sizes differ: A has {a.shape[0]} dimensions, B has {b.shape[0]}")
-    frames = max(a.shape[1], b.shape[1]) if frames is None else int(frames)
     if frames < 1:
         raise TildekitError(f"an interpolation needs at least 1 frame, got {frames}")
-    steps = np.arange(frames)
-    progress = steps / (frames - 1) if frames > 1 else np.ones(1)
+    progress = steps / (frames - 1) if frames > 1 else np.ones(len(steps))
     wa, wb = crossfade_weights(progress, curve)
     return a[:, steps % a.shape[1]] * wa + b[:, steps % b.shape[1]] * wb
 
@@ -132,8 +138,9 @@ def render_interpolation(model: Any, audio_a: Any, audio_b: Any, seconds: float,
     if not rate:
         raise TildekitError("render_interpolation: this model does not state its sample rate; "
                             "pass sample_rate=...")
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise TildekitError(f"interpolation length must be a positive number of seconds, got {seconds!r}")
+    if not (math.isfinite(seconds) and 0 < seconds <= MAX_RENDER_SECONDS):
+        raise TildekitError(f"interpolation length must be a positive number of seconds, at most "
+                            f"{MAX_RENDER_SECONDS:g}, got {seconds!r}")
     samples = round(seconds * rate)
     za, zb = encode_audio(model, audio_a), encode_audio(model, audio_b)
     # Samples per latent frame, measured on the model itself (padded input: exact).
@@ -156,14 +163,17 @@ def interpolation_messages(address: str, za: Any, zb: Any, seconds: float, rate_
     """
     if not (math.isfinite(seconds) and seconds > 0):
         raise TildekitError(f"interpolation length must be a positive number of seconds, got {seconds!r}")
-    times = update_times(seconds, rate_hz)
+    if not (math.isfinite(frame_rate) and frame_rate > 0):
+        raise TildekitError(f"latent frame rate must be a positive number, got {frame_rate!r}")
+    times = update_times(seconds, rate_hz)  # bounded: MAX_UPDATES
     frames = math.floor(seconds * frame_rate + 1e-9) + 1
-    path = interpolate_latents(za, zb, frames, curve)
     # Each send shows the latent frame playing at that time; the last send is the last frame.
-    index = np.minimum(np.round(times * frame_rate).astype(int), frames - 1)
+    index = np.minimum(np.round(times * frame_rate).astype(np.int64), frames - 1)
     index[-1] = frames - 1
+    # Only the frames that are sent are computed: a long, slow interpolation stays small.
+    path = _latents_at(_as_trajectory(za, "A"), _as_trajectory(zb, "B"), index, frames, curve)
     return [TimedMessage(offset + float(t), address, tuple(float(v) for v in path[:, i]))
-            for t, i in zip(times, index)]
+            for i, t in enumerate(times)]
 
 
 def send_interpolation(controller: "Controller", za: Any, zb: Any, seconds: float,
@@ -171,10 +181,11 @@ def send_interpolation(controller: "Controller", za: Any, zb: Any, seconds: floa
                        scheduler: Scheduler | None = None) -> PlayReport:
     """Send the interpolation live as ``/latent/bias`` messages, ``rate`` per second.
 
-    ``rate`` defaults to the model's latent frame rate (sample_rate / compression).
+    ``rate`` defaults to the model's latent frame rate (sample_rate / compression), at most
+    ``MAX_RATE_HZ``.
     """
     card = controller.card
     frame_rate = card.sample_rate / card.compression
-    messages = interpolation_messages(controller.map.bias_all, za, zb, seconds, rate or frame_rate,
-                                      frame_rate, curve)
+    messages = interpolation_messages(controller.map.bias_all, za, zb, seconds,
+                                      rate or min(frame_rate, MAX_RATE_HZ), frame_rate, curve)
     return controller.play(messages, scheduler)

@@ -1,18 +1,30 @@
 """Print the OSC messages that arrive on a UDP port: what a patch or the engine would receive.
 
-Bound to 127.0.0.1 by default (pass host="0.0.0.0" to listen on the network). Stops by
-itself after ``count`` messages or ``seconds``, or runs until Ctrl-C.
+Bound to 127.0.0.1 by default; ``host`` and ``allow`` follow the engine's network rules
+(``netaccess``), and datagrams are decoded as strictly as the engine does (``oscwire``), so the
+monitor shows what the engine would accept. Stops by itself after ``count`` messages or
+``seconds``, or runs until Ctrl-C.
 """
 
 from __future__ import annotations
 
 import datetime
+import reprlib
+import socket
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
-from tildekit.errors import TildekitError
+from tildekit.scripting.netaccess import DEFAULT_HOST, AllowList, open_udp_socket
 from tildekit.scripting.oscmap import OscMap, OscValueError
+from tildekit.scripting.oscwire import MAX_DATAGRAM, MalformedPacket, decode
+
+# How often a waiting monitor wakes up, so that Ctrl-C is prompt.
+POLL_SECONDS = 0.5
+
+_short = reprlib.Repr()
+_short.maxstring = 80
+_short.maxother = 80
 
 
 @dataclass(frozen=True)
@@ -23,45 +35,58 @@ class Received:
     args: tuple[Any, ...]
 
 
+def _stamp(wall_time: float) -> str:
+    return datetime.datetime.fromtimestamp(wall_time).strftime("%H:%M:%S.%f")[:-3]
+
+
 def format_received(message: Received, problem: str | None = None) -> str:
-    stamp = datetime.datetime.fromtimestamp(message.wall_time).strftime("%H:%M:%S.%f")[:-3]
-    args = " ".join(repr(a) if isinstance(a, str) else str(a) for a in message.args)
-    line = f"{stamp}  {message.address} {args}".rstrip()
+    args = " ".join(_short.repr(a) if not isinstance(a, (int, float)) or isinstance(a, bool) else str(a)
+                    for a in message.args)
+    line = f"{_stamp(message.wall_time)}  {_short.repr(message.address)[1:-1]} {args}".rstrip()
     return f"{line}   <- INVALID: {problem}" if problem else line
 
 
 class Monitor:
-    """A python-osc UDP server that records every message and hands it to ``on_message``.
+    """A UDP listener that records every message and hands a printable line to ``on_message``.
 
-    ``osc_map`` (optional) flags messages that the model would reject.
+    ``osc_map`` (optional) flags messages that the model would reject. Datagrams from senders
+    outside ``allow`` are counted in ``rejected``, undecodable ones in ``malformed``.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 9000,
-                 on_message: Callable[[str], None] | None = print, osc_map: OscMap | None = None) -> None:
-        from pythonosc.dispatcher import Dispatcher
-        from pythonosc.osc_server import BlockingOSCUDPServer
-
-        dispatcher = Dispatcher()
-        dispatcher.set_default_handler(self._handle, needs_reply_address=True)
-        try:
-            self._server = BlockingOSCUDPServer((host, port), dispatcher)
-        except OSError as exc:
-            raise TildekitError(f"cannot listen on {host}:{port} ({exc.strerror or exc}): "
-                                f"is another program using that port? try --port") from None
+    def __init__(self, host: str = DEFAULT_HOST, port: int = 9000,
+                 on_message: Callable[[str], None] | None = print, osc_map: OscMap | None = None,
+                 allow: AllowList | Iterable[str] | None = None) -> None:
+        self.allow = allow if isinstance(allow, AllowList) or allow is None else AllowList.parse(allow)
+        self._sock = open_udp_socket(host, port, option="--osc-host", port_option="--port")
         self.on_message = on_message
         self.osc_map = osc_map
         self.received: list[Received] = []
+        self.rejected = 0
+        self.malformed = 0
 
     @property
     def address(self) -> tuple[str, int]:
         """The bound (host, port): useful when created with port 0."""
-        host, port = self._server.server_address[:2]
+        host, port = self._sock.getsockname()[:2]
         return str(host), int(port)
 
-    def _handle(self, source: tuple[str, int], address: str, *args: Any) -> None:
-        message = Received(time.time(), source, address, tuple(args))
-        self.received.append(message)
-        if self.on_message is not None:
+    def _handle(self, data: bytes, source: tuple[str, int]) -> None:
+        now = time.time()
+        if self.allow is not None and not self.allow.allows(source[0]):
+            self.rejected += 1
+            return
+        try:
+            messages = decode(data)
+        except MalformedPacket as exc:
+            self.malformed += 1
+            if self.on_message is not None:
+                self.on_message(f"{_stamp(now)}  ({len(data)} bytes from {source[0]}: not OSC: {exc})")
+            return
+        for address, args in messages:
+            message = Received(now, source, address, tuple(args))
+            self.received.append(message)
+            if self.on_message is None:
+                continue
             problem = None
             if self.osc_map is not None:
                 try:
@@ -76,17 +101,21 @@ class Monitor:
         start = len(self.received)
         while count is None or len(self.received) - start < count:
             if deadline is None:
-                self._server.timeout = 0.5  # wakes up now and then, so Ctrl-C is prompt
+                self._sock.settimeout(POLL_SECONDS)
             else:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                self._server.timeout = remaining
-            self._server.handle_request()
+                self._sock.settimeout(min(remaining, POLL_SECONDS))
+            try:
+                data, source = self._sock.recvfrom(MAX_DATAGRAM)
+            except socket.timeout:
+                continue
+            self._handle(data, (str(source[0]), int(source[1])))
         return self.received[start:]
 
     def close(self) -> None:
-        self._server.server_close()
+        self._sock.close()
 
     def __enter__(self) -> "Monitor":
         return self

@@ -24,6 +24,13 @@ from tildekit.errors import TildekitError
 SPIN_SECONDS = 0.0015
 DEFAULT_RATE_HZ = 50.0
 
+# Resource bounds of shapes and scores: a typo (over: 1e9, update_hz: 1e9) is an error naming the
+# limit, never a MemoryError. One home for them; scores check their fields against the same values.
+MAX_RATE_HZ = 1000.0  # updates per second of a ramp, LFO or interpolation (OSC is not audio)
+MAX_LFO_HZ = 100.0  # LFO frequency
+MAX_SECONDS = 86_400.0  # a score, and any shape in it, ends within a day
+MAX_UPDATES = 1_000_000  # updates of one shape (duration x rate), cycles of one LFO
+
 
 class TimedMessage(NamedTuple):
     time: float  # seconds from the start of the performance
@@ -73,18 +80,33 @@ def curve_function(name: str) -> Callable[[np.ndarray], np.ndarray]:
         raise TildekitError(f"unknown curve {name!r} (choose from {', '.join(CURVES)})") from None
 
 
-def _check_positive(what: str, value: float) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        raise TildekitError(f"{what} must be a positive number of seconds/Hz, got {value!r}")
+def _check_positive(what: str, value: float, maximum: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not 0 < value <= maximum:
+        raise TildekitError(f"{what} must be a number in (0, {maximum:g}], got {value!r}")
+
+
+def update_count(duration: float, rate_hz: float) -> int:
+    """How many updates ``update_times`` makes (checked against ``MAX_UPDATES`` before any is made)."""
+    _check_positive("update rate (Hz)", rate_hz, MAX_RATE_HZ)
+    if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not math.isfinite(duration) \
+            or duration > MAX_SECONDS:
+        raise TildekitError(f"a shape lasts at most {MAX_SECONDS:g} s, got {duration!r}")
+    if duration <= 0:
+        return 1
+    steps = max(1, math.ceil(duration * rate_hz - 1e-9))
+    if steps + 1 > MAX_UPDATES:
+        raise TildekitError(f"{duration:g} s at {rate_hz:g} Hz is {steps + 1:,} updates, more than "
+                            f"{MAX_UPDATES:,}: lower the update rate or shorten it")
+    return steps + 1
 
 
 def update_times(duration: float, rate_hz: float) -> np.ndarray:
     """Update instants 0..duration (both included) at about ``rate_hz``, evenly spaced."""
-    _check_positive("rate", rate_hz)
-    if duration <= 0:
+    count = update_count(duration, rate_hz)
+    if count == 1:
         return np.zeros(1)
-    steps = max(1, math.ceil(duration * rate_hz - 1e-9))
-    return np.linspace(0.0, duration, steps + 1)
+    return np.linspace(0.0, duration, count)
 
 
 # -- shapes ----------------------------------------------------------------------------
@@ -115,8 +137,14 @@ def lfo_values(shape: str, rate_hz: float, duration: float, depth: float = 1.0, 
     """
     if shape not in LFO_SHAPES:
         raise TildekitError(f"unknown LFO shape {shape!r} (choose from {', '.join(LFO_SHAPES)})")
-    _check_positive("LFO rate_hz", rate_hz)
-    times = update_times(duration, update_hz)
+    _check_positive("LFO rate_hz", rate_hz, MAX_LFO_HZ)
+    times = update_times(duration, update_hz)  # checks the duration too
+    if duration * rate_hz > MAX_UPDATES:
+        raise TildekitError(f"an LFO of {duration:g} s at {rate_hz:g} Hz has more than {MAX_UPDATES:,} cycles")
+    if not math.isfinite(phase):
+        raise TildekitError(f"LFO phase must be a finite number of cycles, got {phase!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 63:
+        raise TildekitError(f"LFO seed must be a whole number in [0, 2**63), got {seed!r}")
     cycles = times * rate_hz + phase % 1.0
     frac = cycles % 1.0
     if shape == "sine":

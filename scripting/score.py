@@ -14,6 +14,10 @@
 Loading parses every event into a typed record, and compiling checks every message against
 the model's OscMap, so a typo fails before the first message is sent, with the event number
 (counted from 1) and the field at fault.
+
+A score is untrusted input: its size, number of events, duration, update and LFO rates and the
+number of values it compiles to are bounded (``MAX_*`` here and in ``schedule``), each with a
+one-line error past the bound, and numbers written ``1e9`` (a string to YAML 1.1) read as numbers.
 """
 
 from __future__ import annotations
@@ -29,9 +33,19 @@ from tildekit.errors import TildekitError
 from tildekit.models.card import AttributeSpec, ModelCard
 from tildekit.scripting.controller import Controller, full_address, read_model_card
 from tildekit.scripting.interpolate import INTERPOLATION_CURVES, encode_audio, interpolation_messages
-from tildekit.scripting.oscmap import OscMap, OscValueError
-from tildekit.scripting.schedule import (CURVES, DEFAULT_RATE_HZ, LFO_SHAPES, PlayReport, Scheduler,
-                                         TimedMessage, lfo_values, merge, ramp_values, timed)
+from tildekit.scripting.oscmap import OscMap, OscValueError, UnknownAddressError
+from tildekit.scripting.schedule import (CURVES, DEFAULT_RATE_HZ, LFO_SHAPES, MAX_LFO_HZ, MAX_RATE_HZ,
+                                         MAX_SECONDS, PlayReport, Scheduler, TimedMessage, lfo_values,
+                                         merge, ramp_values, timed, update_count)
+
+MAX_SCORE_BYTES = 4 << 20  # a YAML score larger than this is not hand-written
+MAX_EVENTS = 10_000
+MAX_LIST = 4096  # numbers in one 'from'/'to'/'values' list (a latent vector)
+# Numbers in all the messages a score compiles to (each message counts at least 1): ~100 MB at most.
+MAX_SCORE_VALUES = 2_000_000
+MAX_SOUND_SECONDS = 600.0  # each sound of an interpolation is encoded whole
+MAX_ATTRIBUTES = 256  # declared attributes of a score without a model
+MAX_LATENT_SIZE = 4096
 
 
 class ScoreError(TildekitError):
@@ -161,13 +175,25 @@ class _Where:
                           f"field '{fieldname}': {reason}")
 
 
-def _number(where: _Where, name: str, value: Any, positive: bool = False, minimum: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise where.error(name, f"expected a number, got {value!r}")
+def _finite(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer beyond any float
+        return False
+
+
+def _number(where: _Where, name: str, value: Any, positive: bool = False, minimum: float | None = None,
+            maximum: float | None = None) -> float:
+    if not _finite(value):
+        raise where.error(name, f"expected a finite number, got {_short(value)}")
     if positive and value <= 0:
         raise where.error(name, f"must be > 0, got {value}")
     if minimum is not None and value < minimum:
         raise where.error(name, f"must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise where.error(name, f"must be <= {maximum:g}, got {value:g}")
     return float(value)
 
 
@@ -175,40 +201,58 @@ def _numbers(where: _Where, name: str, value: Any) -> tuple[float, ...]:
     items = value if isinstance(value, list) else [value]
     if not items:
         raise where.error(name, "expected a number or a list of numbers, got an empty list")
+    if len(items) > MAX_LIST:
+        raise where.error(name, f"{len(items)} numbers, more than {MAX_LIST}")
     return tuple(_number(where, name, v) for v in items)
+
+
+def _short(value: Any) -> str:
+    import reprlib
+
+    return reprlib.repr(value)
 
 
 def _string(where: _Where, name: str, value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise where.error(name, f"expected a name, got {value!r}")
+        raise where.error(name, f"expected a name, got {_short(value)}")
     return value.strip()
 
 
 def _choice(where: _Where, name: str, value: Any, choices: Any) -> str:
-    if value not in choices:
-        raise where.error(name, f"{value!r} is not one of {', '.join(choices)}")
+    if not isinstance(value, str) or value not in choices:
+        raise where.error(name, f"{_short(value)} is not one of {', '.join(choices)}")
     return value
 
 
 def _values(where: _Where, raw: dict[str, Any]) -> tuple[Any, ...]:
     if "value" in raw and "values" in raw:
         raise where.error("values", "give either 'value' or 'values', not both")
-    if "values" in raw:
-        value = raw["values"]
-        return tuple(value) if isinstance(value, list) else (value,)
-    if "value" in raw:
-        value = raw["value"]
-        return tuple(value) if isinstance(value, list) else (value,)
+    for name in ("values", "value"):
+        if name in raw:
+            value = raw[name]
+            values = tuple(value) if isinstance(value, list) else (value,)
+            if len(values) > MAX_LIST:
+                raise where.error(name, f"{len(values)} values, more than {MAX_LIST}")
+            return values
     raise where.error("value", "missing (give value: X or values: [X, Y, ...])")
 
 
 def _optional_rate(where: _Where, raw: dict[str, Any], name: str = "update_hz") -> float | None:
-    return _number(where, name, raw[name], positive=True) if name in raw else None
+    return _number(where, name, raw[name], positive=True, maximum=MAX_RATE_HZ) if name in raw else None
+
+
+def _seconds_field(where: _Where, name: str, value: Any, at: float) -> float:
+    """A positive duration that, started at ``at``, ends within ``MAX_SECONDS``."""
+    seconds = _number(where, name, value, positive=True, maximum=MAX_SECONDS)
+    if at + seconds > MAX_SECONDS:
+        raise where.error(name, f"ends at {at + seconds:g} s, after the {MAX_SECONDS:g} s a score may last")
+    return seconds
 
 
 def parse_event(raw: Any, where: _Where, base_dir: Path) -> Event:
     if not isinstance(raw, dict):
-        raise where.error("-", f"an event is a mapping like {{at: 0, set: latent/0, value: 0.5}}, got {raw!r}")
+        raise where.error("-", f"an event is a mapping like {{at: 0, set: latent/0, value: 0.5}}, "
+                          f"got {_short(raw)}")
     actions = [a for a in ACTIONS if a in raw]
     if len(actions) != 1:
         found = ", ".join(actions) or "none"
@@ -220,7 +264,7 @@ def parse_event(raw: Any, where: _Where, base_dir: Path) -> Event:
                           f"(allowed: at, {action}, {', '.join(sorted(ACTION_FIELDS[action])) or '-'})")
     if "at" not in raw:
         raise where.error("at", "missing start time in seconds")
-    at = _number(where, "at", raw["at"], minimum=0.0)
+    at = _number(where, "at", raw["at"], minimum=0.0, maximum=MAX_SECONDS)
     body = raw[action]
 
     if action == "set":
@@ -241,7 +285,7 @@ def parse_event(raw: Any, where: _Where, base_dir: Path) -> Event:
         if len(start) != len(end):
             raise where.error("to", f"has {len(end)} values but 'from' has {len(start)}")
         return RampEvent(at, _string(where, "ramp", body), start, end,
-                         _number(where, "over", raw["over"], positive=True),
+                         _seconds_field(where, "over", raw["over"], at),
                          _choice(where, "curve", raw.get("curve", "linear"), CURVES),
                          _optional_rate(where, raw))
     if action == "lfo":
@@ -249,12 +293,12 @@ def parse_event(raw: Any, where: _Where, base_dir: Path) -> Event:
             if name not in raw:
                 raise where.error(name, "missing")
         seed = raw.get("seed", 0)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise where.error("seed", f"expected an integer, got {seed!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 63:
+            raise where.error("seed", f"expected a whole number >= 0, got {_short(seed)}")
         return LfoEvent(at, _string(where, "lfo", body),
                         _choice(where, "shape", raw.get("shape", "sine"), LFO_SHAPES),
-                        _number(where, "rate_hz", raw["rate_hz"], positive=True),
-                        _number(where, "over", raw["over"], positive=True),
+                        _number(where, "rate_hz", raw["rate_hz"], positive=True, maximum=MAX_LFO_HZ),
+                        _seconds_field(where, "over", raw["over"], at),
                         _number(where, "depth", raw.get("depth", 1.0)),
                         _number(where, "center", raw.get("center", 0.0)),
                         _number(where, "phase", raw.get("phase", 0.0)), seed, _optional_rate(where, raw))
@@ -276,7 +320,7 @@ def parse_event(raw: Any, where: _Where, base_dir: Path) -> Event:
     if "over" not in body:
         raise where.error("interpolate.over", "missing (seconds)")
     return InterpolateEvent(at, paths[0], paths[1],
-                            _number(where, "interpolate.over", body["over"], positive=True),
+                            _seconds_field(where, "interpolate.over", body["over"], at),
                             _choice(where, "interpolate.curve", body.get("curve", "linear"),
                                     INTERPOLATION_CURVES),
                             _optional_rate(where, body))
@@ -288,8 +332,13 @@ def synthetic_card(source: str, name: Any, latent_size: Any, attributes: Any) ->
     ``attributes`` maps an attribute name to its type(s): ``{temperature: float}`` or
     ``{temperature: {types: [float], min: 0, max: 10}}``.
     """
-    if isinstance(latent_size, bool) or not isinstance(latent_size, int) or latent_size < 1:
-        raise ScoreError(f"{source}: 'latent_size' must be a positive integer, got {latent_size!r}")
+    if isinstance(latent_size, bool) or not isinstance(latent_size, int) or not 1 <= latent_size <= MAX_LATENT_SIZE:
+        raise ScoreError(f"{source}: 'latent_size' must be a positive integer up to {MAX_LATENT_SIZE}, "
+                         f"got {_short(latent_size)}")
+    if attributes is not None and not isinstance(attributes, dict):
+        raise ScoreError(f"{source}: 'attributes' must map names to types, like {{temperature: float}}")
+    if len(attributes or {}) > MAX_ATTRIBUTES:
+        raise ScoreError(f"{source}: {len(attributes)} attributes, more than {MAX_ATTRIBUTES}")
     specs = []
     for attr_name, spec in (attributes or {}).items():
         if isinstance(spec, str):
@@ -303,9 +352,17 @@ def synthetic_card(source: str, name: Any, latent_size: Any, attributes: Any) ->
         if bad:
             raise ScoreError(f"{source}: attributes.{attr_name}: unknown type {bad[0]!r} "
                              f"(bool, int, float or str)")
+        if not types or len(types) > MAX_LIST:
+            raise ScoreError(f"{source}: attributes.{attr_name}: give 1 to {MAX_LIST} types")
+        bounds = []
+        for key in ("min", "max"):
+            bound = spec.get(key)
+            if bound is not None and not _finite(bound):
+                raise ScoreError(f"{source}: attributes.{attr_name}.{key}: expected a finite number, "
+                                 f"got {_short(bound)}")
+            bounds.append(None if bound is None else float(bound))
         defaults = {"bool": False, "int": 0, "float": 0.0, "str": ""}
-        specs.append(AttributeSpec(str(attr_name), types, [defaults[t] for t in types],
-                                   spec.get("min"), spec.get("max")))
+        specs.append(AttributeSpec(str(attr_name), types, [defaults[t] for t in types], *bounds))
     return ModelCard(name=str(name or "model"), sample_rate=48000, channels=1, compression=2048,
                      latent_size=latent_size, methods={}, attributes=specs, delay=0)
 
@@ -329,12 +386,14 @@ def parse_score(data: Any, source: str = "score", base_dir: Path | str = ".",
     raw_events = data.get("events")
     if not isinstance(raw_events, list) or not raw_events:
         raise ScoreError(f"{source}: 'events:' must be a non-empty list of events")
+    if len(raw_events) > MAX_EVENTS:
+        raise ScoreError(f"{source}: {len(raw_events):,} events, more than {MAX_EVENTS:,}: split the score")
     rate = data.get("rate_hz", DEFAULT_RATE_HZ)
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= 1000:
-        raise ScoreError(f"{source}: 'rate_hz' must be a number in (0, 1000], got {rate!r}")
+    if not _finite(rate) or not 0 < rate <= MAX_RATE_HZ:
+        raise ScoreError(f"{source}: 'rate_hz' must be a number in (0, {MAX_RATE_HZ:g}], got {_short(rate)}")
     name = data.get("name")
     if name is not None and not isinstance(name, str):
-        raise ScoreError(f"{source}: 'name' must be a string, got {name!r}")
+        raise ScoreError(f"{source}: 'name' must be a string, got {_short(name)}")
 
     model_path: Path | None = None
     if model is not None:
@@ -358,18 +417,40 @@ def parse_score(data: Any, source: str = "score", base_dir: Path | str = ".",
     return Score(events, card, name, float(rate), model_path, source, numbers)
 
 
+def _score_loader() -> type:
+    """PyYAML's safe loader, reading ``1e9`` and ``-2.5E-3`` as floats (YAML 1.2) instead of strings."""
+    import re
+
+    import yaml
+
+    class ScoreLoader(yaml.SafeLoader):
+        pass
+
+    # add_implicit_resolver copies the inherited table first: yaml.SafeLoader is left as it was.
+    ScoreLoader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+        list("-+0123456789."))
+    return ScoreLoader
+
+
 def load_score(path: Path | str, model: Path | str | None = None, card: ModelCard | None = None) -> Score:
     import yaml
 
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_SCORE_BYTES + 1)
     except OSError as exc:
         raise ScoreError(f"cannot read score {path}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_SCORE_BYTES:
+        raise ScoreError(f"{path}: larger than {MAX_SCORE_BYTES >> 20} MB: not a score")
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ScoreError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+        data = yaml.load(raw.decode("utf-8"), Loader=_score_loader())  # a safe loader
+    except UnicodeDecodeError:
+        raise ScoreError(f"{path}: not UTF-8 text") from None
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise ScoreError(f"{path}: not valid YAML: {' '.join(str(exc).split())[:300]}") from None
     return parse_score(data, path.name, path.parent, model, card)
 
 
@@ -392,7 +473,13 @@ def read_sound(path: Path, card: ModelCard) -> np.ndarray:
     import soundfile
 
     try:
+        info = soundfile.info(str(path))
+        if info.samplerate <= 0 or info.frames / info.samplerate > MAX_SOUND_SECONDS:
+            raise ScoreError(f"sound file {path} lasts {info.frames / max(info.samplerate, 1):g} s: "
+                             f"an interpolation encodes at most {MAX_SOUND_SECONDS:g} s of each sound")
         audio, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except ScoreError:
+        raise
     except Exception as exc:  # soundfile.LibsndfileError and friends
         raise ScoreError(f"cannot read sound file {path}: {exc}") from None
     audio = audio.T
@@ -432,19 +519,6 @@ def _event_messages(event: Event, osc_map: OscMap, rate: float, model: Callable[
                                   card.sample_rate / card.compression, event.curve, offset=at)
 
 
-def _address_is_known(osc_map: OscMap, address: str) -> bool:
-    """Whether some arguments would be accepted at ``address`` (to tell address from value errors)."""
-    size = osc_map.card.latent_size
-    candidates = [(), (1.0,), (1.0,) * size] + [tuple(a.default) for a in osc_map.card.attributes]
-    for args in candidates:
-        try:
-            osc_map.parse(address, args)
-            return True
-        except OscValueError:
-            continue
-    return False
-
-
 _VALUE_FIELDS = {SetEvent: "value", AttrEvent: "values", GainEvent: "gain", ResetEvent: "reset",
                  LfoEvent: "depth/center", InterpolateEvent: "interpolate"}
 _ACTION_OF = {SetEvent: "set", RampEvent: "ramp", LfoEvent: "lfo", AttrEvent: "attr", GainEvent: "gain",
@@ -460,7 +534,7 @@ def _check(score: Score, number: int, event: Event, messages: list[TimedMessage]
         try:
             control = osc_map.parse(message.address, message.args)
         except OscValueError as exc:
-            if not _address_is_known(osc_map, message.address):
+            if isinstance(exc, UnknownAddressError):
                 fieldname = _ACTION_OF[kind]
             else:
                 fieldname = value_field or _VALUE_FIELDS.get(kind, "from/to")
@@ -468,6 +542,21 @@ def _check(score: Score, number: int, event: Event, messages: list[TimedMessage]
                              f"field '{fieldname}': {exc}") from None
         out.append(TimedMessage(message.time, message.address, tuple(control.values)))
     return out
+
+
+def _values_of(score: Score, number: int, event: Event, osc_map: OscMap) -> int:
+    """How many numbers ``event`` compiles to, known before any message is made."""
+    if isinstance(event, (RampEvent, LfoEvent, InterpolateEvent)):
+        try:
+            updates = update_count(event.over, event.update_hz or score.rate_hz)
+        except TildekitError as exc:
+            field = "interpolate.over" if isinstance(event, InterpolateEvent) else "over"
+            raise ScoreError(f"{score.source}: event {number} ({_ACTION_OF[type(event)]} at "
+                             f"{_seconds(event.at)}), field '{field}': {exc}") from None
+        width = len(event.start) if isinstance(event, RampEvent) else \
+            osc_map.card.latent_size if isinstance(event, InterpolateEvent) else 1
+        return updates * max(width, 1)
+    return max(len(getattr(event, "values", ())), 1)
 
 
 def compile_score(score: Score, load_model: ModelLoader | None = None) -> list[TimedMessage]:
@@ -483,6 +572,14 @@ def compile_score(score: Score, load_model: ModelLoader | None = None) -> list[T
             cache["model"] = (load_model or _load_torchscript)(score.model_path)
         return cache["model"]
 
+    # Count first, make messages after: a score past the budget fails before it allocates them.
+    budget = MAX_SCORE_VALUES
+    for number, event in zip(score.numbers, score.events):
+        budget -= _values_of(score, number, event, osc_map)
+        if budget < 0:
+            raise ScoreError(f"{score.source}: event {number} ({_ACTION_OF[type(event)]} at {_seconds(event.at)}): "
+                             f"the score would send more than {MAX_SCORE_VALUES:,} numbers in all: lower "
+                             f"rate_hz/update_hz or shorten its ramps, LFOs and interpolations")
     compiled = []
     for number, event in zip(score.numbers, score.events):
         messages = _event_messages(event, osc_map, score.rate_hz, model)

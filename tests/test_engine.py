@@ -272,10 +272,11 @@ def fuzz_packets() -> dict[str, list[bytes]]:
         b"#bundle\0" + b"\0" * 8 + b"\0\0\0\x10garbage!",  # element size beyond the packet
     ]
     bad_value = [osc("/tildekit/tiny/gain", "loud"), osc("/tildekit/tiny/gain", 100.0),
-                 osc("/tildekit/tiny/latent/0", 0.1, 0.2), osc("/tildekit/tiny/latent/9", 0.1),
+                 osc("/tildekit/tiny/latent/0", 0.1, 0.2), osc("/tildekit/tiny/attr/latent_scale", *[1e30] * 4),
                  osc("/tildekit/tiny/attr/temperature", 99.0), osc("/tildekit/tiny/latent/bias", 1.0),
                  osc("/tildekit/tiny/latent/1/scale", float("nan"))]
     unknown = [osc("/foo", 1.0), osc("/tildekit/tiny/nope"), osc("/tildekit/other/gain", 1.0),
+               osc("/tildekit/tiny/latent/9", 0.1),
                osc("/tildekit/tiny/attr/nope", 1.0), osc("/tildekit/tiny/latent/0/offset", 1.0)]
     return {"malformed": malformed, "bad_value": bad_value, "unknown_address": unknown}
 

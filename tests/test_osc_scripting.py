@@ -157,7 +157,7 @@ def test_controller_sends_exact_addresses_and_args(controller, receiver):
     (lambda c: c.set_latents([1.0, 2.0]), "expects 4 number"),
     (lambda c: c.set_scale(0, 100.0), "outside"),
     (lambda c: c.set_gain(-1), "outside"),
-    (lambda c: c.set_gain(float("nan")), "expects numbers"),
+    (lambda c: c.set_gain(float("nan")), "expects a finite number"),
     (lambda c: c.set_attr("temperature", "hot"), "expects a number"),
     (lambda c: c.set_attr("temperature", 11.0), "outside"),
     (lambda c: c.set_attr("nope", 1.0), "no attribute 'nope'"),

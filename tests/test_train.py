@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -173,11 +174,11 @@ def test_resume_replays_an_uninterrupted_run_through_the_adversarial_phase(datas
     phases = {r["step"]: r["phase"] for r in read_metrics(tmp_path / "split") if r["kind"] == "train"}
     assert phases[2] == "representation" and phases[4] == "adversarial"
 
-    # Asking for fewer steps than done does nothing; a different profile is refused.
+    # Asking for fewer steps than done does nothing; a setting fixed for the run is refused by name.
     assert train(dataset, tmp_path / "split", None, steps=4, resume=True, progress=False).step == 5
-    with pytest.raises(TildekitError, match=r"train\.learning_rate"):
+    with pytest.raises(TildekitError, match=r"cannot change train\.seed \(run: 0, given: 5\)"):
         train(dataset, tmp_path / "split", tiny("train.batch_size=2", "train.checkpoint_every=2",
-                                                "train.adversarial_start=3",
+                                                "train.adversarial_start=3", "train.seed=5",
                                                 "train.learning_rate=0.5"),
               steps=6, resume=True, progress=False)
 
@@ -227,7 +228,86 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
     assert bad_step >= 2 and ("nan" in message or "inf" in message)
     kept = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert kept["step"] == bad_step - 1
-    assert f"last good checkpoint (step {bad_step - 1})" in message
+    # that checkpoint's weights gave the bad loss: the message says so and starts a new run dir
+    assert f"the newest checkpoint (step {bad_step - 1}" in message and "holds the weights" in message
+    assert f"{run.name}-lr1e+29" in message and "--profile" in message and "--resume" not in message
+
+
+def follow_the_advice(message: str, rounds: int = 3) -> tuple[list[str], subprocess.CompletedProcess]:
+    """Run the command a non-finite stop message gives, as printed, until it succeeds."""
+    for _ in range(rounds):
+        command = shlex.split(message.split("`")[1])
+        assert command[:2] == ["tildekit", "train"]
+        result = subprocess.run([sys.executable, "-m", "tildekit", *command[1:], "--quiet"],
+                                capture_output=True, text=True, env=subprocess_env(), timeout=600)
+        if result.returncode == 0:
+            return command, result
+        # still too fast: the same kind of advice again, never a refusal of the command itself
+        assert result.returncode == 2 and "training stopped at step" in result.stderr, result.stderr[-2000:]
+        message = result.stderr
+    raise AssertionError(f"the advice did not lead to a finished run after {rounds} rounds: {message}")
+
+
+@pytest.mark.parametrize("checkpoint_every", [1, 100])
+def test_the_non_finite_stop_message_gives_a_command_that_works(dataset: Path, tmp_path: Path,
+                                                                checkpoint_every: int) -> None:
+    """The command in the message, run as printed, trains on with a lower learning rate: a new
+    run dir when the newest checkpoint holds the bad weights, else --resume with --set."""
+    run = tmp_path / "run dir"  # a space: the command must quote it
+    profile = tiny("train.batch_size=2", f"train.checkpoint_every={checkpoint_every}", "train.max_steps=3",
+                   "train.learning_rate=10")  # Adam's first step moves every weight by 10: NaN at step 2
+    with pytest.raises(TildekitError) as caught:
+        train(dataset, run, profile, progress=False)
+    message = str(caught.value)
+    assert "\n" not in message and "training stopped at step 2" in message
+    command, result = follow_the_advice(message)
+    target = Path(command[3])
+    assert result.stdout.count("-> 3") == 1 and RunDir(target).step == 3
+    assert RunDir(target).profile.train.learning_rate < 10
+    saved = torch.load(target / "checkpoints" / "last.pt", weights_only=False)
+    assert saved["generator_optimizer"]["param_groups"][0]["lr"] == RunDir(target).profile.train.learning_rate
+    if checkpoint_every == 1:
+        assert target != run and "--profile" in command
+    else:
+        assert target == run and "--resume" in command
+
+
+@pytest.mark.parametrize("override, field", [
+    ("train.learning_rate=.inf", "train.learning_rate must be a finite number"),
+    ("train.learning_rate=nan", "train.learning_rate must be a finite number"),
+    ("train.learning_rate=-0.001", "train.learning_rate must be > 0"),
+    ("train.kl_beta=-1", "train.kl_beta must be >= 0"),
+    ("train.kl_beta=.nan", "train.kl_beta must be a finite number"),
+    ("train.seed=-3", "train.seed must be in [0, 2**32)"),
+    ("train.num_workers=-1", "train.num_workers must be >= 0"),
+    ("train.stft_scales=[2048, 0]", "train.stft_scales must be a non-empty list of FFT sizes >= 4"),
+    ("train.stft_scales=[]", "train.stft_scales must be a non-empty list"),
+    ("train.feature_matching_weight=-2", "train.feature_matching_weight must be >= 0"),
+    ("train.kl_warmup=-5", "train.kl_warmup must be >= 0"),
+    ("train.discriminator_periods=[2, 0]", "train.discriminator_periods must be"),
+    ("train.learning_rate=[", "the value is not valid YAML"),
+])
+def test_training_settings_are_finite_and_sign_checked(dataset: Path, tmp_path: Path, override: str,
+                                                       field: str) -> None:
+    result = CliRunner().invoke(cli, ["train", str(dataset), str(tmp_path / "run"), "--profile", "small",
+                                      "--set", override])
+    assert result.exit_code == 2, result.output
+    assert field in result.output and result.output.count("\n") == 1 and "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_refuses_fixed_settings_by_name_before_training(dataset: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(dataset, run, tiny("train.batch_size=2", "train.checkpoint_every=1"), steps=1, progress=False)
+    before = (run / "profile.yaml").read_text()
+    for override, name in (("model.capacity=16", "model.capacity"), ("train.window=8192", "train.window"),
+                           ("train.adversarial_start=0", "train.adversarial_start")):
+        result = CliRunner().invoke(cli, ["train", str(dataset), str(run), "--resume", "--set", override])
+        assert result.exit_code == 2 and f"cannot change {name} (run: " in result.output, result.output
+        assert "train.learning_rate" in result.output  # says what may change
+    result = CliRunner().invoke(cli, ["train", str(dataset), str(run), "--resume", "--batch-size", "3"])
+    assert result.exit_code == 2 and "cannot change train.batch_size" in result.output
+    assert (run / "profile.yaml").read_text() == before and RunDir(run).step == 1
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
