@@ -34,7 +34,7 @@ from typing import Callable, Hashable, Iterable, Iterator
 import numpy as np
 from pythonosc.osc_packet import OscPacket
 
-from tildekit.errors import TildekitError
+from tildekit.errors import DeviceUnavailable, TildekitError
 from tildekit.scripting.oscmap import Control, OscMap, OscValueError
 from tildekit.scripting.runner import Runner, as_channels, check_buffer
 
@@ -461,9 +461,9 @@ class Engine:
             stream = kind(samplerate=rate, blocksize=self.buffer, channels=channels, dtype="float32",
                           device=device)
         except Exception as exc:  # sd.PortAudioError / ValueError: no device, unsupported rate...
-            raise TildekitError(f"cannot open the sound device at {rate} Hz, {channels} channel(s): "
-                                f"{' '.join(str(exc).split())[:160]} (check `python -m sounddevice`, or use "
-                                f"--input/--output files)") from None
+            raise DeviceUnavailable(f"cannot open the sound device at {rate} Hz, {channels} channel(s): "
+                                    f"{' '.join(str(exc).split())[:160]} (check `python -m sounddevice`, or use "
+                                    f"--input/--output files)") from None
 
         def blocks() -> Iterator[np.ndarray | None]:
             while True:
