@@ -35,7 +35,7 @@ class _Group(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         command = super().get_command(ctx, cmd_name)
         if command is None and (message := runtime.left_out_command(cmd_name)) is not None:
-            raise click.UsageError(message, ctx)
+            raise TildekitError(message)  # raised inside invoke: one line, exit 2
         return command
 
 
