@@ -286,12 +286,12 @@ Made by `tildekit bundle --target raspberry`. The engine (`tildekit serve`, head
 buffer {settings.buffer}, OSC control on UDP port {settings.osc_port}, listening on {listen}.
 
 `{WHEELS_DIR}/{wheel}` is the tildekit runtime: the engine, OSC, patches and checks of ONNX files,
-without torch (the venv below is about 200 MB). Training and exports stay on your computer.
+without torch (the venv below takes about 230 MB). Training and exports stay on your computer.
 
 ## Install (64-bit Raspberry Pi OS Bookworm, Debian 12 arm64)
 
-Copy this folder to the Pi as `{readme_text(settings.install_dir)}` (the path the service uses; `tildekit bundle
---install-dir` changes it), then on the Pi:
+Copy this folder to the Pi as `{readme_text(settings.install_dir)}` (with `scp -r`, `rsync` or a USB stick; the
+service uses that path, `tildekit bundle --install-dir` changes it), then on the Pi:
 
     sudo apt update
     sudo apt install -y python3-venv libportaudio2 libsndfile1
