@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from tildekit import __version__
+from tildekit import __version__, runtime
 from tildekit.errors import TildekitError
 from tildekit.models.card import CardError
 from tildekit.models.config import ProfileError
@@ -16,14 +16,27 @@ USER_ERRORS = (TildekitError, ProfileError, CardError)
 
 
 class _Group(click.Group):
-    """Turns user errors into one clear line on stderr and exit code 2, never a traceback."""
+    """Turns user errors into one clear line on stderr and an exit code, never a traceback: 2, or
+    the error's own ``exit_code`` (a sound card that cannot open: 69, see errors.py)."""
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
             return super().invoke(ctx)
         except USER_ERRORS as exc:
             click.echo(f"Error: {exc}", err=True)
+            sys.exit(getattr(exc, "exit_code", 2))
+        except ModuleNotFoundError as exc:  # the runtime install reaching the full install's part
+            message = runtime.missing_module(exc)
+            if message is None:
+                raise
+            click.echo(f"Error: {message}", err=True)
             sys.exit(2)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and (message := runtime.left_out_command(cmd_name)) is not None:
+            raise TildekitError(message)  # raised inside invoke: one line, exit 2
+        return command
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -67,6 +80,9 @@ def _register() -> None:
     for module in (models_cli, export_cli, patches_cli, scripting_cli):
         for command in module.COMMANDS:
             main.add_command(command)
+    if runtime.is_runtime_install():  # the modules behind the other commands are not installed
+        for name in [n for n in main.commands if n not in runtime.COMMANDS]:
+            del main.commands[name]
 
 
 _register()

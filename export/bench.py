@@ -19,15 +19,17 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
-import torch
 
 from tildekit.export.nn_host import NN_FIXED_BUFFER, nn_host_delay
 from tildekit.errors import TildekitError
 from tildekit.export.check import host_buffers, load_like_nn
 from tildekit.models.card import ModelCard
+
+if TYPE_CHECKING:  # .ts and .nm only: an .onnx file is timed without torch
+    import torch
 
 NEUTONE_DAW_BUFFERS = (128, 256, 512, 1024, 2048)
 NEUTONE_DAW_RATE = 48000
@@ -106,21 +108,23 @@ def bench_file(path: str | Path, buffers: Sequence[int] | None = None,
 
     card = model_card(path)  # clear errors for missing / corrupt files; nn~ files without a card: derived
     suffix = path.suffix.lower()
+    if suffix not in (".ts", ".nm", ".onnx"):
+        raise TildekitError(f"{path}: cannot bench a {path.suffix} file: pass a .ts, .nm or .onnx export")
+    if suffix == ".onnx":
+        return _bench_onnx_only(path, card, buffers, min_seconds)
+    import torch
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        if suffix == ".ts":
-            return _bench_nn(path, card, buffers, min_seconds)
-        if suffix == ".nm":
-            return _bench_neutone(path, card, buffers, min_seconds)
-        if suffix == ".onnx":
-            return _bench_onnx_only(path, card, buffers, min_seconds)
+        return (_bench_nn if suffix == ".ts" else _bench_neutone)(path, card, buffers, min_seconds)
     finally:
         torch.set_num_threads(threads)
-    raise TildekitError(f"{path}: cannot bench a {path.suffix} file: pass a .ts, .nm or .onnx export")
 
 
 def _audio(card: ModelCard, samples: int, batch: int = 1) -> torch.Tensor:
+    import torch
+
     generator = torch.Generator().manual_seed(samples)
     return 0.1 * torch.randn(batch, card.channels, samples, generator=generator)
 
@@ -137,6 +141,8 @@ def _nn_buffers(card: ModelCard, buffers: Sequence[int] | None) -> list[int]:
 
 
 def _bench_nn(path: Path, card: ModelCard, buffers: Sequence[int] | None, min_seconds: float) -> BenchReport:
+    import torch
+
     model = load_like_nn(path)
     onnx_path = _onnx_sibling(path)
     forward = card.methods.get("forward")
@@ -200,7 +206,7 @@ def _onnx_xrt(path: Path, card: ModelCard, buffer: int, min_seconds: float) -> t
         streamer = OnnxStreamer(path, batch=1, threads=1)
         if buffer % streamer.quantum:
             return None, f"ONNX graph takes multiples of {streamer.quantum} samples"
-        x = _audio(card, buffer).numpy()
+        x = (0.1 * np.random.default_rng(buffer).standard_normal((1, card.channels, buffer))).astype(np.float32)
         return buffer / card.sample_rate / seconds_per_call(lambda: streamer.process(x), min_seconds), ""
     except TildekitError as exc:
         return None, f"ONNX: {exc}"
@@ -217,6 +223,8 @@ def _bench_onnx_only(path: Path, card: ModelCard, buffers: Sequence[int] | None,
 
 def _bench_neutone(path: Path, card: ModelCard, buffers: Sequence[int] | None,
                    min_seconds: float) -> BenchReport:
+    import torch
+
     model = load_like_nn(path)
     channels = 1 if model.is_input_mono() else 2
     rows = []

@@ -13,14 +13,15 @@ run lists everything that is wrong. A file that cannot be loaded at all raises T
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Iterable
-
-import torch
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from tildekit.errors import TildekitError
 from tildekit.export.card_io import read_card
 from tildekit.export.check_result import CheckResult
 from tildekit.models.card import NN_TYPE_CODES, ModelCard
+
+if TYPE_CHECKING:  # torch is imported by the .ts/.nm checks only: .onnx files are checked without it
+    import torch
 
 MAX_HOST_BUFFER = 16384
 BATCHES = (1, 2)
@@ -54,7 +55,11 @@ def check_file(path: str | Path) -> list[CheckResult]:
     path = Path(path)
     checks = {".ts": check_torchscript, ".nm": check_neutone, ".onnx": check_onnx_file}
     check = checks.get(path.suffix.lower())
+    if check is check_onnx_file:
+        return check(path)  # ONNX Runtime alone: the runtime install checks .onnx without torch
     if check is not None:
+        import torch
+
         # One thread, as a host's audio thread runs it; several threads on a busy machine
         # spend most of their time waiting for each other.
         threads = torch.get_num_threads()
@@ -72,6 +77,8 @@ def check_file(path: str | Path) -> list[CheckResult]:
 
 def nn_parse(text: str, code: int) -> Any:
     """A value as nn~ hands it to a setter: ``to_bool`` / ``stoi`` / ``stof`` of the message word."""
+    import torch
+
     if code == NN_TYPE_CODES["bool"]:
         return text.strip().lower() != "false"  # only the word false is false (CONTRACTS.md §1)
     if code == NN_TYPE_CODES["int"]:
@@ -101,6 +108,8 @@ def nn_set(model: Any, name: str, values: list[Any]) -> Any:
 
 def load_like_nn(path: Path) -> Any:
     """``torch::jit::load`` then ``eval()``; unreadable files raise TildekitError (one line)."""
+    import torch
+
     try:
         model = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:  # torch raises RuntimeError/ValueError with multi-line text
@@ -134,6 +143,8 @@ def _run(items: list[CheckResult], item: str, test: Callable[[], str | None]) ->
 
 def _stream(method: Any, signal: torch.Tensor, buffer: int, ratio: int) -> torch.Tensor:
     """Call ``method`` on consecutive buffers of ``buffer`` host samples (signal at rate 1/ratio)."""
+    import torch
+
     step = buffer // ratio
     # The plain interpreter: same operators and arithmetic, without re-profiling per shape.
     with torch.inference_mode(), torch.jit.optimized_execution(False):
@@ -142,6 +153,8 @@ def _stream(method: Any, signal: torch.Tensor, buffer: int, ratio: int) -> torch
 
 def _method_input(card: ModelCard, method: str, batch: int, samples: int, seed: int) -> torch.Tensor:
     """Generated input: a chirp plus noise for audio, smooth in-range wander for latents."""
+    import torch
+
     spec = card.methods[method]
     generator = torch.Generator().manual_seed(seed)
     length = samples // spec.in_ratio
@@ -159,6 +172,8 @@ def _method_input(card: ModelCard, method: str, batch: int, samples: int, seed: 
 
 
 def check_torchscript(path: Path) -> list[CheckResult]:
+    import torch
+
     from tildekit.export.foreign_nn import FOREIGN_NOTE, is_derived, model_card
 
     # Truncated / newer card: TildekitError before loading. No card: derived from the file.
@@ -323,6 +338,8 @@ def _foreign_attribute_checks(model: Any, card: ModelCard, path: Path) -> list[C
 
 
 def _attribute_checks(model: Any, card: ModelCard, path: Path) -> list[CheckResult]:
+    import torch
+
     items: list[CheckResult] = []
 
     def listing() -> str | None:
@@ -449,12 +466,9 @@ def check_neutone(path: Path) -> list[CheckResult]:
 
 
 def check_onnx_file(path: Path) -> list[CheckResult]:
+    from tildekit.export.onnx_check import check_onnx
+
     read_card(path)
-    try:
-        from tildekit.export.onnx_export import check_onnx
-    except ImportError as exc:
-        raise TildekitError(f"{path}: ONNX checks are not available in this tildekit "
-                            f"(export/onnx_export.py: {exc})") from None
     items: list[CheckResult] = []
     try:
         outcome = check_onnx(path)

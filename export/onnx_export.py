@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -41,9 +40,12 @@ from tildekit.errors import TildekitError
 from tildekit.export.card_io import set_onnx_card
 from tildekit.export.check_result import CheckResult
 from tildekit.export.core import ExportCore
+from tildekit.export.onnx_check import (
+    TOLERANCE, OnnxCallRunner, Record, call_quantum, check_batches, check_onnx as check_onnx_contract, check_signal,
+)
 from tildekit.export.onnx_runtime import (
     ATTRIBUTE_INPUTS, BATCH, INPUT, META_BATCH, META_BUFFER, META_METHOD, META_OPSET, META_STATE, META_STREAMING,
-    OUTPUT, STATE_IN, OnnxInfo, StateSpec, make_session, method_file_name, state_file_name,
+    OUTPUT, STATE_IN, OnnxInfo, StateSpec, method_file_name, state_file_name,
     states_to_json,
 )
 from tildekit.models.autoencoder import build_model, remove_weight_norm
@@ -53,9 +55,7 @@ from tildekit.models.streaming import MAX_BATCH_SIZE, Stateful, set_functional, 
 
 OPSET = 17  # widely supported (onnxruntime >= 1.14, i.e. also older Raspberry Pi wheels)
 METHODS = ("forward", "encode", "decode")
-TOLERANCE = 1e-4  # max |ONNX - TorchScript| on the same buffers
 TRACE_TEMPERATURE = 0.5  # any non-zero value: keeps the noise path in the graph
-CHECK_BATCHES = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -438,148 +438,27 @@ class CoreMethods(nn.Module):
 
 def check_onnx(path: str | Path, reference: CoreMethods | torch.jit.ScriptModule | None = None,
                buffer: int | None = None) -> list[CheckResult]:
-    """Check a tildekit ONNX file; with ``reference`` (``torch.jit.script(CoreMethods(core))``, or
-    ``CoreMethods(whole_signal_core(...))`` for a whole-signal file) also compare its output on
-    the same buffers.
+    """Check a tildekit ONNX file (:func:`tildekit.export.onnx_check.check_onnx`); with
+    ``reference`` (``torch.jit.script(CoreMethods(core))``, or ``CoreMethods(whole_signal_core(...))``
+    for a whole-signal file) also compare its output on the same buffers.
 
     ``buffer``: samples per call for the comparison (default: the file's fixed buffer, else 4
     latent frames' worth).
     """
-    import onnx
+    if reference is None:
+        return check_onnx_contract(path)
 
-    path = Path(path)
-    results: list[CheckResult] = []
-
-    def record(item: str, passed: bool, reason: str = "") -> bool:
-        results.append(CheckResult(item, passed, "" if passed else reason))
-        return passed
-
-    try:
-        proto = onnx.load(str(path))
-        onnx.checker.check_model(proto, full_check=True)
-        record("onnx.checker", True)
-    except Exception as exc:  # the checker has several exception types
-        record("onnx.checker", False, _one_line(exc))
-        return results
-    try:
-        info = OnnxInfo.from_metadata({p.key: p.value for p in proto.metadata_props}, str(path))
-    except TildekitError as exc:
-        record("metadata", False, str(exc))
-        return results
-    opsets = {o.domain: o.version for o in proto.opset_import}
-    if not record("metadata", opsets.get("", opsets.get("ai.onnx")) == info.opset and info.method in info.card.methods,
-                  f"recorded opset {info.opset} vs graph {opsets}, method {info.method!r}"):
-        return results
-    try:
-        session = make_session(proto.SerializeToString())
-        record("onnxruntime loads", True)
-    except Exception as exc:
-        record("onnxruntime loads", False, _one_line(exc))
-        return results
-    if not _check_signature(session, info, record):
-        return results
-    runner = _Runner(session, info)
-    if not _check_shapes(runner, info, record):
-        return results
-    if info.streaming and info.buffer is None:
-        _check_split(runner, info, record)
-    if reference is not None:
-        if buffer is None:
+    def compare(runner: OnnxCallRunner, info: OnnxInfo, record: Record) -> None:
+        samples = buffer
+        if samples is None:
             per_frame = info.card.compression if info.method == "decode" else 1
-            buffer = info.buffer * per_frame if info.buffer is not None else 4 * info.card.compression
-        _check_reference(runner, info, reference, buffer, record)
-    return results
+            samples = info.buffer * per_frame if info.buffer is not None else 4 * info.card.compression
+        _check_reference(runner, info, reference, samples, record)
+
+    return check_onnx_contract(path, compare)
 
 
-class _Runner:
-    """Feeds a session the way OnnxStreamer does, from an explicit state (checks need both)."""
-
-    def __init__(self, session, info: OnnxInfo) -> None:
-        self.session, self.info = session, info
-        self.outputs = [OUTPUT] + [s.output_name for s in info.states]
-
-    def zeros(self, batch: int) -> dict[str, np.ndarray]:
-        return {s.name: s.zeros(batch) for s in self.info.states}
-
-    def attributes(self, temperature: float = 0.0, bias: np.ndarray | None = None,
-                   scale: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        k = self.info.card.latent_size
-        values = {"temperature": np.array(temperature, np.float32),
-                  "latent_bias": np.zeros(k, np.float32) if bias is None else bias.astype(np.float32),
-                  "latent_scale": np.ones(k, np.float32) if scale is None else scale.astype(np.float32)}
-        names = {i.name for i in self.session.get_inputs()}
-        return {k: v for k, v in values.items() if k in names}
-
-    def run(self, x: np.ndarray, state: dict[str, np.ndarray], attributes: dict[str, np.ndarray]
-            ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        out = self.session.run(self.outputs, {INPUT: x.astype(np.float32), **attributes, **state})
-        return out[0], {s.name: v for s, v in zip(self.info.states, out[1:])}
-
-
-def _batches(info: OnnxInfo) -> tuple[int, ...]:
-    return CHECK_BATCHES if info.batch is None else (info.batch,)
-
-
-def _quantum(info: OnnxInfo) -> int:
-    if info.buffer is not None:
-        return info.buffer
-    return info.card.compression if info.method != "decode" else 1
-
-
-def _signal(info: OnnxInfo, batch: int, frames: int, seed: int = 0) -> np.ndarray:
-    """Generated input: sines plus a little noise for audio, smooth random walks for latents."""
-    rng = np.random.default_rng(seed)
-    spec = info.card.methods[info.method]
-    if info.method == "decode":
-        return np.cumsum(rng.standard_normal((batch, spec.in_channels, frames)), -1) * 0.3
-    t = np.arange(frames) / info.card.sample_rate
-    freqs = 110.0 * (1 + np.arange(batch * spec.in_channels)).reshape(batch, spec.in_channels, 1)
-    return 0.5 * np.sin(2 * math.pi * freqs * t) + 0.05 * rng.standard_normal((batch, spec.in_channels, frames))
-
-
-def _check_signature(session, info: OnnxInfo, record) -> bool:
-    inputs = [i.name for i in session.get_inputs()]
-    outputs = [o.name for o in session.get_outputs()]
-    expected_in = [INPUT, *ATTRIBUTE_INPUTS.get(info.method, ()), *[s.name for s in info.states]]
-    expected_out = [OUTPUT, *[s.output_name for s in info.states]]
-    channels = session.get_inputs()[0].shape[1] if inputs else None
-    spec = info.card.methods[info.method]
-    ok = inputs == expected_in and outputs == expected_out and channels == spec.in_channels
-    return record("inputs and outputs", ok,
-                  f"inputs {inputs} (expected {expected_in}), outputs {outputs}, x channels {channels} "
-                  f"(card: {spec.in_channels})")
-
-
-def _check_shapes(runner: _Runner, info: OnnxInfo, record) -> bool:
-    spec = info.card.methods[info.method]
-    frames = _quantum(info)
-    for batch in _batches(info):
-        state = runner.zeros(batch)
-        y, new_state = runner.run(_signal(info, batch, frames), state, runner.attributes())
-        expected = (batch, spec.out_channels, frames * spec.in_ratio // spec.out_ratio)
-        wrong_states = [k for k, v in new_state.items() if v.shape != state[k].shape or v.dtype != state[k].dtype]
-        if y.shape != expected or wrong_states or not np.isfinite(y).all():
-            return record("output shapes", False,
-                          f"batch {batch}: y {y.shape} (expected {expected}), finite={np.isfinite(y).all()}, "
-                          f"states with a wrong shape or type: {wrong_states}")
-    return record("output shapes", True)
-
-
-def _check_split(runner: _Runner, info: OnnxInfo, record) -> bool:
-    """Two consecutive calls give the samples of one call of both buffers (the state carries)."""
-    q = _quantum(info)
-    batch = _batches(info)[-1]
-    x = _signal(info, batch, 3 * q)
-    attrs = runner.attributes(0.5)
-    whole, _ = runner.run(x, runner.zeros(batch), attrs)
-    first, state = runner.run(x[..., :q], runner.zeros(batch), attrs)
-    second, _ = runner.run(x[..., q:], state, attrs)
-    error = float(np.max(np.abs(np.concatenate([first, second], -1) - whole)))
-    return record("state carries over", error <= TOLERANCE,
-                  f"1+2 buffers vs one call of 3: max |difference| {error:.2e} > {TOLERANCE}")
-
-
-def _check_reference(runner: _Runner, info: OnnxInfo, reference, samples: int, record) -> None:
+def _check_reference(runner: OnnxCallRunner, info: OnnxInfo, reference, samples: int, record) -> None:
     card, method = info.card, info.method
     rng = np.random.default_rng(1)
     temperature = 0.5 if "temperature" in ATTRIBUTE_INPUTS[method] else 0.0
@@ -587,14 +466,14 @@ def _check_reference(runner: _Runner, info: OnnxInfo, reference, samples: int, r
     scale = rng.uniform(0.5, 1.5, card.latent_size).astype(np.float32)
     attrs = runner.attributes(temperature, bias, scale)
     step = samples // card.compression if method == "decode" else samples
-    q = _quantum(info)
+    q = call_quantum(info)
     # streaming: mixed buffer sizes when the time axis is dynamic; whole signal: one call
     sizes = [step] * 3 if info.buffer is not None else [step, q, 3 * q, step]
     if not info.streaming:
         sizes = [sum(sizes)]
     set_torch_attributes(reference.core, temperature, bias, scale)
-    for batch in _batches(info):
-        x = _signal(info, batch, sum(sizes), seed=batch)
+    for batch in check_batches(info):
+        x = check_signal(info, batch, sum(sizes), seed=batch)
         reference.reset_state()
         state = runner.zeros(batch)
         worst, start = 0.0, 0
@@ -621,7 +500,3 @@ def set_torch_attributes(core, temperature: float, bias: np.ndarray, scale: np.n
     with torch.no_grad():
         core.latent_bias.copy_(torch.from_numpy(bias))
         core.latent_scale.copy_(torch.from_numpy(scale))
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:300]

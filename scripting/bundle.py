@@ -1,23 +1,30 @@
-"""``tildekit bundle``: a folder to copy to a Raspberry Pi and start.
+"""``tildekit bundle``: a self-contained folder to copy to a Raspberry Pi and start.
 
     make_bundle("runs/voice", "voice-pi")        # a run dir: exported here first
-    make_bundle("voice.ts", "voice-pi")          # an exported model (its .onnx sibling is used too)
+    make_bundle("voice.onnx", "voice-pi")        # an ONNX export (its .ts sibling is used for Pd)
 
-The folder holds the model for the runtime that measured faster on this machine (one thread,
-at the buffer recommended for the Pi: a run dir's ONNX graphs are exported for that buffer, as
-fixed-size graphs run faster), the ``.ts`` and a Pd patch for Pd + nn~ users, ``start.sh`` and a systemd unit that
-run ``tildekit serve`` headless with OSC control, ``budget.json`` and a README with the install
-steps and the measured budget. It is built in a temporary folder and renamed into place.
+The Pi runs the model with ONNX Runtime through the tildekit runtime (:mod:`tildekit.runtime`: no
+torch, a ~200 MB venv). The folder holds:
+
+- ``wheels/tildekit_runtime-VERSION-py3-none-any.whl``: that runtime, written from this install;
+- ``NAME.onnx`` with its ``.encode``/``.decode`` graphs and initial states (a run dir's graphs are
+  exported for the buffer recommended for the Pi: fixed-size graphs run faster), and the ``.ts``
+  with Pd patches for Pd + nn~ users when there is one;
+- ``start.sh`` and ``tildekit.service`` (:mod:`tildekit.scripting.pi_service`), ``budget.json`` and
+  a README with the install commands and the measured budget.
+
+It is built in a temporary folder and renamed into place.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import shutil
-import stat
 import tempfile
 import time
+import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -27,6 +34,12 @@ import numpy as np
 from tildekit.errors import TildekitError
 from tildekit.models.card import ModelCard
 from tildekit.scripting.oscmap import OscMap, model_slug
+from tildekit.scripting.pi_service import (
+    CONFIG_ERROR_STATUS, DEFAULT_OSC_HOST, DEFAULT_OSC_PORT, DEVICE_STATUS, RESTART_SEC, START_LIMIT_BURST,
+    START_LIMIT_INTERVAL_SEC, START_SCRIPT, UNIT_FILE, ServiceSettings, service_settings, service_unit, start_script,
+)
+from tildekit.scripting.runtime_wheel import write_runtime_wheel
+from tildekit.scripting.shell_quote import shell_word
 
 TARGETS = ("raspberry",)
 BENCH_BUFFER = 2048
@@ -36,7 +49,8 @@ PI_SLOWDOWN = (10.0, 25.0)
 # Keep compute under this share of the buffer duration: the OS, OSC and audio I/O need the rest.
 PI_HEADROOM = 0.7
 MAX_PI_BUFFER = 16384
-DEFAULT_OSC_PORT = 9000
+WHEELS_DIR = "wheels"
+SERVED_RUNTIME = "onnx"  # what the Pi runs: the runtime install has ONNX Runtime, not torch
 
 Progress = Callable[[str], None]
 
@@ -53,9 +67,9 @@ class RuntimeTiming:
 @dataclass
 class BundleReport:
     out_dir: Path
-    runtime: str
+    runtime: str  # always SERVED_RUNTIME
     model_file: str  # the file start.sh serves, relative to out_dir
-    realtime_factor: float  # of the chosen runtime, here, 1 thread, at pi_buffer (as measured first)
+    realtime_factor: float  # of the served file, here, 1 thread, at pi_buffer
     gflop_per_second: float | None  # of audio
     pi_buffer: int
     pi_latency_ms: float
@@ -128,12 +142,15 @@ def pi_buffers(card: ModelCard) -> list[int]:
 
 def _model_files(model: Path) -> dict[str, Path]:
     """The exports of one model found beside ``model``: {"torchscript": NAME.ts, "onnx": NAME.onnx}."""
-    stem = model.name.split(".")[0]
+    stem = model.name[: -len(model.suffix)]
     found = {}
     for runtime, name in (("torchscript", f"{stem}.ts"), ("onnx", f"{stem}.onnx")):
         candidate = model.with_name(name)
         if candidate.is_file():
             found[runtime] = candidate
+    if "onnx" not in found:
+        raise TildekitError(f"{model}: the Pi runs ONNX exports and there is no {stem}.onnx beside it: "
+                            f"export the run with `tildekit export RUN --target onnx`, or bundle the run dir")
     return found
 
 
@@ -183,111 +200,152 @@ def measure_buffers(runner, buffers: list[int], min_seconds: float = 0.2, min_ca
     return compute
 
 
-# -- the generated files ---------------------------------------------------------------------
+def _pd_patches(ts_path: Path | None, bundle: Path, buffer: int, osc_port: int) -> tuple[list[str], str]:
+    """Copy the ``.ts`` and write Pd patches for it: (patch file names, "") or ([], why not).
+    The engine does not need them: a name Pd cannot carry leaves them out, with the reason."""
+    if ts_path is None:
+        return [], "there is no .ts export beside the model (nn~ loads TorchScript)"
+    from tildekit.patches.write import write_patches
 
-def start_script(model_file: str, buffer: int, osc_port: int) -> str:
-    return f"""#!/usr/bin/env bash
-# Start the tildekit engine headless: sound card in -> model -> sound card out, OSC control.
-# Settings come from the environment (the systemd unit sets them); extra arguments go to
-# `tildekit serve` (e.g. ./start.sh --silence 60 --output test.wav to try it without a sound card).
-set -euo pipefail
-HERE="$(cd "$(dirname "${{BASH_SOURCE[0]}}")" && pwd)"
-TILDEKIT="${{TILDEKIT:-$HERE/venv/bin/tildekit}}"
-if [ ! -x "$TILDEKIT" ]; then
-    TILDEKIT="$(command -v tildekit || true)"
-fi
-if [ -z "$TILDEKIT" ]; then
-    echo "start.sh: tildekit not found: install it in $HERE/venv (see README.md)" >&2
-    exit 1
-fi
-OSC_HOST="${{OSC_HOST:-0.0.0.0}}"   # 0.0.0.0: accept OSC from the network; 127.0.0.1: this Pi only
-OSC_PORT="${{OSC_PORT:-{osc_port}}}"
-BUFFER="${{BUFFER:-{buffer}}}"
-THREADS="${{THREADS:-1}}"
-ALLOW=()
-for ip in ${{OSC_ALLOW:-}}; do      # space-separated sender addresses; empty: anyone
-    ALLOW+=(--allow "$ip")
-done
-if [ "$#" -eq 0 ]; then
-    set -- --device
-fi
-exec "$TILDEKIT" serve "$HERE/{model_file}" --host "$OSC_HOST" --osc-port "$OSC_PORT" \\
-    --buffer "$BUFFER" --threads "$THREADS" ${{ALLOW[@]+"${{ALLOW[@]}}"}} --verbose "$@"
-"""
+    copy = bundle / ts_path.name
+    shutil.copy2(ts_path, copy)
+    try:
+        written = write_patches(copy, bundle, host="pd", buffer=buffer, osc_port=osc_port)
+    except TildekitError as exc:
+        copy.unlink()
+        return [], str(exc)
+    return [Path(p).name for p in written], ""
 
 
-def service_unit(name: str, user: str, install_dir: str, osc_port: int) -> str:
-    return f"""[Unit]
-Description=tildekit engine ({name}) with OSC control on port {osc_port}
-After=network-online.target sound.target
-Wants=network-online.target
+# -- the README ------------------------------------------------------------------------------
 
-[Service]
-Type=simple
-User={user}
-SupplementaryGroups=audio
-WorkingDirectory={install_dir}
-Environment=OSC_HOST=0.0.0.0
-Environment=OSC_PORT={osc_port}
-# Environment=OSC_ALLOW=192.168.1.20
-ExecStart={install_dir}/start.sh
-Restart=on-failure
-RestartSec=2
-Nice=-10
-
-[Install]
-WantedBy=multi-user.target
-"""
+def readme_text(value: str, limit: int = 200) -> str:
+    """Text from a model card or a file name as one harmless line of Markdown: control, format and
+    line-separator characters and backticks replaced, so nothing can start a new (copy-pasted)
+    line or code span."""
+    text = "".join("?" if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") or c == "`" else c
+                   for c in value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def readme(report: BundleReport, card: ModelCard, folder: str, install_dir: str, user: str,
-           osc_port: int, has_pd: bool) -> str:
+def _serve_options() -> tuple[str, str]:
+    """The options of `tildekit serve` for the OSC address and allow-list (start.sh passes what the
+    bundled runtime's serve declares)."""
+    from tildekit.scripting.cli import serve
+
+    declared = {opt for param in serve.params for opt in getattr(param, "opts", ())}
+
+    def first(*names: str) -> str:
+        for name in names:
+            if name in declared:
+                return name
+        raise TildekitError(f"`tildekit serve` has none of {', '.join(names)}: this tildekit cannot be bundled")
+
+    return first("--osc-host", "--host"), first("--osc-allow", "--allow")
+
+
+def readme(report: BundleReport, card: ModelCard, settings: ServiceSettings, wheel: str,
+           ts_file: str | None = None, patches: list[str] | None = None, no_patches: str = "") -> str:
     osc = OscMap(card)
+    slug = model_slug(card.name)
+    service = f"tildekit-{slug}"
     gflops = (f"{report.gflop_per_second:.2f} GFLOP per second of audio"
               if report.gflop_per_second is not None else "not measured")
-    timings = "\n".join(f"| {t.runtime} | `{t.model_file}` | {t.buffer} | {1000 * t.seconds_per_buffer:.2f} ms | "
-                        f"{t.realtime_factor:.1f}x |" for t in report.timings)
+    timings = "\n".join(f"| {t.runtime} | `{readme_text(t.model_file)}` | {t.buffer} | "
+                        f"{1000 * t.seconds_per_buffer:.2f} ms | {t.realtime_factor:.1f}x |" for t in report.timings)
     slow, fast = report.pi_realtime_estimate
     fit = ("fits" if report.pi_fits else
            "does NOT fit at any buffer on the slow estimate: expect over-runs; a model trained with "
            "`--profile raspberry` is sized for a Pi 4")
     per_buffer = "\n".join(f"| {b} | {1000 * b / card.sample_rate:.1f} ms | {1000 * s:.2f} ms | "
                            f"{1000 * s * PI_SLOWDOWN[1]:.1f} ms |" for b, s in sorted(report.buffer_seconds_here.items()))
-    runtime_pkg = "onnxruntime" if report.runtime == "onnx" else "torch"
-    stem = report.model_file.split(".")[0]
-    pd_section = (f"""
+    model = shell_word("./" + report.model_file, "model file")
+    install_dir = shell_word(settings.install_dir, "--install-dir")
+    if ipaddress.ip_address(settings.osc_host).is_loopback:
+        listen = f"{settings.osc_host}: OSC from this Pi only"
+    else:
+        senders = f"from {', '.join(settings.osc_allow)} only" if settings.osc_allow else "from any sender"
+        listen = f"{settings.osc_host}: OSC {senders}"
+    pd_section = f"\n## Pure Data + nn~\n\nNo Pd patches in this bundle: {readme_text(no_patches, 400)}\n" if no_patches else ""
+    if ts_file and patches:
+        ts_name = readme_text(ts_file)
+        listing = ", ".join(f"`{readme_text(p)}`" for p in patches)
+        pd_section = f"""
 ## Pure Data + nn~
 
-`{stem}-*.pd` are patches for Pd with the nn~ external (they load `{stem}.ts` from this
-folder). Open `{stem}-transfer.pd` or `{stem}-forward.pd`; the OSC patch listens
-on port {osc_port} like the engine, so run one or the other.
-""" if has_pd else "")
-    addresses = "\n".join(f"    {d.pattern:<40} {d.types:<8} {d.description}" for d in osc.documentation())
-    return f"""# {card.name} for a Raspberry Pi 4
+{listing} are patches for Pd with the nn~ external (they load `{ts_name}` from this folder; nn~
+needs libtorch, which the tildekit runtime does not install). The OSC patch listens on port
+{settings.osc_port} like the engine: run one or the other.
+"""
+    addresses = "\n".join(readme_text(f"    {d.pattern:<40} {d.types:<8} {d.description}", 300)
+                          for d in osc.documentation())
+    return f"""# {readme_text(card.name)} on a Raspberry Pi
 
-Made by `tildekit bundle --target raspberry`. Engine: `tildekit serve`, headless, {report.runtime}
-runtime (measured faster here), {card.sample_rate} Hz, {card.channels} channel(s), OSC on UDP port {osc_port}.
+Made by `tildekit bundle --target raspberry`. The engine (`tildekit serve`, headless) plays
+`{readme_text(report.model_file)}` with ONNX Runtime: {card.sample_rate} Hz, {card.channels} channel(s),
+buffer {settings.buffer}, OSC control on UDP port {settings.osc_port}, listening on {listen}.
 
-## Install (64-bit Raspberry Pi OS, Bookworm or later)
+`{WHEELS_DIR}/{wheel}` is the tildekit runtime: the engine, OSC, patches and checks of ONNX files,
+without torch (the venv below takes about 230 MB). Training and exports stay on your computer.
 
-    sudo apt update && sudo apt install -y python3-venv libportaudio2
-    scp -r {folder} {user}@raspberrypi.local:{install_dir}     # from your computer
+## Install (64-bit Raspberry Pi OS Bookworm, Debian 12 arm64)
+
+Copy this folder to the Pi as `{readme_text(settings.install_dir)}` (with `scp -r`, `rsync` or a USB stick; the
+service uses that path, `tildekit bundle --install-dir` changes it), then on the Pi:
+
+    sudo apt update
+    sudo apt install -y python3-venv libportaudio2 libsndfile1
     cd {install_dir}
     python3 -m venv venv
-    venv/bin/pip install 'tildekit[audio]' {runtime_pkg}       # aarch64 wheels from PyPI
-    ./start.sh --silence 5 --output test.wav                   # a first run without the sound card
-    ./start.sh                                                 # live: sound card in and out
+    venv/bin/pip install '{WHEELS_DIR}/{wheel}[audio]'
+    venv/bin/tildekit check {model}
+    ./start.sh --silence 5 --output test.wav
+    ./start.sh
 
-Run it at boot (systemd; edit `User=` and the paths first if you changed them):
+`pip` fetches the runtime's dependencies (ONNX Runtime, numpy, soundfile, python-osc, click, PyYAML,
+sounddevice ...) for arm64 from PyPI; tildekit itself comes from the wheel in this folder. `check`
+loads the model with ONNX Runtime on the Pi; the first `start.sh` plays 5 s of generated sound into
+`test.wav` without the sound card (`./start.sh --input in.wav --output out.wav` processes a file
+at {card.sample_rate} Hz); the second runs live, sound card in and out (Ctrl-C stops it).
 
-    sudo cp tildekit.service /etc/systemd/system/tildekit-{model_slug(card.name)}.service
+Set the sound card at {card.sample_rate} Hz as the default ALSA device (`aplay -l` lists the cards). On the
+desktop image the logged-in session's audio server may hold the card: use Raspberry Pi OS Lite,
+or stop the engine's service while the desktop plays sound.
+
+## Start at boot (systemd)
+
+The unit runs `start.sh` as `{readme_text(settings.user)}` (`tildekit bundle --user` sets it):
+
+    sudo cp {UNIT_FILE} /etc/systemd/system/{service}.service
     sudo systemctl daemon-reload
-    sudo systemctl enable --now tildekit-{model_slug(card.name)}
-    journalctl -u tildekit-{model_slug(card.name)} -f             # statistics and over-runs
+    sudo systemctl enable --now {service}
+    systemctl status {service}
+    journalctl -u {service} -f
 
-Set the sound card at {card.sample_rate} Hz (the model's rate) as the default ALSA device. The unit
-listens on all interfaces (`OSC_HOST=0.0.0.0`); set `OSC_ALLOW` in it to accept only your
-controller's address, or `OSC_HOST=127.0.0.1` for local control only.
+If the sound card cannot be opened, the engine logs `Error: cannot open the sound device ...` and
+exits with status {DEVICE_STATUS}; systemd tries again every {RESTART_SEC} s, at most {START_LIMIT_BURST} starts in
+{START_LIMIT_INTERVAL_SEC} s, then leaves the service failed (plug the card in, then
+`sudo systemctl restart {service}`). A setup error (status {CONFIG_ERROR_STATUS}: no venv, a bad setting) is
+not retried. Either way `journalctl -u {service}` names the cause in one line.
+
+## OSC from the network
+
+This bundle's engine listens on {listen} (`OSC_HOST={readme_text(settings.osc_host)}`,
+`OSC_ALLOW={readme_text(" ".join(settings.osc_allow))}`). To control it from another machine, name the
+address to listen on and the senders allowed, IPv4 or IPv6, in an override:
+
+    sudo systemctl edit {service}
+
+and write, for a controller at 192.168.1.20 (IPv4; `OSC_HOST=::` listens on IPv6, e.g. with
+`OSC_ALLOW=fd00::20`; several senders are separated by spaces):
+
+    [Service]
+    Environment="OSC_HOST=0.0.0.0" "OSC_ALLOW=192.168.1.20"
+
+then `sudo systemctl restart {service}`. An empty `OSC_ALLOW` accepts any sender that can reach
+the port: on a shared network, always list your controllers. The same variables work for
+`./start.sh` (`OSC_HOST=0.0.0.0 OSC_ALLOW=192.168.1.20 ./start.sh`), and `tildekit bundle
+--osc-host ... --osc-allow ...` writes them as this bundle's defaults.
 
 ## Measured budget
 
@@ -307,8 +365,9 @@ Measured on the machine that made this bundle, 1 thread:
 |---|---|---|---|
 {per_buffer}
 
-If the engine reports over-runs (`journalctl`), raise `BUFFER` in the unit
-(`Environment=BUFFER=...`, a power of two, multiple of {card.highest_ratio}).
+`venv/bin/tildekit bench {model}` measures it on the Pi itself. If the engine reports
+over-runs (`journalctl`), raise `BUFFER` in the override (`Environment=BUFFER=...`, a multiple of
+{card.highest_ratio} that the ONNX graphs accept).
 {pd_section}
 ## OSC addresses
 
@@ -320,6 +379,7 @@ If the engine reports over-runs (`journalctl`), raise `BUFFER` in the unit
 
 def make_bundle(run_or_model: str | Path, out_dir: str | Path, target: str = "raspberry", user: str = "pi",
                 install_dir: str | None = None, osc_port: int = DEFAULT_OSC_PORT,
+                osc_host: str = DEFAULT_OSC_HOST, osc_allow: tuple[str, ...] | list[str] = (),
                 progress: Progress | None = None) -> BundleReport:
     """Build the bundle folder ``out_dir`` (see the module docstring); returns what was measured."""
     from tildekit.export.card_io import read_card
@@ -332,37 +392,45 @@ def make_bundle(run_or_model: str | Path, out_dir: str | Path, target: str = "ra
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise TildekitError(f"--out {out}: already exists and is not an empty folder: pick a new folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
     install_dir = install_dir or f"/home/{user}/{out.resolve().name}"
+    # Every name that goes into start.sh and the unit is checked before anything is measured.
+    settings = service_settings(user, install_dir, BENCH_BUFFER, osc_port, osc_host, osc_allow)
+    host_option, allow_option = _serve_options()
+    if source.is_file():
+        if source.suffix.lower() not in (".ts", ".onnx") or source.name.endswith((".encode.onnx", ".decode.onnx")):
+            raise TildekitError(f"{source}: bundle a run dir or an exported NAME.onnx / NAME.ts model")
+        models = _model_files(source)
+        card = read_card(models[SERVED_RUNTIME])
+        service_unit(card.name, settings)
+        start_script(models[SERVED_RUNTIME].name, settings, host_option, allow_option)
+    elif not source.is_dir():
+        raise TildekitError(f"{source} does not exist: pass a run dir or an exported model")
+    out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
-        export_onnx_for: Callable[[int], Path] | None = None
         if source.is_dir():
             exports = work / "export"
             exports.mkdir()
             ts_path, export_onnx_for = _export_run(source, exports, say)
-            models = {"torchscript": ts_path}
-        elif source.is_file():
-            if source.suffix.lower() not in (".ts", ".onnx"):
-                raise TildekitError(f"{source}: bundle a run dir or an exported .ts / .onnx model")
-            models = _model_files(source)
-        else:
-            raise TildekitError(f"{source} does not exist: pass a run dir or an exported model")
-        card = read_card(next(iter(models.values())))
+            card = read_card(ts_path)
+            service_unit(card.name, settings)
+            # The buffer, from the runtime that takes any buffer; then the graphs for it.
+            say(f"measuring {ts_path.name} at buffers {pi_buffers(card)} ...")
+            compute = measure_buffers(open_runner(ts_path, threads=1), pi_buffers(card))
+            if not compute:
+                raise TildekitError(f"{ts_path.name} runs at none of the buffers {pi_buffers(card)}")
+            models = {"torchscript": ts_path, "onnx": export_onnx_for(recommend_pi_buffer(card, compute)[0])}
 
-        # The buffer: from the runtime that takes any buffer (TorchScript) when there is one.
-        first = next(iter(models.values()))
-        say(f"measuring {first.name} at buffers {pi_buffers(card)} ...")
-        compute = measure_buffers(open_runner(first, threads=1), pi_buffers(card))
-        if not compute:
-            raise TildekitError(f"{first.name} runs at none of the buffers {pi_buffers(card)}: re-export it")
-        pi_buffer, fits = recommend_pi_buffer(card, compute)
-        if export_onnx_for is not None:
-            models["onnx"] = export_onnx_for(pi_buffer)
-
-        # The runtime: both measured at the buffer the Pi will run (the ONNX graphs are exported
-        # for it), and at BENCH_BUFFER for the README when a runtime accepts it.
+        # The buffer for the Pi, from what it will run.
+        served = models[SERVED_RUNTIME]
+        say(f"measuring {served.name} at buffers {pi_buffers(card)} ...")
         runners = {runtime: open_runner(path, threads=1) for runtime, path in models.items()}
+        compute = measure_buffers(runners[SERVED_RUNTIME], pi_buffers(card))
+        if not compute:
+            raise TildekitError(f"{served.name} runs at none of the buffers {pi_buffers(card)}: re-export it")
+        pi_buffer, fits = recommend_pi_buffer(card, compute)
+
+        # Both runtimes at the Pi's buffer and at BENCH_BUFFER, for the README (the .ts is what Pd + nn~ runs).
         timings: list[RuntimeTiming] = []
         for runtime, runner in runners.items():
             times = measure_buffers(runner, sorted({pi_buffer, BENCH_BUFFER}), min_seconds=0.5, min_calls=10)
@@ -370,51 +438,45 @@ def make_bundle(run_or_model: str | Path, out_dir: str | Path, target: str = "ra
                 say(f"{models[runtime].name}: {1000 * seconds:.2f} ms per buffer of {buffer}")
                 timings.append(RuntimeTiming(runtime, models[runtime].name, buffer, seconds,
                                              buffer / card.sample_rate / seconds))
-        compared = [t for t in timings if t.buffer == pi_buffer]
-        if not compared:
-            raise TildekitError(f"no model file runs at buffer {pi_buffer}: re-export the model")
-        best = max(compared, key=lambda t: t.realtime_factor)
-        best_path = models[best.runtime]
-        if best_path != first:  # the table and the buffer for what start.sh will run
-            compute = measure_buffers(runners[best.runtime], pi_buffers(card))
-            pi_buffer, fits = recommend_pi_buffer(card, compute)
+        served_timing = next((t for t in timings if t.runtime == SERVED_RUNTIME and t.buffer == pi_buffer), None)
+        if served_timing is None:
+            raise TildekitError(f"{served.name} does not run at buffer {pi_buffer}: re-export the model")
         flops = count_flops(models["torchscript"], BENCH_BUFFER) if "torchscript" in models else None
+        settings = service_settings(user, install_dir, pi_buffer, osc_port, osc_host, osc_allow)
 
         bundle = work / "bundle"
         bundle.mkdir()
-        copied = [best_path] + (_onnx_companions(best_path) if best.runtime == "onnx" else [])
-        if "torchscript" in models:
-            copied.append(models["torchscript"])  # for Pd + nn~, whatever the engine runs
-        for path in dict.fromkeys(copied):
+        for path in dict.fromkeys([served, *_onnx_companions(served)]):
             shutil.copy2(path, bundle / path.name)
-        has_pd = "torchscript" in models
-        if has_pd:
-            from tildekit.patches.write import write_patches
-
-            write_patches(bundle / models["torchscript"].name, bundle, host="pd", buffer=pi_buffer,
-                          osc_port=osc_port)
+        patches, no_patches = _pd_patches(models.get("torchscript"), bundle, pi_buffer, osc_port)
+        if no_patches:
+            say(f"no Pd patches: {no_patches}")
+        (bundle / WHEELS_DIR).mkdir()
+        wheel = write_runtime_wheel(bundle / WHEELS_DIR)
+        say(f"wrote the tildekit runtime as {WHEELS_DIR}/{wheel.name}")
         report = BundleReport(
-            out_dir=out, runtime=best.runtime, model_file=best_path.name,
-            realtime_factor=best.realtime_factor,
+            out_dir=out, runtime=SERVED_RUNTIME, model_file=served.name,
+            realtime_factor=served_timing.realtime_factor,
             gflop_per_second=None if flops is None else flops * card.sample_rate / BENCH_BUFFER / 1e9,
             pi_buffer=pi_buffer,
             pi_latency_ms=1000 * (2 * pi_buffer + card.delay) / card.sample_rate,
-            pi_realtime_estimate=(best.realtime_factor / PI_SLOWDOWN[1], best.realtime_factor / PI_SLOWDOWN[0]),
+            pi_realtime_estimate=(served_timing.realtime_factor / PI_SLOWDOWN[1],
+                                  served_timing.realtime_factor / PI_SLOWDOWN[0]),
             pi_fits=fits, timings=timings, buffer_seconds_here=compute)
-        script = bundle / "start.sh"
-        script.write_text(start_script(best_path.name, pi_buffer, osc_port), encoding="utf-8")
-        script.chmod(script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-        (bundle / "tildekit.service").write_text(service_unit(card.name, user, install_dir, osc_port),
-                                                 encoding="utf-8")
-        (bundle / "README.md").write_text(readme(report, card, out.name, install_dir, user, osc_port, has_pd),
+        script = bundle / START_SCRIPT
+        script.write_text(start_script(served.name, settings, host_option, allow_option), encoding="utf-8")
+        (bundle / UNIT_FILE).write_text(service_unit(card.name, settings), encoding="utf-8")
+        ts_file = models["torchscript"].name if patches else None
+        (bundle / "README.md").write_text(readme(report, card, settings, wheel.name, ts_file, patches, no_patches),
                                           encoding="utf-8")
         budget = {k: v for k, v in asdict(report).items() if k not in ("out_dir", "files")}
         budget["buffer_seconds_here"] = {str(k): v for k, v in compute.items()}
         (bundle / "budget.json").write_text(json.dumps(budget, indent=1), encoding="utf-8")
-        for path in bundle.iterdir():  # some writers create 0600 files; a bundle is meant to be shared
-            if path.is_file() and path != script:
-                path.chmod(0o644)
-        report.files = sorted(p.name for p in bundle.iterdir())
+        for path in [*bundle.iterdir(), *(bundle / WHEELS_DIR).iterdir()]:  # a bundle is meant to be shared
+            if path.is_file():
+                path.chmod(0o755 if path == script else 0o644)
+        (bundle / WHEELS_DIR).chmod(0o755)
+        report.files = sorted([p.name for p in bundle.iterdir() if p.is_file()] + [f"{WHEELS_DIR}/{wheel.name}"])
         if out.exists():
             out.rmdir()  # empty (checked above)
         os.replace(bundle, out)

@@ -298,13 +298,23 @@ def serve(model: str, input_path: str | None, use_device: bool, silence: float |
 @click.option("--user", default="pi", show_default=True, help="Account that runs the service on the Pi.")
 @click.option("--install-dir", default=None,
               help="Where the folder will live on the Pi (default /home/USER/<folder name>).")
-def bundle(run_or_model: str, target: str, out_dir: str, user: str, install_dir: str | None) -> None:
-    """A folder to copy to a Raspberry Pi: model, Pd patch, start script, systemd unit, README."""
+@click.option("--osc-port", type=click.IntRange(1, 65535), default=9000, show_default=True,
+              help="UDP port for OSC control on the Pi.")
+@click.option("--osc-host", default="127.0.0.1", show_default=True,
+              help="Address the Pi's engine listens on: 127.0.0.1 the Pi only, 0.0.0.0 (IPv4) or :: (IPv6) "
+                   "the network.")
+@click.option("--osc-allow", multiple=True, metavar="IP",
+              help="Accept OSC only from this sender, IPv4 or IPv6 (repeatable).")
+def bundle(run_or_model: str, target: str, out_dir: str, user: str, install_dir: str | None, osc_port: int,
+           osc_host: str, osc_allow: tuple[str, ...]) -> None:
+    """A self-contained folder for a Raspberry Pi: the tildekit runtime as a wheel (no torch), the
+    ONNX model, Pd patches, start script, systemd unit, README."""
     from tildekit.scripting.bundle import make_bundle
 
     report = make_bundle(run_or_model, out_dir, target=target, user=user, install_dir=install_dir,
+                         osc_port=osc_port, osc_host=osc_host, osc_allow=osc_allow,
                          progress=lambda line: click.echo(line, err=True))
-    click.echo(f"wrote {report.out_dir} ({report.runtime}, {report.realtime_factor:.1f}x real time here "
+    click.echo(f"wrote {report.out_dir} ({report.model_file}, {report.realtime_factor:.1f}x real time here "
                f"at 1 thread; Pi 4 buffer {report.pi_buffer})")
 
 

@@ -37,7 +37,7 @@ from typing import Callable, Hashable, Iterable, Iterator
 
 import numpy as np
 
-from tildekit.errors import TildekitError
+from tildekit.errors import DeviceUnavailable, TildekitError
 from tildekit.scripting.audio_files import AtomicOutput, read_input
 from tildekit.scripting.netaccess import DEFAULT_HOST, AllowList, open_udp_socket
 from tildekit.scripting.oscmap import Control, OscMap, UnknownAddressError, OscValueError
@@ -481,9 +481,9 @@ class Engine:
             stream = kind(samplerate=rate, blocksize=self.buffer, channels=channels, dtype="float32",
                           device=device)
         except Exception as exc:  # sd.PortAudioError / ValueError: no device, unsupported rate...
-            raise TildekitError(f"cannot open the sound device at {rate} Hz, {channels} channel(s): "
-                                f"{' '.join(str(exc).split())[:160]} (check `python -m sounddevice`, or use "
-                                f"--input/--output files)") from None
+            raise DeviceUnavailable(f"cannot open the sound device at {rate} Hz, {channels} channel(s): "
+                                    f"{' '.join(str(exc).split())[:160]} (check `python -m sounddevice`, or use "
+                                    f"--input/--output files)") from None
 
         def blocks() -> Iterator[np.ndarray | None]:
             while True:

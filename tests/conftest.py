@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -50,3 +52,32 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def export_tiny_model(folder: Path, stem: str = "tiny", latent_size: int = 4) -> Path:
+    """STEM.ts (the nn~ module, scripted), STEM.onnx + STEM.decode.onnx (streaming graphs taking
+    any multiple of 128 samples) from one random `small` core of capacity 8, card name "tiny".
+    A real export in seconds: export_nn's minute of contract checks is tested in the exporter's tests."""
+    import onnx
+
+    from tildekit.export.card_io import card_extra_files
+    from tildekit.export.core import ExportCore
+    from tildekit.export.model_card import card_from_core
+    from tildekit.export.nn_tilde import script_nn_tilde
+    from tildekit.export.onnx_export import build_onnx
+    from tildekit.models.autoencoder import build_model
+    from tildekit.models.config import load_profile
+
+    torch.manual_seed(0)
+    cfg = load_profile("small", ["model.capacity=8", f"model.latent_size={latent_size}"]).model
+    whole = build_model(cfg, False).eval()
+    streaming = build_model(cfg, True)
+    streaming.load_state_dict(whole.state_dict())
+    core = ExportCore(streaming)
+    card = card_from_core(core, "tiny", None, "small", 0)
+    torch.jit.save(script_nn_tilde(core, card), str(folder / f"{stem}.ts"), _extra_files=card_extra_files(card))
+    for method, name in (("forward", f"{stem}.onnx"), ("decode", f"{stem}.decode.onnx")):
+        core.reset_state()
+        proto, _ = build_onnx(core, card, method, streaming=True)
+        onnx.save(proto, str(folder / name))
+    return folder

@@ -1,8 +1,7 @@
-"""Headless engine, runners and the Raspberry Pi bundle: real models, real UDP sockets on 127.0.0.1."""
+"""Headless engine and runners: real models, real UDP sockets on 127.0.0.1."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import socket
@@ -16,7 +15,6 @@ from typing import Callable
 import numpy as np
 import pytest
 import soundfile
-import torch
 from click.testing import CliRunner
 from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
 from pythonosc.osc_message_builder import OscMessageBuilder
@@ -27,6 +25,8 @@ from tildekit.scripting.controller import Controller
 from tildekit.scripting.engine import ControlQueue, Engine, osc_framing_problem
 from tildekit.scripting.oscmap import Control
 from tildekit.scripting.runner import open_runner
+
+from tests.conftest import export_tiny_model
 
 pytestmark = pytest.mark.filterwarnings(r"ignore:.torch\.(jit|onnx):DeprecationWarning")
 
@@ -40,31 +40,7 @@ LATENT = 4
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> Path:
     """tiny.ts (the nn~ module, scripted) and tiny.onnx + tiny.decode.onnx, from one random core."""
-    import onnx
-
-    from tildekit.export.card_io import card_extra_files
-    from tildekit.export.core import ExportCore
-    from tildekit.export.model_card import card_from_core
-    from tildekit.export.nn_tilde import script_nn_tilde
-    from tildekit.export.onnx_export import build_onnx
-    from tildekit.models.autoencoder import build_model
-    from tildekit.models.config import load_profile
-
-    torch.manual_seed(0)
-    cfg = load_profile("small", ["model.capacity=8", f"model.latent_size={LATENT}"]).model
-    whole = build_model(cfg, False).eval()
-    streaming = build_model(cfg, True)
-    streaming.load_state_dict(whole.state_dict())
-    core = ExportCore(streaming)
-    card = card_from_core(core, "tiny", None, "small", 0)
-    folder = tmp_path_factory.mktemp("models")
-    # export_nn adds ~1 min of contract checks (tested in the exporter's own tests)
-    torch.jit.save(script_nn_tilde(core, card), str(folder / "tiny.ts"), _extra_files=card_extra_files(card))
-    for method, name in (("forward", "tiny.onnx"), ("decode", "tiny.decode.onnx")):
-        core.reset_state()
-        proto, _ = build_onnx(core, card, method, streaming=True)  # any multiple of 128 per call
-        onnx.save(proto, str(folder / name))
-    return folder
+    return export_tiny_model(tmp_path_factory.mktemp("models"), latent_size=LATENT)
 
 
 @pytest.fixture(scope="module")
@@ -438,72 +414,3 @@ def test_cli_serve_subprocess_live_osc(model_ts, input_wav, tmp_path):
     assert "1 applied" in rest
     audio, _ = soundfile.read(out, dtype="float32")
     assert audio.shape == (3 * RATE,) and not audio[-RATE:].any()
-
-
-# -- bundle ------------------------------------------------------------------------------------
-
-def test_bundle_for_raspberry(models, tmp_path):
-    from tildekit.scripting.bundle import make_bundle
-
-    out = tmp_path / "tiny-pi"
-    result = CliRunner().invoke(main, ["bundle", str(models / "tiny.ts"), "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    files = {p.name for p in out.iterdir()}
-    assert {"tiny.ts", "tiny.onnx", "start.sh", "tildekit.service", "README.md", "budget.json",
-            "tiny-transfer.pd", "tiny-forward.pd", "tiny-osc.pd"} <= files or "tiny.onnx" not in files
-    assert {"tiny.ts", "start.sh", "tildekit.service", "README.md", "budget.json", "tiny-forward.pd"} <= files
-    budget = json.loads((out / "budget.json").read_text())
-    model_file = budget["model_file"]
-    assert model_file in files and budget["runtime"] in ("torchscript", "onnx")
-    if budget["runtime"] == "onnx":
-        assert "tiny.decode.onnx" in files
-    start = out / "start.sh"
-    assert os.access(start, os.X_OK)
-    assert subprocess.run(["bash", "-n", str(start)], capture_output=True).returncode == 0
-    assert f'serve "$HERE/{model_file}"' in start.read_text()
-    unit = (out / "tildekit.service").read_text()
-    assert re.search(r"^ExecStart=/home/pi/tiny-pi/start\.sh$", unit, re.M)
-    assert "Restart=on-failure" in unit and "User=pi" in unit and "WorkingDirectory=/home/pi/tiny-pi" in unit
-    readme = (out / "README.md").read_text()
-    assert "python3 -m venv" in readme and "GFLOP per second of audio" in readme
-    assert f"**{budget['pi_buffer']} samples**" in readme and budget["realtime_factor"] > 0
-    assert "tiny.ts" in (out / "tiny-transfer.pd").read_text()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # temp folder gone
-    with pytest.raises(TildekitError, match="not an empty folder"):
-        make_bundle(models / "tiny.ts", out)
-    with pytest.raises(TildekitError, match="run dir or an exported"):
-        make_bundle(models / "tiny.decode.onnx".replace(".onnx", ".npz"), tmp_path / "x")
-
-
-@pytest.mark.slow
-def test_bundle_from_a_run_dir_exports_both_runtimes(tmp_path):
-    """A run dir (random weights, written as the trainer writes it) -> export, measure, bundle."""
-    from tildekit.models.autoencoder import build_model
-    from tildekit.models.config import load_profile
-    from tildekit.models.run import CHECKPOINT_FORMAT, PROFILE_FILE, write_checkpoint
-    from tildekit.scripting.bundle import make_bundle
-
-    profile = load_profile("small", ["model.capacity=8", f"model.latent_size={LATENT}"])
-    run = tmp_path / "voice"
-    run.mkdir()
-    (run / PROFILE_FILE).write_text(profile.to_yaml())
-    torch.manual_seed(1)
-    write_checkpoint(run, {"format": CHECKPOINT_FORMAT, "step": 10, "profile": profile.to_yaml(),
-                           "model": build_model(profile.model, False).state_dict()})
-    lines: list[str] = []
-    with pytest.warns(UserWarning, match="no latent statistics"):
-        report = make_bundle(run, tmp_path / "voice-pi", user="alice", install_dir="/opt/voice",
-                             progress=lines.append)
-    files = set(report.files)
-    assert {"voice.ts", "voice.onnx", "voice.decode.onnx", "voice-transfer.pd", "start.sh",
-            "tildekit.service"} <= files or report.runtime == "torchscript"
-    assert {"voice.ts", "voice-forward.pd", "README.md", "budget.json"} <= files
-    assert any("'small' profile" in line for line in lines)  # the Pi profile is suggested
-    assert {t.runtime for t in report.timings} == {"torchscript", "onnx"}
-    unit = (tmp_path / "voice-pi" / "tildekit.service").read_text()
-    assert "User=alice" in unit and "ExecStart=/opt/voice/start.sh" in unit
-    # the bundled start script serves the chosen model (file mode: no sound card here)
-    result = CliRunner().invoke(main, ["serve", str(tmp_path / "voice-pi" / report.model_file), "--silence", "0.5",
-                                       "--output", str(tmp_path / "gen.wav"), "--osc-port", "0",
-                                       "--buffer", str(report.pi_buffer)])
-    assert result.exit_code == 0, result.output
