@@ -33,10 +33,11 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 
 from tildekit.errors import TildekitError
+from tildekit.export.targets import DEFAULT_ONNX_BUFFER
 from tildekit.models import metrics
 from tildekit.models.card import ModelCard
 
-DEFAULT_BUFFER = 2048
+DEFAULT_BUFFER = DEFAULT_ONNX_BUFFER  # a host's usual buffer, and the one ONNX exports take by default
 REPORT_FORMAT = "tildekit-eval"
 REPORT_VERSION = 1
 MIN_SECONDS = 0.1  # a few loudness frames
@@ -345,11 +346,14 @@ def evaluate_model(model: StreamingModel, model_name: str, files: Sequence[Path]
     rate = card.sample_rate
     check_buffer(card, buffer)
     stems = _unique_stems(files)
+    for path in files:  # every file must read before any work: a bad one fails the run at once
+        read_audio(path, rate, card.channels)
     results: list[FileResult] = []
     pictures: list[_Pictures] = []
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in a host's audio thread
-    bar = tqdm(total=len(files), desc="eval", unit="file", disable=not progress, leave=False)
+    # None: only on a terminal (a log file gets the report, not a bar)
+    bar = tqdm(total=len(files), desc="eval", unit="file", disable=None if progress else True, leave=False)
     try:
         for path, stem in zip(files, stems):
             bar.set_postfix_str(f"{path.name[-30:]}: reading", refresh=True)
