@@ -123,6 +123,10 @@ def run_demo(out_dir: str | Path, steps: int = 150, seconds_of_audio: float = 18
 
     report = evaluate(onnx, write_held_out(out / "held-out", rate), out / "eval")
     echo(textwrap.indent(report.text(), "    "))
+    following = report.overall["model"].loudness_correlation
+    echo(f"    loudness-envelope correlation {'n/a' if following is None else f'{following:.2f}'}: "
+         f"about 0.8 or more means the output follows the input's loudness "
+         f"(the low-pass reference shows the ceiling; train longer to get there)")
     echo(f"    spectrogram (input vs output): {out / 'eval' / report.files[0].spectrogram}")
     echo(f"    report: {out / 'eval' / 'report.md'}")
 

@@ -289,7 +289,7 @@ class EvalReport:
 
 
 def _figures_json(figures: metrics.Figures, names: Sequence[str]) -> dict[str, float | None]:
-    return {name: getattr(figures, name) for name in names}
+    return {name: value for name, value in figures.as_dict().items() if name in names}
 
 
 def _short_label(name: str) -> str:

@@ -134,7 +134,9 @@ def magnitude(signal: np.ndarray, n_fft: int) -> np.ndarray:
     """|STFT| (bins, frames), Hann window, hop n/4, divided by the window's sum."""
     import librosa
 
-    spec = librosa.stft(signal, n_fft=n_fft, hop_length=n_fft // 4, window="hann", center=True)
+    with warnings.catch_warnings():  # a file shorter than n_fft: zero-padded by the centring, fine
+        warnings.filterwarnings("ignore", message=r"n_fft=\d+ is too large")
+        spec = librosa.stft(signal, n_fft=n_fft, hop_length=n_fft // 4, window="hann", center=True)
     return np.abs(spec) / (n_fft / 2)  # a periodic Hann window sums to n / 2
 
 

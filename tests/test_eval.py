@@ -99,6 +99,21 @@ def test_noise_is_not_pitched_and_means_skip_missing_figures() -> None:
     assert transfer.stft_distance is None and transfer.loudness_correlation == pytest.approx(1.0)
 
 
+def test_the_figures_need_no_torch() -> None:
+    """The Raspberry Pi runtime (ONNX Runtime, no torch) can judge a model too."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np\n"
+            "from tildekit.models import metrics, synthetic\n"
+            "x = synthetic.harmonic_tone(220.0, 0.5, 16000)\n"
+            "a = metrics.analyse(x, 16000)\n"
+            "metrics.compare(a, metrics.analyse(metrics.lowpass_reference(x, 16000), 16000))\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
 # --------------------------------------------------------------------------- playing a model
 
 
