@@ -234,11 +234,11 @@ class EvalReport:
                        "spectrogram": r.spectrogram, "excerpts": r.excerpts} for r in self.files],
         }
 
-    def _header(self) -> str:
+    def _header(self, model: str | None = None) -> str:
         card = self.card
         mode = ("out-of-domain input (--transfer): loudness and pitch following only"
                 if self.transfer else "reconstruction of the input")
-        return (f"{self.model} ({self.model_kind}): {card.name}, {card.sample_rate} Hz, step {card.step}, "
+        return (f"{model or self.model} ({self.model_kind}): {card.name}, {card.sample_rate} Hz, step {card.step}, "
                 f"delay {card.delay} samples, played in buffers of {self.buffer}; {len(self.files)} "
                 f"file(s), {sum(r.seconds for r in self.files):.1f} s; {mode}")
 
@@ -261,7 +261,7 @@ class EvalReport:
 
     def markdown(self) -> str:
         names = self.figure_names
-        lines = [f"# Evaluation of {Path(self.model).name}", "", self._header() + ".", "",
+        lines = [f"# Evaluation of {_code(Path(self.model).name)}", "", self._header(_code(self.model)) + ".", "",
                  "Figures (see `tildekit eval --help` for their exact definitions):", ""]
         lines += [f"- **{metrics.FIGURE_LABELS[n][0]}**: {metrics.FIGURE_LABELS[n][1]}" for n in names]
         lines += ["", "## Mean over files", "", *self._markdown_table(self.overall), ""]
@@ -270,7 +270,7 @@ class EvalReport:
             pitch = (f"pitched ({100 * result.voiced_fraction:.0f} % of active frames voiced)"
                      if result.pitched else
                      f"not pitched ({100 * result.voiced_fraction:.0f} % voiced): no pitch figures")
-            lines += [f"## {result.path}", "", f"{result.seconds:.2f} s{note}, {pitch}.", "",
+            lines += [f"## {_code(result.path)}", "", f"{result.seconds:.2f} s{note}, {pitch}.", "",
                       *self._markdown_table(result.figures), ""]
             if result.spectrogram:
                 lines += [f"![input vs output]({result.spectrogram})", ""]
@@ -286,6 +286,11 @@ class EvalReport:
             rows.append(f"| {SYSTEM_LABELS[system]} | "
                         + " | ".join(_format(getattr(figures[system], n)) for n in names) + " |")
         return rows
+
+
+def _code(text: str) -> str:
+    """An outside name as Markdown code: no backtick, line break or control character survives."""
+    return "`" + re.sub(r"[`\x00-\x1f\x7f]", "?", text) + "`"
 
 
 def _figures_json(figures: metrics.Figures, names: Sequence[str]) -> dict[str, float | None]:
