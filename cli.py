@@ -47,6 +47,7 @@ def main() -> None:
     \b
     audio folder --preprocess--> dataset --train--> run dir
     run dir      --export------> model.ts (nn~), model.nm (Neutone), model.onnx
+    run dir      --eval--------> report.md, spectrograms: does the output follow its input?
     model file   --patch-------> model.pd, model.maxpat
     model file   --serve / osc-> live control over OSC, headless engine
     """

@@ -1,7 +1,8 @@
 """`tildekit demo`: the whole pipeline on generated audio, in a few minutes on a CPU.
 
 generate audio ─► preprocess ─► train `small` ─► info ─► export nn~ / Neutone / ONNX (checked)
-─► Pd + Max patches ─► a short OSC score, then how to play it all.
+─► Pd + Max patches ─► a short OSC score ─► eval of the export on held-out sounds (does it follow
+its input?), then how to play it all.
 """
 
 from __future__ import annotations
@@ -29,6 +30,28 @@ events:
 """
 
 
+def write_held_out(folder: Path, rate: int) -> list[Path]:
+    """A tone, noise bursts and a chirp the model never trained on (seeds and pitches of their own)."""
+    import numpy as np
+    import soundfile as sf
+
+    from tildekit.models.synthetic import chirp, harmonic_tone, noise_burst
+
+    sounds = {
+        "tone": harmonic_tone(293.7, 1.5, rate, harmonics=10, vibrato_depth=0.006, seed=101),
+        "bursts": np.concatenate([noise_burst(0.4, rate, seed=100 + i, decay=0.08, low_hz=100.0 * (i + 1))
+                                  for i in range(4)]),
+        "chirp": chirp(150.0, 3000.0, 1.5, rate, kind="exponential"),  # inside the low-pass band
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, sound in sounds.items():
+        path = folder / f"{name}.wav"
+        sf.write(path, sound, rate, subtype="FLOAT")
+        paths.append(path)
+    return paths
+
+
 def run_demo(out_dir: str | Path, steps: int = 150, seconds_of_audio: float = 180.0,
              echo: Callable[[str], None] = print, progress: bool = True) -> dict[str, Path]:
     """Run every stage into ``out_dir``; returns the main paths. Safe to re-run (resumes training)."""
@@ -48,29 +71,29 @@ def run_demo(out_dir: str | Path, steps: int = 150, seconds_of_audio: float = 18
     profile = load_profile("small")
     rate = profile.model.sample_rate
 
-    echo(f"[1/7] generating {seconds_of_audio:.0f} s of test audio (tones, chirps, noise bursts)")
+    echo(f"[1/8] generating {seconds_of_audio:.0f} s of test audio (tones, chirps, noise bursts)")
     audio = out / "audio"
     if not audio.exists():
         write_example_folder(audio, seconds=seconds_of_audio, sample_rate=rate)
 
-    echo("[2/7] preprocessing")
+    echo("[2/8] preprocessing")
     dataset = out / "dataset"
     report = preprocess(audio, dataset, sample_rate=rate, channels=profile.model.channels,
                         min_samples=training_window(profile), progress=progress)
     echo(textwrap.indent(report.summary(), "    "))
 
-    echo(f"[3/7] training the '{profile.name}' profile for {steps} steps")
+    echo(f"[3/8] training the '{profile.name}' profile for {steps} steps")
     run = out / "run"
     resume = (run / "checkpoints").exists()
     summary = train(dataset, run, None if resume else profile, steps=steps, resume=resume, progress=progress)
     echo(textwrap.indent(summary.text(), "    "))
 
-    echo("[4/7] the trained model")
+    echo("[4/8] the trained model")
     from tildekit.models.cli import describe_run
 
     echo(textwrap.indent(describe_run(RunDir(run)), "    "))
 
-    echo("[5/7] exporting for nn~ (.ts), Neutone FX (.nm) and ONNX Runtime (.onnx), each checked")
+    echo("[5/8] exporting for nn~ (.ts), Neutone FX (.nm) and ONNX Runtime (.onnx), each checked")
     exports = out / "export"
     if exports.exists():
         shutil.rmtree(exports)
@@ -85,16 +108,28 @@ def run_demo(out_dir: str | Path, steps: int = 150, seconds_of_audio: float = 18
     model = exports / f"{DEMO_NAME}.ts"
     echo(textwrap.indent(describe_file(model), "    "))
 
-    echo("[6/7] writing Pure Data and Max patches next to the model")
+    echo("[6/8] writing Pure Data and Max patches next to the model")
     for path in write_patches(model, host="both"):
         echo(f"    {path}")
 
-    echo("[7/7] writing an OSC score")
+    echo("[7/8] writing an OSC score")
     score = out / "score.yaml"
     score.write_text(DEMO_SCORE.format(score=score, model=model.resolve()))
     load_score(score)  # validated against the model's card: a typo fails here, not on stage
 
     onnx = exports / f"{DEMO_NAME}.onnx"
+    echo("[8/8] does the exported model follow its input? (held-out tone, bursts and chirp)")
+    from tildekit.export.evaluate import evaluate
+
+    report = evaluate(onnx, write_held_out(out / "held-out", rate), out / "eval")
+    echo(textwrap.indent(report.text(), "    "))
+    following = report.overall["model"].loudness_correlation
+    echo(f"    loudness-envelope correlation {'n/a' if following is None else f'{following:.2f}'}: "
+         f"about 0.8 or more means the output follows the input's loudness "
+         f"(the low-pass reference shows the ceiling; train longer to get there)")
+    echo(f"    spectrogram (input vs output): {out / 'eval' / report.files[0].spectrogram}")
+    echo(f"    report: {out / 'eval' / 'report.md'}")
+
     echo(textwrap.dedent(f"""
         Done. To play it:
           Pure Data + nn~:  pd {exports / (DEMO_NAME + '-transfer.pd')}   (turn DSP on; the patch listens for OSC on 9000)
@@ -102,5 +137,6 @@ def run_demo(out_dir: str | Path, steps: int = 150, seconds_of_audio: float = 18
           Neutone FX:       load {exports / (DEMO_NAME + '.nm')} in the plugin (any DAW)
           headless:         tildekit serve {onnx} --input {audio / 'melody.wav'} --output {out / 'out.wav'} --osc-port 9000 --realtime
           score over OSC:   tildekit osc play {score} --port 9000
+          measure:          tildekit eval {run} YOUR_SOUNDS/   (or the .ts / .onnx file)
         """))
     return {"run": run, "exports": exports, "model": model, "score": score, "dataset": dataset}

@@ -1,4 +1,4 @@
-"""Commands of tildekit.export (registered by tildekit.cli): export, check, bench.
+"""Commands of tildekit.export (registered by tildekit.cli): export, check, bench, eval.
 
 Heavy imports (torch, onnx) happen inside the commands, so ``tildekit --help`` stays fast.
 ``describe_file`` is the file half of ``tildekit info``.
@@ -200,4 +200,50 @@ def convert_command(model: Path, target: str, out_dir: Path, sample_rate: int | 
         click.echo(f"Note: {done.note}", err=True)
 
 
-COMMANDS.extend([export_command, check_command, bench_command, convert_command])
+
+
+@click.command("eval")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("audio", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Report folder (replaced only when it holds an earlier eval report). [default: "
+                   "RUN-eval beside a run dir, NAME-ts-eval / NAME-onnx-eval beside an export]")
+@click.option("--transfer", is_flag=True,
+              help="The input is out of domain (a model trained on one kind of sound played with "
+                   "another): report loudness and pitch following only, no reconstruction distances.")
+@click.option("--buffer", type=int, default=2048, show_default=True, metavar="B",
+              help="Host buffer size in samples (a multiple of the model's compression).")
+def eval_command(model: Path, audio: tuple[Path, ...], out_dir: Path | None, transfer: bool, buffer: int) -> None:
+    """Play AUDIO (files or folders) through MODEL and measure how well the output follows the input.
+
+    MODEL is a run dir (its newest checkpoint, built for streaming as `export` builds it) or an
+    exported .ts (TorchScript, as nn~ runs it) or .onnx (ONNX Runtime). Each file is read as
+    `preprocess` reads it (mixed or duplicated to the model's channels, resampled to its rate),
+    played in buffers of B samples from a reset state, and the output is aligned by the model's
+    delay. Reported per file and as the mean over files, for the model and for two references
+    that give the numbers a scale (the input low-passed at 4 kHz; silence):
+
+    \b
+    multi-scale log-STFT L1  mean |ln|Y| - ln|X|| over FFT sizes 2048..128 (hop n/4,
+                             magnitudes floored at -100 dB); 0 = identical spectra
+    log-mel dB               mean |difference| of 80-band log-mel power spectrograms
+    loudness corr            Pearson correlation of 20 ms frame RMS in dB (floor -80 dB)
+                             over frames where either signal is above the floor
+    loudness err dB          mean |difference| of those dB envelopes
+    f0 cents                 pitched input only (pyin): mean |pitch difference| in cents over
+                             frames voiced in both; 1200 = an octave off
+    voicing                  pitched input only: share of active frames where pyin's voiced
+                             decision on the output matches the input's
+
+    Writes report.md, report.json, a spectrogram PNG (input vs output) and 4 s wav excerpts of
+    input and output per file into the report folder.
+    """
+    from tildekit.export.evaluate import default_out_dir, evaluate
+
+    out = out_dir if out_dir is not None else default_out_dir(model)
+    report = evaluate(model, list(audio), out, transfer=transfer, buffer=buffer, progress=True)
+    click.echo(report.text())
+    click.echo(f"report: {out / 'report.md'} (spectrograms, excerpts and report.json beside it)")
+
+
+COMMANDS.extend([export_command, check_command, bench_command, convert_command, eval_command])

@@ -218,6 +218,25 @@ def load_for_dataset(path: Path, sample_rate: int, channels: int) -> tuple[np.nd
     return audio, rate, source_channels
 
 
+def read_audio(path: str | Path, sample_rate: int, channels: int) -> np.ndarray:
+    """One file as a dataset would hold it, ``(channels, samples)`` float32 at ``sample_rate``.
+
+    For tools that take single files (``tildekit eval``): the dataset's decoding, channel and
+    resampling policy, with a TildekitError naming the file when it is missing or unusable.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise TildekitError(f"{path}: no such file")
+    try:
+        audio, _, _ = load_for_dataset(path, sample_rate, channels)
+    except _Undecodable as exc:
+        raise TildekitError(f"{path}: not a readable sound file ({exc})") from None
+    problem = _why_unusable(audio, sample_rate, 1)
+    if problem is not None:
+        raise TildekitError(f"{path}: {problem[1]}")
+    return audio
+
+
 # ----------------------------------------------------------------------------- writing
 
 
