@@ -7,7 +7,19 @@ Inlet/outlet counts are recorded per box so cords can be checked before anything
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+
+from tildekit.errors import TildekitError
+from tildekit.models.names import shown
+
+# Punctuation a word in an object or message box may use besides letters and digits (any
+# script): enough for object names, relative paths, OSC addresses and numbers, and nothing
+# that Pd or Max read as syntax (quotes, braces, backslashes, ';', ',', '$', '#').
+ATOM_PUNCTUATION = frozenset("_.~+-/*:=@%")
+_ARGUMENT = {"pd": re.compile(r"\$[0-9]"), "max": re.compile(r"[$#][0-9]")}  # [f $1], [f #1]
+_SYMBOL_NUMBER = re.compile(r"\\[0-9][0-9.]*")  # Pd: \0 is a number [route] keeps as a symbol
+_TOKENS = re.compile(r"[;,]|[^\s;,]+")
 
 
 @dataclass
@@ -64,3 +76,35 @@ class Graph:
         if not 0 <= outlet < src.outlets or not 0 <= inlet < dst.inlets:
             raise ValueError(f"bad cord {src.text!r}:{outlet} -> {dst.text!r}:{inlet}")
         self.cords.append(Cord(source, outlet, sink, inlet))
+
+
+def atom_problem(word: str, host: str) -> str | None:
+    """Why ``word`` cannot be written as one plain atom of an object/message box for ``host``."""
+    if _ARGUMENT[host].fullmatch(word) or (host == "pd" and _SYMBOL_NUMBER.fullmatch(word)):
+        return None
+    if not word:
+        return "is empty"
+    bad = sorted({ch for ch in word if not (ch.isalnum() or ch in ATOM_PUNCTUATION)})
+    if bad:
+        return f"contains {shown(''.join(bad))}"
+    return None
+
+
+def box_tokens(box: "Box", host: str) -> list[str]:
+    """The words of an object/message box, each checked; ';' and ',' only as message separators.
+
+    A word that is not a plain atom is refused (TildekitError): a generated patch never carries
+    text that the host would run as messages when it opens the patch.
+    """
+    tokens = _TOKENS.findall(box.text)
+    for token in tokens:
+        if token in (";", ","):
+            if box.kind != "msg":
+                raise TildekitError(f"the {host} object box {shown(box.text)} would contain {token!r}: "
+                                    f"refusing to write a patch that runs messages when opened")
+            continue
+        problem = atom_problem(token, host)
+        if problem:
+            raise TildekitError(f"the {host} box {shown(box.text)} cannot be written safely: {shown(token)} "
+                                f"{problem}; rename the model file or re-export the model with a plain name")
+    return tokens

@@ -1,6 +1,11 @@
-"""Shared fixtures: generated audio and hand-built model cards (no training needed)."""
+"""Shared fixtures: generated audio and hand-built model cards (no training needed), and a guard
+that fails any test leaving a child process running."""
 
 from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -50,3 +55,71 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# ------------------------------------------------------------------------------- child processes
+
+PROC = Path("/proc")
+# Long-lived helpers Python's multiprocessing starts once per interpreter, on purpose.
+INTERPRETER_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver",
+                       "multiprocessing.semaphore_tracker")
+
+
+def _process_table() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, state letter) of every process, from /proc (empty where there is none)."""
+    table = {}
+    for entry in PROC.iterdir() if PROC.is_dir() else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # exited meanwhile
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after the last ')'
+        fields = stat[stat.rindex(")") + 2:].split()
+        table[int(entry.name)] = (int(fields[1]), fields[0])
+    return table
+
+
+def _descendants(root: int) -> dict[int, str]:
+    """Every running (not zombie) descendant of ``root``: pid -> command line."""
+    table = _process_table()
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _) in table.items():
+        children.setdefault(parent, []).append(pid)
+    found: dict[int, str] = {}
+    stack = list(children.get(root, []))
+    while stack:
+        pid = stack.pop()
+        stack.extend(children.get(pid, []))
+        if table[pid][1] == "Z":
+            continue
+        try:
+            command = (PROC / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if not any(helper in command for helper in INTERPRETER_HELPERS):
+            found[pid] = command.strip()
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_child_process_outlives_its_test():
+    """Fail a test whose child processes are still running when it ends; kill and reap them."""
+    before = set(_descendants(os.getpid()))
+    yield
+    left = {pid: cmd for pid, cmd in _descendants(os.getpid()).items() if pid not in before}
+    if not left:
+        return
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for pid in left:
+        try:
+            os.waitpid(pid, 0)  # reaps direct children; others are gone with their parent
+        except ChildProcessError:
+            pass
+    listed = "; ".join(f"{pid}: {cmd[:120]}" for pid, cmd in sorted(left.items()))
+    pytest.fail(f"child process(es) outlived the test and were killed: {listed}", pytrace=False)
