@@ -67,6 +67,8 @@ def export_core(core: ExportCore, card: ModelCard, targets: tuple[str, ...] | li
         raise TildekitError(f"unknown export target(s) {unknown}: choose from {', '.join(TARGETS)} or all")
     name = check_name(card.name, "model name")
     out = output_dir(out_dir, "--out")
+    for planned in planned_files(targets, name):  # fail before any work; checked again at the end
+        refuse_foreign_file(out / planned, is_tildekit_export, "--out")
     try:
         stage = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=out))
     except OSError as exc:
@@ -98,6 +100,16 @@ def export_core(core: ExportCore, card: ModelCard, targets: tuple[str, ...] | li
         if on_written is not None:
             on_written(final)
     return finals
+
+
+def planned_files(targets: tuple[str, ...] | list[str], name: str) -> list[str]:
+    """Every file name the writers of ``targets`` may produce for model ``name``."""
+    from tildekit.export.onnx_runtime import method_file_name, state_file_name
+
+    names = {"nn": [f"{name}.ts"], "neutone": [f"{name}.nm"],
+             "onnx": [f(name, m) for m in ("forward", "encode", "decode")
+                      for f in (method_file_name, state_file_name)]}
+    return [n for target in targets for n in names.get(target, [])]
 
 
 def is_tildekit_export(path: Path) -> bool:

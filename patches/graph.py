@@ -100,8 +100,9 @@ def box_tokens(box: "Box", host: str) -> list[str]:
     for token in tokens:
         if token in (";", ","):
             if box.kind != "msg":
-                raise TildekitError(f"the {host} object box {shown(box.text)} would contain {token!r}: "
-                                    f"refusing to write a patch that runs messages when opened")
+                raise TildekitError(f"the {host} object box {shown(box.text)} cannot be written safely: "
+                                    f"it would contain {token!r}, which runs messages when the patch opens; "
+                                    f"re-export the model with plain attribute names")
             continue
         problem = atom_problem(token, host)
         if problem:
