@@ -33,7 +33,7 @@ def demo_score(model: Path) -> str:
     import yaml
 
     body = yaml.safe_dump({"model": str(model), "rate_hz": 50, "events": DEMO_EVENTS},
-                          sort_keys=False, default_flow_style=None, allow_unicode=True, width=1 << 16)
+                          sort_keys=False, default_flow_style=None, allow_unicode=False, width=1 << 16)
     return DEMO_SCORE_HEADER + body
 
 

@@ -235,7 +235,7 @@ def _check_attribute(i: int, attr: Any, latent_size: int) -> str:
     if not types:
         raise _fail(f"{field}.types", "is empty: an attribute takes at least one value")
     for k, kind in enumerate(types):
-        if kind not in NN_TYPE_CODES:
+        if not isinstance(kind, str) or kind not in NN_TYPE_CODES:
             raise _fail(f"{field}.types[{k}]", f"is {shown(kind)}, not one of {', '.join(NN_TYPE_CODES)}")
     default = _list(attr["default"], f"{field}.default", MAX_ATTRIBUTE_VALUES)
     if len(default) != len(types):

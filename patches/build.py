@@ -254,7 +254,7 @@ def _controls(g: Graph, spec: PatchSpec, ids: Idioms, targets: list[int], y: int
     load = g.obj("loadbang", 20, y, 1, 1)
     defaults = sends + [(spec.gain_name, 1.0)]
     g.text("defaults on load (click to reset the controls)", 220, y)
-    init = g.msg("; " + "; ".join(f"{name} {value:g}" for name, value in defaults), 20, y + 25)
+    init = g.sends([(name, f"{value:g}") for name, value in defaults], 20, y + 25)
     g.connect(load, 0, init)
     if ids.host == "pd":
         for target in targets:

@@ -19,13 +19,12 @@ from tildekit.models.names import shown
 ATOM_PUNCTUATION = frozenset("_.~+-/*:=@%")
 _ARGUMENT = {"pd": re.compile(r"\$[0-9]"), "max": re.compile(r"[$#][0-9]")}  # [f $1], [f #1]
 _SYMBOL_NUMBER = re.compile(r"\\[0-9][0-9.]*")  # Pd: \0 is a number [route] keeps as a symbol
-_TOKENS = re.compile(r"[;,]|[^\s;,]+")
 
 
 @dataclass
 class Box:
     kind: str  # "obj" | "msg" | "text" | "slider" | "number"
-    text: str  # object text, message content (';' separates sends), or comment
+    text: str  # object text, message content, or comment (free text)
     x: int
     y: int
     inlets: int = 1
@@ -35,6 +34,8 @@ class Box:
     minimum: float = 0.0
     maximum: float = 1.0
     label: str = ""
+    # a message box that sends to receive names: ((receiver, word, ...), ...); its text is derived
+    sends: tuple[tuple[str, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,16 @@ class Graph:
 
     def msg(self, text: str, x: int, y: int) -> int:
         return self.add(Box("msg", text, x, y, 1, 1))
+
+    def sends(self, messages: list[tuple[str, ...]], x: int, y: int) -> int:
+        """A message box sending each ``(receiver, word, ...)``: ``[; r1 w; r2 w(``.
+
+        The ';' between messages exist only here: writers refuse ';' and ',' in any other
+        box, so a name can never smuggle a message separator into a patch.
+        """
+        sends = tuple(tuple(m) for m in messages)
+        text = " ".join(f"; {' '.join(m)}" for m in sends)
+        return self.add(Box("msg", text, x, y, 1, 1, sends=sends))
 
     def text(self, text: str, x: int, y: int) -> int:
         return self.add(Box("text", text, x, y, 0, 0))
@@ -91,21 +102,28 @@ def atom_problem(word: str, host: str) -> str | None:
 
 
 def box_tokens(box: "Box", host: str) -> list[str]:
-    """The words of an object/message box, each checked; ';' and ',' only as message separators.
+    """The words of an object/message box, each checked as a plain atom; ';' only between the
+    messages of a :meth:`Graph.sends` box.
 
     A word that is not a plain atom is refused (TildekitError): a generated patch never carries
     text that the host would run as messages when it opens the patch.
     """
-    tokens = _TOKENS.findall(box.text)
+    if box.sends:
+        tokens = []
+        for message in box.sends:
+            tokens.append(";")
+            for word in message:
+                _check_word(box, word, host)
+                tokens.append(word)
+        return tokens
+    tokens = box.text.split()
     for token in tokens:
-        if token in (";", ","):
-            if box.kind != "msg":
-                raise TildekitError(f"the {host} object box {shown(box.text)} cannot be written safely: "
-                                    f"it would contain {token!r}, which runs messages when the patch opens; "
-                                    f"re-export the model with plain attribute names")
-            continue
-        problem = atom_problem(token, host)
-        if problem:
-            raise TildekitError(f"the {host} box {shown(box.text)} cannot be written safely: {shown(token)} "
-                                f"{problem}; rename the model file or re-export the model with a plain name")
+        _check_word(box, token, host)
     return tokens
+
+
+def _check_word(box: "Box", word: str, host: str) -> None:
+    problem = atom_problem(word, host)
+    if problem:
+        raise TildekitError(f"the {host} box {shown(box.text)} cannot be written safely: {shown(word)} "
+                            f"{problem}; rename the model file or re-export the model with plain names")
