@@ -8,7 +8,6 @@ a failing target leaves ``--out`` as it was.
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -18,10 +17,12 @@ from tildekit.errors import TildekitError
 from tildekit.export.core import ExportCore
 from tildekit.models.card import ModelCard
 from tildekit.models.names import check_name
-from tildekit.models.outputs import output_dir, refuse_foreign_file, write_error
+from tildekit.models.outputs import (output_dir, pid_alive, refuse_foreign_file, remove_owned, stale_folders,
+                                     write_error, write_marker)
 
 TARGETS = ("nn", "neutone", "onnx")
 STAGE_PREFIX = ".tildekit-export-"  # hidden staging folder inside --out, removed on every exit
+STAGE_KIND = "export-stage"  # its marker (models/outputs.py); a killed export's stage is removed later
 
 
 DEFAULT_ONNX_BUFFER = 2048
@@ -69,8 +70,11 @@ def export_core(core: ExportCore, card: ModelCard, targets: tuple[str, ...] | li
     out = output_dir(out_dir, "--out")
     for planned in planned_files(targets, name):  # fail before any work; checked again at the end
         refuse_foreign_file(out / planned, is_tildekit_export, "--out")
+    for stale in stale_folders(out, f"{STAGE_PREFIX}*", STAGE_KIND, pid_alive):  # from killed exports
+        remove_owned(stale, STAGE_KIND)
     try:
         stage = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=out))
+        write_marker(stage, STAGE_KIND, building=os.getpid())
     except OSError as exc:
         raise write_error(out, exc) from None
     try:
@@ -94,7 +98,7 @@ def export_core(core: ExportCore, card: ModelCard, targets: tuple[str, ...] | li
         except OSError as exc:
             raise write_error(out, exc) from None
     finally:
-        shutil.rmtree(stage, ignore_errors=True)  # made by mkdtemp above: ours
+        remove_owned(stage, STAGE_KIND)
         core.reset_state()
     for final in finals:
         if on_written is not None:

@@ -143,10 +143,15 @@ def remove_owned(folder: Path, kind: str) -> bool:
 
 def stale_builds(target: Path, kind: str, tag: str, alive: Callable[[int], bool]) -> list[Path]:
     """Marked temporary siblings of ``target`` whose builder process is gone."""
-    if not target.parent.is_dir():
+    return stale_folders(target.parent, f".{target.name}.{tag}*", kind, alive)
+
+
+def stale_folders(parent: Path, pattern: str, kind: str, alive: Callable[[int], bool]) -> list[Path]:
+    """Folders in ``parent`` matching ``pattern``, marked ``kind``, whose builder process is gone."""
+    if not parent.is_dir():
         return []
     stale = []
-    for candidate in target.parent.glob(f".{target.name}.{tag}*"):
+    for candidate in parent.glob(pattern):
         marker = read_marker(candidate) if candidate.is_dir() and not candidate.is_symlink() else None
         if marker is None or marker["kind"] != kind:
             continue  # not ours: never touched
@@ -154,6 +159,16 @@ def stale_builds(target: Path, kind: str, tag: str, alive: Callable[[int], bool]
         if not isinstance(pid, int) or pid <= 0 or not alive(pid):
             stale.append(candidate)
     return stale
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 def swap_in(build: Path, target: Path, kind: str, retired_tag: str) -> None:

@@ -223,19 +223,9 @@ def load_for_dataset(path: Path, sample_rate: int, channels: int) -> tuple[np.nd
 # ----------------------------------------------------------------------------- writing
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _remove_stale_builds(dataset_dir: Path) -> None:
     """Delete marked temporary siblings left by runs that were killed outright (no cleanup ran)."""
-    for candidate in outputs.stale_builds(dataset_dir, DATASET_KIND, _TEMP_PREFIX, _pid_alive):
+    for candidate in outputs.stale_builds(dataset_dir, DATASET_KIND, _TEMP_PREFIX, outputs.pid_alive):
         outputs.remove_owned(candidate, DATASET_KIND)
     for candidate in outputs.stale_builds(dataset_dir, DATASET_KIND, _OLD_PREFIX, lambda pid: False):
         # A run killed between its two renames left the old dataset here: put it back.
