@@ -14,19 +14,22 @@ from tildekit.models.card import AttributeSpec, LatentDim, MethodSpec, ModelCard
 
 
 def make_card(latent_size: int = 4, compression: int = 128, sample_rate: int = 16000,
-              name: str = "tiny") -> ModelCard:
-    """A card shaped like the nn~ exporter's output for a small model."""
+              name: str = "tiny", channels: int = 1, delay: int = 500) -> ModelCard:
+    """A card shaped like the nn~ exporter's output for a small model (consistent, so it also
+    passes the readers' validation when written to a file)."""
     labels = [f"latent {i}" for i in range(latent_size)]
+    audio_in = ["audio in"] if channels == 1 else [f"audio in {c + 1}" for c in range(channels)]
+    audio_out = ["audio out"] if channels == 1 else [f"audio out {c + 1}" for c in range(channels)]
     return ModelCard(
         name=name,
         sample_rate=sample_rate,
-        channels=1,
+        channels=channels,
         compression=compression,
         latent_size=latent_size,
         methods={
-            "encode": MethodSpec(1, 1, latent_size, compression, ["audio in"], labels, delay=300),
-            "decode": MethodSpec(latent_size, compression, 1, 1, labels, ["audio out"], delay=200),
-            "forward": MethodSpec(1, 1, 1, 1, ["audio in"], ["audio out"], delay=500),
+            "encode": MethodSpec(channels, 1, latent_size, compression, audio_in, labels, delay=300),
+            "decode": MethodSpec(latent_size, compression, channels, 1, labels, audio_out, delay=200),
+            "forward": MethodSpec(channels, 1, channels, 1, audio_in, audio_out, delay=delay),
         },
         attributes=[
             AttributeSpec("temperature", ["float"], [0.0], 0.0, 10.0, "posterior noise scale"),
@@ -36,7 +39,7 @@ def make_card(latent_size: int = 4, compression: int = 128, sample_rate: int = 1
                           description="per-dimension latent gain"),
             AttributeSpec("reset", ["bool"], [False], description="clear the streaming state"),
         ],
-        delay=500,
+        delay=delay,
         latents=[LatentDim(mean=0.1 * i, std=1.0, minimum=-2.0 - i, maximum=2.0 + i,
                            variance_ratio=1.0 / latent_size) for i in range(latent_size)],
         profile="small",
