@@ -23,7 +23,7 @@ import math
 from typing import Any, Callable
 
 from tildekit.models.card import CARD_FORMAT, NN_TYPE_CODES, CardError
-from tildekit.models.names import identifier_problem, name_problem, shown, text_problem
+from tildekit.models.names import NAME_ALPHABET, identifier_problem, name_problem, shown, text_problem
 
 # Ranges: generous for any real model, small enough that nothing downstream can blow up.
 SAMPLE_RATE_RANGE = (1000, 768000)
@@ -213,8 +213,9 @@ def _check_value(value: Any, kind: str, field: str) -> None:
             raise _fail(field, f"must be a whole number within +-{ATTRIBUTE_LIMIT:g}, got {shown(value)}")
     elif kind == "float":
         _number(value, field, ATTRIBUTE_LIMIT)
-    elif kind == "str":
-        _text(value, field, MAX_SHORT_TEXT)
+    elif kind == "str":  # sent as one word in a Pd/Max message: a plain word or nothing
+        if not isinstance(value, str) or (value and name_problem(value)):
+            raise _fail(field, f"must be one plain word ({NAME_ALPHABET}) or empty, got {shown(value)}")
     else:  # "tensor": nn~ cannot set it from a message; nothing to check but its presence
         if value is not None:
             raise _fail(field, f"a tensor attribute has no default, got {shown(value)}")
@@ -271,8 +272,7 @@ def _check_latent(i: int, dim: Any) -> None:
     high = _number(dim["maximum"], f"{field}.maximum", LATENT_LIMIT)
     if low > high:
         raise _fail(f"{field}.minimum", f"{low:g} is above the maximum {high:g}")
-    ratio = _number(dim.get("variance_ratio", 0.0), f"{field}.variance_ratio", 1.0, low=0.0)
-    del ratio
+    _number(dim.get("variance_ratio", 0.0), f"{field}.variance_ratio", 1.0, low=0.0)
 
 
 def _check_extra(extra: Any, latent_size: int) -> None:

@@ -33,7 +33,7 @@ from tildekit.export.check import check_file
 from tildekit.models.card import CARD_FILE_NAME, ModelCard
 from tildekit.models.card_check import MAX_CARD_BYTES
 from tildekit.models.outputs import MARKER_FILE
-from tildekit.models.preprocess import DATA_FILE, INDEX_FILE, preprocess
+from tildekit.models.preprocess import INDEX_FILE, preprocess
 from tests.conftest import make_card
 from tests.test_export_nn import TINY, _make_run, _stats, _tiny_models
 from tests.test_patches import _free_udp_port, _problems
