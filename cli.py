@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from tildekit.models.card import CardError
 from tildekit.models.config import ProfileError
 
 USER_ERRORS = (TildekitError, ProfileError, CardError)
+ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR,
+                      errno.EISDIR, errno.ENAMETOOLONG, errno.ENOENT, errno.EEXIST}
 
 
 class _Group(click.Group):
@@ -30,6 +33,15 @@ class _Group(click.Group):
             if message is None:
                 raise
             click.echo(f"Error: {message}", err=True)
+            sys.exit(2)
+        except OSError as exc:
+            # The last line of defence for the environment's refusals (read-only folder, disk
+            # full, a file where a folder should be): one line naming the path, never a traceback.
+            if exc.errno not in ENVIRONMENT_ERRNOS:
+                raise
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"Error: {where}{exc.strerror or exc}: check the path, its permissions and the "
+                       f"free space", err=True)
             sys.exit(2)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:

@@ -7,27 +7,35 @@ its input?), then how to play it all.
 
 from __future__ import annotations
 
-import shutil
 import textwrap
 from pathlib import Path
 from typing import Callable
 
 from tildekit.errors import TildekitError
+from tildekit.models.atomic import atomic_write_text
+from tildekit.models.outputs import output_dir, refuse_foreign_file
 
 DEMO_NAME = "demo"
-DEMO_SCORE = """\
-# A short score for the demo model: `tildekit osc play {score} --port 9000`
-model: {model}
-rate_hz: 50
-events:
-  - {{at: 0.0, set: latent/0, value: 0.0}}
-  - {{at: 0.5, ramp: latent/0, from: -1.5, to: 1.5, over: 4.0, curve: smoothstep}}
-  - {{at: 1.0, lfo: latent/1, shape: sine, rate_hz: 0.5, depth: 1.0, center: 0.0, over: 4.0}}
-  - {{at: 2.0, attr: temperature, values: [0.5]}}
-  - {{at: 4.0, attr: temperature, values: [0.0]}}
-  - {{at: 4.5, gain: 0.8}}
-  - {{at: 5.5, reset: true}}
-"""
+# A short score for the demo model. Written with yaml.safe_dump: the model path is quoted
+# whatever characters the output folder's path holds.
+DEMO_SCORE_HEADER = "# A short score for the demo model: `tildekit osc play score.yaml --port 9000`\n"
+DEMO_EVENTS = [
+    {"at": 0.0, "set": "latent/0", "value": 0.0},
+    {"at": 0.5, "ramp": "latent/0", "from": -1.5, "to": 1.5, "over": 4.0, "curve": "smoothstep"},
+    {"at": 1.0, "lfo": "latent/1", "shape": "sine", "rate_hz": 0.5, "depth": 1.0, "center": 0.0, "over": 4.0},
+    {"at": 2.0, "attr": "temperature", "values": [0.5]},
+    {"at": 4.0, "attr": "temperature", "values": [0.0]},
+    {"at": 4.5, "gain": 0.8},
+    {"at": 5.5, "reset": True},
+]
+
+
+def demo_score(model: Path) -> str:
+    import yaml
+
+    body = yaml.safe_dump({"model": str(model), "rate_hz": 50, "events": DEMO_EVENTS},
+                          sort_keys=False, default_flow_style=None, allow_unicode=False, width=1 << 16)
+    return DEMO_SCORE_HEADER + body
 
 
 def write_held_out(folder: Path, rate: int) -> list[Path]:
@@ -66,8 +74,7 @@ def run_demo(out_dir: str | Path, steps: int = 150, seconds_of_audio: float = 18
     from tildekit.patches.write import write_patches
     from tildekit.scripting.score import load_score
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(out_dir, "demo folder")
     profile = load_profile("small")
     rate = profile.model.sample_rate
 
@@ -94,9 +101,7 @@ def run_demo(out_dir: str | Path, steps: int = 150, seconds_of_audio: float = 18
     echo(textwrap.indent(describe_run(RunDir(run)), "    "))
 
     echo("[5/8] exporting for nn~ (.ts), Neutone FX (.nm) and ONNX Runtime (.onnx), each checked")
-    exports = out / "export"
-    if exports.exists():
-        shutil.rmtree(exports)
+    exports = out / "export"  # files of the same names are replaced, nothing else is removed
     card, written = export_run(run, ("all",), exports, name=DEMO_NAME)
     for path in written:
         if path.suffix in (".ts", ".nm", ".onnx"):
@@ -114,7 +119,8 @@ def run_demo(out_dir: str | Path, steps: int = 150, seconds_of_audio: float = 18
 
     echo("[7/8] writing an OSC score")
     score = out / "score.yaml"
-    score.write_text(DEMO_SCORE.format(score=score, model=model.resolve()))
+    refuse_foreign_file(score, lambda path: path.read_bytes().startswith(DEMO_SCORE_HEADER.encode()), "demo folder")
+    atomic_write_text(score, demo_score(model.resolve()))
     load_score(score)  # validated against the model's card: a typo fails here, not on stage
 
     onnx = exports / f"{DEMO_NAME}.onnx"

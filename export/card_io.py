@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from tildekit.errors import TildekitError
 from tildekit.models.card import CARD_FILE_NAME, CARD_ONNX_KEY, CardError, ModelCard
+from tildekit.models.card_check import MAX_CARD_BYTES
 
 if TYPE_CHECKING:  # onnx is only imported when an .onnx file is actually read
     import onnx
@@ -67,6 +68,9 @@ def read_card(path: str | Path) -> ModelCard:
     elif suffix == ".onnx":
         text = _card_text_from_onnx(path)
     elif suffix == ".json":
+        if path.stat().st_size > MAX_CARD_BYTES:
+            raise TildekitError(f"{path} is {path.stat().st_size} bytes: too big for a model card "
+                                f"(at most {MAX_CARD_BYTES}); pass a card written by tildekit")
         text = path.read_bytes()
     else:
         raise TildekitError(
@@ -75,6 +79,7 @@ def read_card(path: str | Path) -> ModelCard:
     try:
         return ModelCard.from_json(text)
     except CardError as exc:
+        # One validation point (models/card_check.py): nothing downstream sees a bad card.
         raise TildekitError(f"{path}: {exc}") from None
 
 
@@ -92,6 +97,11 @@ def _card_text_from_archive(path: Path) -> bytes:
                 raise MissingCardError(
                     f"{path} holds no tildekit model card: it was exported without tildekit or by "
                     f"an older version; re-export it with `tildekit export`")
+            info = archive.getinfo(members[0])
+            if info.file_size > MAX_CARD_BYTES:  # checked before inflating: a zip bomb stays shut
+                raise TildekitError(
+                    f"{path}: its model card is {info.file_size} bytes (at most {MAX_CARD_BYTES}): this "
+                    f"is not a tildekit card; re-export the model with `tildekit export`")
             return archive.read(members[0])
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
         raise TildekitError(

@@ -288,6 +288,10 @@ def check_torchscript(path: Path) -> list[CheckResult]:
     if derived:
         items.extend(_foreign_attribute_checks(model, card, path))
     else:
+        for name in names if _has_method(model, "set_reset") else []:
+            _run(items, f"{name} delay (responds to an input burst within the card's "
+                        f"{card.methods[name].delay} samples)",
+                 lambda name=name: _delay_bound(model, card, name, buffers[0]))
         items.extend(_attribute_checks(model, card, path))
     items.extend(_operator_checks(model))
     if _has_method(model, "set_reset") and not derived:
@@ -335,6 +339,57 @@ def _foreign_attribute_checks(model: Any, card: ModelCard, path: Path) -> list[C
     _run(items, "set_sample_rate never raises (the values nn~ passes on load and on [reload()",
          sample_rate)
     return items
+
+
+def first_response(method: Any, reset: Callable[[], None], channels: int, in_ratio: int, out_ratio: int,
+                   start: int, width: int, length: int, buffer: int) -> int | None:
+    """Sample (host rate) of ``method``'s first output that differs between silence and silence
+    with a random burst over input samples ``[start, start + width)``; None when none does.
+
+    Streaming is causal: an output sample depends only on the input received so far. A burst
+    ``width = compression`` long holds every phase of the latent frame grid, so the first
+    response comes as early as the method can respond to anything.
+    """
+    generator = torch.Generator().manual_seed(17)
+    frames = length // in_ratio
+    silence = torch.zeros(1, channels, frames)
+    burst = silence.clone()
+    first, span = start // in_ratio, max(1, width // in_ratio)
+    burst[..., first:first + span] = torch.rand(1, channels, span, generator=generator) - 0.5
+    outputs = []
+    for signal in (silence, burst):
+        reset()
+        outputs.append(_stream(method, signal, buffer, in_ratio))
+    differs = torch.nonzero((outputs[0] != outputs[1]).flatten(0, 1).any(0)).flatten()
+    return int(differs[0]) * out_ratio if differs.numel() else None
+
+
+DELAY_WINDOW_SECONDS = 4.0  # a card claiming more is only checked this far
+
+
+def _delay_bound(model: Any, card: ModelCard, name: str, buffer: int) -> str | None:
+    """The card's delay of ``name`` is at least the delay the file shows (a lower bound).
+
+    A streaming method whose card delay is D answers an input no later than D samples after
+    it (its whole-signal counterpart looks at most D samples ahead); a first response later
+    than D means the card understates the delay, and hosts would misalign the output.
+    """
+    spec = card.methods[name]
+    if "temperature" in {a.name for a in card.attributes}:
+        nn_set(model, "temperature", [0.0])  # deterministic: the two runs differ only by the burst
+    start = 4 * buffer
+    window = min(spec.delay, int(DELAY_WINDOW_SECONDS * card.sample_rate)) + 16 * card.compression
+    length = -(-(start + window) // buffer) * buffer
+    onset = first_response(getattr(model, name), lambda: model.set_reset(True), spec.in_channels,
+                           spec.in_ratio, spec.out_ratio, start, card.compression, length, buffer)
+    if onset is None:
+        return (f"the output does not respond to an input burst within {length - start} samples: "
+                f"the model ignores its input, or its delay is far beyond the card's {spec.delay}")
+    lag = onset - start
+    if lag > spec.delay:
+        return (f"the output first responds {lag} samples after the input, but the card says the "
+                f"delay is {spec.delay}: the card understates the delay; re-export the model")
+    return None
 
 
 def _attribute_checks(model: Any, card: ModelCard, path: Path) -> list[CheckResult]:

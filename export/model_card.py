@@ -91,7 +91,7 @@ def card_from_core(core: "ExportCore", name: str, latent_stats: "LatentStats | N
         extra={"full_latent_size": core.full_latent_size,
                "kept_variance": round(_finite(kept_ratio, 1.0), 6),
                "latent_basis": "pca" if latent_stats is not None else "identity"},
-    )
+    ).checked()  # what an exporter embeds passes the readers' validation
 
 
 def _finite(value: float, fallback: float = 0.0) -> float:

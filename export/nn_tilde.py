@@ -13,7 +13,6 @@ signatures depend on K: they are generated from a template for each K (see
 
 # No `from __future__ import annotations`: TorchScript reads the class annotations as types.
 import linecache
-import os
 from pathlib import Path
 from typing import List
 
@@ -23,6 +22,7 @@ from torch import Tensor, nn
 from tildekit.errors import TildekitError
 from tildekit.export.card_io import card_extra_files
 from tildekit.export.core import ExportCore
+from tildekit.models.atomic import atomic_path
 from tildekit.models.card import ModelCard
 from tildekit.models.streaming import MAX_BATCH_SIZE
 
@@ -204,16 +204,12 @@ def export_nn(core: ExportCore, card: ModelCard, path: str | Path) -> Path:
     if not path.parent.is_dir():
         raise TildekitError(f"{path.parent} does not exist: create the output folder first")
     scripted = script_nn_tilde(core, card)
-    temp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.ts")
-    try:
+    with atomic_path(path) as temp:  # checked under its temporary name, renamed only when it passes
         torch.jit.save(scripted, str(temp), _extra_files=card_extra_files(card))
         failed = [r for r in check_file(temp) if not r.passed]
         if failed:
             raise TildekitError(f"{path.name}: export failed its contract check, nothing written: "
                                 f"{failures_message(failed)}")
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
     core.reset_state()
     return path
 

@@ -20,6 +20,7 @@ from tildekit.export.core import ExportCore
 from tildekit.export.model_card import card_from_core
 from tildekit.models.card import ModelCard
 from tildekit.models.latent_stats import LatentStats
+from tildekit.models.names import check_name, slug_name
 
 
 def choose_latent_dims(full: int, stats: LatentStats | None, latent_dims: int | None = None,
@@ -66,6 +67,9 @@ def core_from_run(run_dir: str | Path, latent_dims: int | None = None, fidelity:
     """The streaming core and model card of a run's newest checkpoint."""
     from tildekit.models.run import RunDir
 
+    # The name becomes file names and Pd/Max words: an explicit one must already be safe (checked
+    # before any work), the run folder's name is made safe.
+    name = check_name(name, "--name") if name is not None else slug_name(Path(run_dir).resolve().name)
     run = RunDir(run_dir)
     model = run.load_model(streaming=True)
     stats = run.latent_stats
@@ -74,5 +78,5 @@ def core_from_run(run_dir: str | Path, latent_dims: int | None = None, fidelity:
                       f"model's own order (identity projection, zero mean)", stacklevel=2)
     keep = choose_latent_dims(model.latent_size, stats, latent_dims, fidelity)
     core = core_from_stats(model, stats, keep)
-    card = card_from_core(core, name or Path(run.path).resolve().name, stats, run.profile.name, run.step)
+    card = card_from_core(core, name, stats, run.profile.name, run.step)
     return core, card

@@ -114,26 +114,42 @@ class ModelCard:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelCard":
-        if not isinstance(data, dict):
-            raise CardError("model card is not a JSON object")
-        fmt = data.get("card_format", 0)
-        if not isinstance(fmt, int) or fmt > CARD_FORMAT:
-            raise CardError(
-                f"model card format {fmt} is newer than this tildekit understands "
-                f"({CARD_FORMAT}): upgrade tildekit (pip install -U tildekit)")
+        """A card from its JSON form, validated first (``card_check``): raises CardError."""
+        from tildekit.models.card_check import check_card_data  # it imports this module
+
+        check_card_data(data)
         try:
             methods = {k: MethodSpec(**v) for k, v in data["methods"].items()}
             attributes = [AttributeSpec(**a) for a in data.get("attributes", [])]
             latents = [LatentDim(**d) for d in data.get("latents", [])]
             rest = {k: v for k, v in data.items() if k not in ("methods", "attributes", "latents")}
             return cls(methods=methods, attributes=attributes, latents=latents, **rest)
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError) as exc:  # not reached for a card that passed the check
             raise CardError(f"malformed model card: {exc}") from None
 
     @classmethod
     def from_json(cls, text: str | bytes) -> "ModelCard":
+        from tildekit.models.card_check import MAX_CARD_BYTES
+
+        if len(text) > MAX_CARD_BYTES:
+            raise CardError(f"model card is {len(text)} bytes long (a card is a few kB, at most "
+                            f"{MAX_CARD_BYTES}): not a tildekit card")
         try:
-            data = json.loads(text)
+            data = json.loads(text, parse_constant=_reject_constant)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise CardError(f"model card is not valid JSON: {exc}") from None
+            raise CardError(f"model card is not valid JSON: {' '.join(str(exc).split())[:200]}") from None
+        except (RecursionError, ValueError) as exc:
+            raise CardError(f"model card is not valid JSON ({' '.join(str(exc).split())[:200]})") from None
         return cls.from_dict(data)
+
+    def checked(self) -> "ModelCard":
+        """This card if it passes the reader's validation (writers call it before embedding)."""
+        from tildekit.models.card_check import check_card_data
+
+        check_card_data(json.loads(self.to_json()))
+        return self
+
+
+def _reject_constant(word: str) -> Any:
+    """JSON has no NaN or Infinity; Python's reader accepts them unless told otherwise."""
+    raise ValueError(f"{word} is not a JSON number")

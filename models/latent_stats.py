@@ -9,7 +9,6 @@ per-dimension ranges. Every per-dimension field is in the PCA basis, in that ord
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 
 from tildekit.errors import TildekitError
+from tildekit.models.atomic import atomic_write_text
 
 FILE_NAME = "latent_stats.json"
 LOW_PERCENTILE = 0.5  # slider ranges cover the central 99 % of the frames
@@ -53,10 +53,7 @@ class LatentStats:
 
     def save(self, path: str | Path) -> None:
         """Write atomically: a reader never sees half a file."""
-        path = Path(path)
-        temporary = path.with_name(f".{path.name}.tmp")
-        temporary.write_text(self.to_json())
-        os.replace(temporary, path)
+        atomic_write_text(path, self.to_json())
 
     @classmethod
     def load(cls, path: str | Path) -> "LatentStats":

@@ -12,7 +12,8 @@ The dataset folder holds two files:
 The fingerprint makes the job idempotent: re-running on unchanged input with the same
 parameters does nothing. A dataset is built in a temporary sibling folder and renamed into
 place only when complete, so an interrupted run never leaves a half-written dataset and keeps
-the previous one intact.
+the previous one intact. The folder also holds tildekit's marker file (``models/outputs.py``):
+only a folder with that marker, holding nothing but these files, is ever replaced.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from tildekit.errors import TildekitError
+from tildekit.models import outputs
 
 # Bump when the layout changes in a way an older reader would misread (see dataset.py).
 FORMAT_VERSION = 1
@@ -42,9 +43,10 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 SILENCE_PEAK = 1e-4
 RESAMPLER = "soxr_hq"  # part of the fingerprint: changing it must rebuild datasets
 
+DATASET_KIND = "dataset"  # the marker's kind (models/outputs.py)
+DATASET_FILES = (INDEX_FILE, DATA_FILE)  # everything a dataset folder holds besides the marker
 _TEMP_PREFIX = "tmp-"  # temporary siblings are named ".<dataset name>.tmp-XXXX"
 _OLD_PREFIX = "old-"
-_OWNER_FILE = "owner.pid"
 
 
 @dataclass(frozen=True)
@@ -240,43 +242,16 @@ def read_audio(path: str | Path, sample_rate: int, channels: int) -> np.ndarray:
 # ----------------------------------------------------------------------------- writing
 
 
-def _temp_sibling(dataset_dir: Path, prefix: str) -> Path:
-    dataset_dir.parent.mkdir(parents=True, exist_ok=True)
-    path = Path(tempfile.mkdtemp(prefix=f".{dataset_dir.name}.{prefix}", dir=dataset_dir.parent))
-    # mkdtemp makes it private (0700); the finished dataset should get ordinary permissions.
-    umask = os.umask(0)
-    os.umask(umask)
-    path.chmod(0o777 & ~umask)
-    return path
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _remove_stale_builds(dataset_dir: Path) -> None:
-    """Delete temporary siblings left by runs that were killed outright (no cleanup ran)."""
-    if not dataset_dir.parent.is_dir():
-        return
-    for candidate in dataset_dir.parent.glob(f".{dataset_dir.name}.{_TEMP_PREFIX}*"):
-        try:
-            pid = int((candidate / _OWNER_FILE).read_text().strip())
-        except (OSError, ValueError):
-            pid = -1
-        if candidate.is_dir() and (pid <= 0 or not _pid_alive(pid)):
-            shutil.rmtree(candidate, ignore_errors=True)
-    for candidate in dataset_dir.parent.glob(f".{dataset_dir.name}.{_OLD_PREFIX}*"):
+    """Delete marked temporary siblings left by runs that were killed outright (no cleanup ran)."""
+    for candidate in outputs.stale_builds(dataset_dir, DATASET_KIND, _TEMP_PREFIX, outputs.pid_alive):
+        outputs.remove_owned(candidate, DATASET_KIND)
+    for candidate in outputs.stale_builds(dataset_dir, DATASET_KIND, _OLD_PREFIX, lambda pid: False):
         # A run killed between its two renames left the old dataset here: put it back.
         if not dataset_dir.exists() and (candidate / INDEX_FILE).exists():
             candidate.rename(dataset_dir)
         else:
-            shutil.rmtree(candidate, ignore_errors=True)
+            outputs.remove_owned(candidate, DATASET_KIND)
 
 
 def _read_index(dataset_dir: Path) -> dict[str, Any] | None:
@@ -306,14 +281,8 @@ def _check_paths(input_dir: Path, dataset_dir: Path) -> None:
     if source == target or source.is_relative_to(target):
         raise TildekitError(f"dataset folder '{dataset_dir}' would replace the input folder "
                             f"'{input_dir}': choose a different dataset folder")
-    if dataset_dir.exists():
-        if not dataset_dir.is_dir():
-            raise TildekitError(f"dataset path '{dataset_dir}' exists and is not a folder: "
-                                "choose a new folder name")
-        # Never replace a folder that is not ours: it may hold the user's own files.
-        if any(dataset_dir.iterdir()) and not (dataset_dir / INDEX_FILE).exists():
-            raise TildekitError(f"dataset folder '{dataset_dir}' exists and is not a tildekit "
-                                "dataset (no index.json): choose a new or empty folder")
+    # Never replace a folder that is not ours: it may hold the user's own files.
+    outputs.check_replaceable(dataset_dir, DATASET_KIND, DATASET_FILES, "dataset folder")
 
 
 def _no_audio_message(input_dir: Path, found: int, skipped: list[SkippedFile]) -> str:
@@ -363,9 +332,8 @@ def preprocess(input_dir: str | Path, dataset_dir: str | Path, sample_rate: int,
         report.skipped = [SkippedFile(**entry) for entry in existing["skipped"]]
         return report
 
-    build = _temp_sibling(dataset_dir, _TEMP_PREFIX)
+    build = outputs.build_dir(dataset_dir, DATASET_KIND, _TEMP_PREFIX)
     try:
-        (build / _OWNER_FILE).write_text(str(os.getpid()))
         _build(input_dir, files, build, report, progress, tqdm)
         if not report.kept:
             raise TildekitError(_no_audio_message(input_dir, len(files), report.skipped))
@@ -387,12 +355,15 @@ def preprocess(input_dir: str | Path, dataset_dir: str | Path, sample_rate: int,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         (build / INDEX_FILE).write_text(json.dumps(index, indent=1))
-        (build / _OWNER_FILE).unlink()
-        _swap_into_place(build, dataset_dir)
+        outputs.finish_build(build, DATASET_KIND)
+        # The folder may have changed while we decoded: check again right before replacing it.
+        outputs.check_replaceable(dataset_dir, DATASET_KIND, DATASET_FILES, "dataset folder")
+        outputs.swap_in(build, dataset_dir, DATASET_KIND, _OLD_PREFIX)
+    except OSError as exc:
+        raise outputs.write_error(dataset_dir.parent, exc, "dataset folder") from None
     finally:
         # Any failure, including Ctrl-C, drops the partial build and keeps the old dataset.
-        if build.exists():
-            shutil.rmtree(build, ignore_errors=True)
+        outputs.remove_owned(build, DATASET_KIND)
     return report
 
 
@@ -452,19 +423,3 @@ def _why_unusable(audio: np.ndarray, sample_rate: int, min_samples: int) -> tupl
         return "too_short", (f"too short: {length / sample_rate:.2f} s, shorter than one "
                              f"training window ({min_samples / sample_rate:.2f} s)")
     return None
-
-
-def _swap_into_place(build: Path, dataset_dir: Path) -> None:
-    """Rename the finished build to ``dataset_dir``; the old dataset goes only after that."""
-    if not dataset_dir.exists():
-        build.rename(dataset_dir)
-        return
-    retired = _temp_sibling(dataset_dir, _OLD_PREFIX)
-    retired.rmdir()  # reserve a unique name, then move the old dataset onto it
-    dataset_dir.rename(retired)
-    try:
-        build.rename(dataset_dir)
-    except BaseException:
-        retired.rename(dataset_dir)  # put the old dataset back
-        raise
-    shutil.rmtree(retired, ignore_errors=True)

@@ -132,8 +132,10 @@ def osc_graph(spec: PatchSpec, host: str) -> Graph:
     """The OSC receiver abstraction: UDP port -> routes -> the control send names."""
     ids = Idioms(host)
     g = Graph(f"{spec.osc_abstraction}: OSC in")
+    where = (f"listens on {spec.osc_host} only" if host == "pd"
+             else "listens on every network interface (Max cannot choose one)")
     lines = [f"OSC receiver for '{spec.card.name}': the port is this box's argument "
-             f"(default {spec.osc_port}), change it live in the number box",
+             f"(default {spec.osc_port}), change it live in the number box; it {where}",
              "open only one patch of this model at a time: two receivers cannot share a port"]
     lines += [f"{d.pattern} {d.types}: {d.description}" for d in OscMap(spec.card).documentation()]
     for i, line in enumerate(lines):
@@ -147,7 +149,8 @@ def osc_graph(spec: PatchSpec, host: str) -> Graph:
     g.connect(port, 0, box)
     y += 80
     if host == "pd":
-        listen = g.msg("listen $1", 20, y)
+        # Pd >= 0.51 binds [netreceive] to the address given after the port.
+        listen = g.msg(f"listen $1 {spec.osc_host}", 20, y)
         net = g.obj("netreceive -u -b", 20, y + 25, 1, 2)
         parse = g.obj("oscparse", 20, y + 50, 1, 1)
         trim = g.obj("list trim", 20, y + 75, 1, 1)
@@ -251,7 +254,7 @@ def _controls(g: Graph, spec: PatchSpec, ids: Idioms, targets: list[int], y: int
     load = g.obj("loadbang", 20, y, 1, 1)
     defaults = sends + [(spec.gain_name, 1.0)]
     g.text("defaults on load (click to reset the controls)", 220, y)
-    init = g.msg("; " + "; ".join(f"{name} {value:g}" for name, value in defaults), 20, y + 25)
+    init = g.sends([(name, f"{value:g}") for name, value in defaults], 20, y + 25)
     g.connect(load, 0, init)
     if ids.host == "pd":
         for target in targets:

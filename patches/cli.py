@@ -18,11 +18,16 @@ COMMANDS: list[click.Command] = []
 @click.option("--buffer", type=int, default=2048, show_default=True,
               help="nn~ buffer size: a power of two >= the model's highest ratio; smaller = less latency, more CPU.")
 @click.option("--osc-port", type=int, default=9000, show_default=True, help="UDP port of the OSC receiver.")
-def patch_command(model: Path, host: str, out_dir: Path | None, buffer: int, osc_port: int) -> None:
+@click.option("--osc-host", default="127.0.0.1", show_default=True, metavar="ADDRESS",
+              help="Address the Pd OSC receiver listens on: 127.0.0.1 is this machine only; this "
+                   "machine's LAN address or 0.0.0.0 / :: open it to the network (docs/patches.md).")
+def patch_command(model: Path, host: str, out_dir: Path | None, buffer: int, osc_port: int,
+                  osc_host: str) -> None:
     """Write Pure Data / Max patches for MODEL.ts: timbre transfer, forward, OSC receiver."""
     from tildekit.patches.write import write_patches  # lazy: keeps `tildekit --help` fast
 
-    for path in write_patches(model, out_dir, host=host, buffer=buffer, osc_port=osc_port):
+    for path in write_patches(model, out_dir, host=host, buffer=buffer, osc_port=osc_port,
+                              osc_host=osc_host):
         click.echo(str(path))
 
 

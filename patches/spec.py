@@ -7,6 +7,7 @@ routes and the user notes. Only the spelling of objects differs per host (``buil
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,17 +16,20 @@ from tildekit.export.card_io import is_derived
 from tildekit.export.nn_host import nn_host_delay
 from tildekit.errors import TildekitError
 from tildekit.models.card import AttributeSpec, ModelCard
+from tildekit.models.names import shown
+from tildekit.patches.graph import ATOM_PUNCTUATION
 from tildekit.scripting.oscmap import GAIN_RANGE, OscMap
 
 DEFAULT_BUFFER = 2048
 DEFAULT_OSC_PORT = 9000
+# The generated OSC receivers listen on this machine only unless told otherwise (same default
+# as `tildekit serve --osc-host`); docs/patches.md says how to open them to a LAN.
+DEFAULT_OSC_HOST = "127.0.0.1"
 FALLBACK_LATENT_RANGE = (-3.0, 3.0)
 SCALE_SLIDER_RANGE = (-2.0, 2.0)  # a usable slider; OSC may send more (the slider clips)
 # nn~ 1-in/1-out methods in Pd keep 4096-sample internal buffers unless told otherwise
 # (CONTRACTS.md §1): a [bufsize N( after creation makes them honour BUFFER.
 PD_FIXED_BUFFER = 4096
-# Characters that break a Pd/Max object argument (atom separators, escapes, dollar args).
-UNSAFE_IN_ATOM = set(" \t\n;,$\\{}")
 HOSTS = ("pd", "max")
 
 
@@ -94,6 +98,7 @@ class PatchSpec:
     model_ref: str
     buffer: int
     osc_port: int
+    osc_host: str  # address the Pd receiver binds (Max's udpreceive cannot choose one)
     prefix: str  # of every send/receive name, unique per model
     latents: tuple[LatentControl, ...]
     attributes: tuple[AttributeControl, ...]
@@ -134,6 +139,13 @@ class PatchSpec:
                      + ("(Pd: Help > Find externals > nn~)" if host == "pd" else "(Max: Package Manager > nn~)"))
         lines.append(f"5. OSC: send to UDP port {self.osc_port} (edit the [{self.osc_abstraction} "
                      f"{self.osc_port}] box), addresses {OscMap(self.card).prefix}/...")
+        if host == "pd":
+            lines.append(f"   the receiver listens on {self.osc_host} only ("
+                         + ("this machine" if ipaddress.ip_address(self.osc_host).is_loopback else "that interface")
+                         + "): regenerate with --osc-host to change it")
+        else:
+            lines.append("   Max's udpreceive listens on every network interface: on a shared network, "
+                         "block the port in the firewall")
         return lines
 
 
@@ -153,12 +165,21 @@ def model_reference(model_file: str | Path, patch_dir: str | Path) -> str:
             f"{model_file}: nn~ loads TorchScript .ts exports, not {model_file.suffix} files; "
             f"pass the .ts file from the same `tildekit export`")
     ref = Path(os.path.relpath(model_file.resolve(), Path(patch_dir).resolve())).as_posix()
-    bad = sorted(UNSAFE_IN_ATOM & set(ref))
+    bad = sorted({ch for ch in ref if not (ch.isalnum() or ch in ATOM_PUNCTUATION)})
     if bad:
         raise TildekitError(
-            f"model path {ref!r} (as seen from the patch) contains {''.join(bad)!r}, which Pd/Max "
+            f"model path {shown(ref)} (as seen from the patch) contains {shown(''.join(bad))}, which Pd/Max "
             f"cannot pass to nn~: rename the file or folder, or write the patch next to the model")
     return ref
+
+
+def check_listen_address(host: str) -> str:
+    """An IP address for the Pd receiver to bind (``--osc-host``), as Pd will read it."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        raise TildekitError(f"--osc-host {shown(host)}: not an IP address; use 127.0.0.1 (this machine "
+                            f"only), this machine's LAN address, or 0.0.0.0 / :: (every interface)") from None
 
 
 def check_buffer(card: ModelCard, buffer: int) -> None:
@@ -170,10 +191,11 @@ def check_buffer(card: ModelCard, buffer: int) -> None:
 
 
 def build_spec(card: ModelCard, model_ref: str, stem: str, buffer: int = DEFAULT_BUFFER,
-               osc_port: int = DEFAULT_OSC_PORT) -> PatchSpec:
+               osc_port: int = DEFAULT_OSC_PORT, osc_host: str = DEFAULT_OSC_HOST) -> PatchSpec:
     check_buffer(card, buffer)
     if not 1 <= osc_port <= 65535:
         raise TildekitError(f"--osc-port {osc_port}: must be a UDP port in 1..65535")
+    osc_host = check_listen_address(osc_host)
     osc = OscMap(card)
     prefix = f"tk-{osc.name}"
 
@@ -188,7 +210,8 @@ def build_spec(card: ModelCard, model_ref: str, stem: str, buffer: int = DEFAULT
     attributes = tuple(_attribute_control(a, prefix) for a in card.attributes)
     gain_name, reset_name = f"{prefix}-gain", f"{prefix}-reset"
     return PatchSpec(
-        card=card, stem=stem, model_ref=model_ref, buffer=buffer, osc_port=osc_port, prefix=prefix,
+        card=card, stem=stem, model_ref=model_ref, buffer=buffer, osc_port=osc_port, osc_host=osc_host,
+        prefix=prefix,
         latents=latents, attributes=attributes, gain_name=gain_name, reset_name=reset_name,
         gain_range=GAIN_RANGE, routes=_routes(osc, latents, attributes, gain_name, reset_name),
         encode=nn("encode"), decode=nn("decode"), forward=nn("forward"))

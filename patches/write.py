@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 from tildekit.errors import TildekitError
+from tildekit.models.atomic import atomic_write_text
 from tildekit.models.card import ModelCard
+from tildekit.models.names import check_name
+from tildekit.models.outputs import output_dir, refuse_foreign_file, write_error
 from tildekit.scripting.oscmap import model_slug
 from tildekit.patches.build import forward_graph, osc_graph, transfer_graph
 from tildekit.patches.graph import Graph
-from tildekit.patches.spec import DEFAULT_BUFFER, DEFAULT_OSC_PORT, HOSTS, PatchSpec, build_spec, model_reference
+from tildekit.patches.spec import (DEFAULT_BUFFER, DEFAULT_OSC_HOST, DEFAULT_OSC_PORT, HOSTS, PatchSpec, build_spec,
+                                   model_reference)
+
+PATCH_SIGNATURE = b"tildekit"
 
 
 def _renderers(host: str) -> list[tuple[str, Callable[[Graph], str]]]:
@@ -30,15 +34,13 @@ def _renderers(host: str) -> list[tuple[str, Callable[[Graph], str]]]:
     return out
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def is_generated_patch(path: Path) -> bool:
+    """Was ``path`` written by `tildekit patch`? (Every generated patch names tildekit in a comment.)"""
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with open(path, "rb") as handle:
+            return PATCH_SIGNATURE in handle.read(1 << 16)
+    except OSError:
+        return False
 
 
 def patch_graphs(spec: PatchSpec, host: str) -> dict[str, Graph]:
@@ -58,14 +60,18 @@ def patch_graphs(spec: PatchSpec, host: str) -> dict[str, Graph]:
 
 def write_patches(model_path_or_card: str | Path | ModelCard, out_dir: str | Path | None = None,
                   host: str = "both", buffer: int = DEFAULT_BUFFER, osc_port: int = DEFAULT_OSC_PORT,
-                  model_file: str | Path | None = None) -> list[Path]:
+                  model_file: str | Path | None = None, osc_host: str = DEFAULT_OSC_HOST) -> list[Path]:
     """Write ``STEM-transfer``, ``STEM-forward`` and ``STEM-osc`` patches for each host.
 
     ``model_path_or_card`` is an exported ``.ts`` (its card is read from the file, or derived
     from its nn~ methods when it has none, e.g. a RAVE export) or a
     :class:`ModelCard`; with a card, ``model_file`` is where the model is or will be
     (default ``NAME.ts`` in ``out_dir``). Patches go to ``out_dir`` (default: next to the
-    model) and name the model relative to themselves, as nn~ resolves it.
+    model) and name the model relative to themselves, as nn~ resolves it. The Pd OSC receiver
+    binds ``osc_host`` (this machine only by default).
+
+    Every patch is rendered (and every word checked) before the first file is written; a file
+    of the same name is replaced only when tildekit generated it.
     """
     if isinstance(model_path_or_card, ModelCard):
         card = model_path_or_card
@@ -82,15 +88,23 @@ def write_patches(model_path_or_card: str | Path | ModelCard, out_dir: str | Pat
             model = Path(model_file) if model_file is not None else model.with_suffix(".ts")
     out = Path(out_dir) if out_dir is not None else model.parent
     if out.exists() and not out.is_dir():
-        raise TildekitError(f"--out {out}: is a file, not a folder")
-    out.mkdir(parents=True, exist_ok=True)
+        raise TildekitError(f"--out {out}: is a file, not a folder: name a folder (it is created when missing)")
+    reference = model_reference(model, out)
+    # The model file's stem names the patches and the [STEM-osc] abstraction inside them.
+    stem = check_name(model.stem, "model file name")
     renderers = _renderers(host)
-    written: list[Path] = []
+    rendered: list[tuple[Path, str]] = []
     for name, render in renderers:
-        spec = build_spec(card, model_reference(model, out), model.stem, buffer, osc_port)
+        spec = build_spec(card, reference, stem, buffer, osc_port, osc_host)
         suffix = ".pd" if name == "pd" else ".maxpat"
         for kind, graph in patch_graphs(spec, name).items():
-            path = out / f"{spec.stem}-{kind}{suffix}"
-            _write_atomic(path, render(graph))
-            written.append(path)
-    return written
+            rendered.append((out / f"{spec.stem}-{kind}{suffix}", render(graph)))
+    out = output_dir(out, "--out")
+    for path, _ in rendered:
+        refuse_foreign_file(path, is_generated_patch, "--out")
+    try:
+        for path, text in rendered:
+            atomic_write_text(path, text, durable=False)
+    except OSError as exc:
+        raise write_error(out, exc) from None
+    return [path for path, _ in rendered]

@@ -103,8 +103,7 @@ class ShortCore(PolyphaseCore):
 def card_for(channels: int = 1, compression: int = COMPRESSION, delay: int = CORE_DELAY,
              name: str = "tiny", with_stats: bool = False) -> ModelCard:
     card = make_card(latent_size=channels * compression, compression=compression,
-                     sample_rate=MODEL_SR, name=name)
-    card = dataclasses.replace(card, channels=channels, delay=delay)
+                     sample_rate=MODEL_SR, name=name, channels=channels, delay=delay)
     return card if with_stats else dataclasses.replace(card, latents=[])
 
 

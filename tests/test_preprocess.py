@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import librosa
@@ -291,30 +291,56 @@ def test_failed_rebuild_keeps_the_old_dataset(tmp_path: Path) -> None:
     assert siblings(target) == []
 
 
-def _start_blocked_run(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+# The child announces, just before it opens the FIFO (inside preprocess's cleanup scope), that it
+# is about to block: the test waits for that line instead of polling the file system on a timer.
+BLOCKED_LINE = "blocked on zz_stalled.wav"
+_BLOCKED_RUN = f"""
+import sys
+from tildekit.models import preprocess as module
+
+decode = module.decode
+
+def announcing_decode(path):
+    if path.name == "zz_stalled.wav":
+        print({BLOCKED_LINE!r}, flush=True)
+    return decode(path)
+
+module.decode = announcing_decode
+module.preprocess(sys.argv[1], sys.argv[2], 8000, progress=False)
+"""
+GUARD_SECONDS = 300  # only stops a broken run from hanging the suite; no assertion depends on it
+
+
+def _start_blocked_run(tmp_path: Path) -> subprocess.Popen:
     """A preprocess subprocess stuck opening a FIFO named like a wav (a stalled network file)."""
     fifo = tmp_path / "in" / "zz_stalled.wav"
     if not fifo.exists():
         os.mkfifo(fifo)
-    script = ("import sys; from tildekit.models.preprocess import preprocess; "
-              "preprocess(sys.argv[1], sys.argv[2], 8000, progress=False)")
-    process = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "in"),
-                                str(tmp_path / "ds")], stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120  # only a guard against hanging the suite
-    while not list(tmp_path.glob(".ds.tmp-*")):
-        assert process.poll() is None, process.stderr.read().decode()
-        assert time.monotonic() < deadline, "the preprocess subprocess never started a build"
-        time.sleep(0.05)
-    return process, tmp_path / "ds"
-
-
-def _unblock(tmp_path: Path) -> None:
-    """Open the FIFO's write end once so a reader stuck in open() returns."""
+    log = open(tmp_path / "child.log", "wb")  # a file, not a pipe: the child can never block on it
+    process = subprocess.Popen([sys.executable, "-c", _BLOCKED_RUN, str(tmp_path / "in"), str(tmp_path / "ds")],
+                               stdout=subprocess.PIPE, stderr=log)
+    log.close()
     try:
-        fd = os.open(tmp_path / "in" / "zz_stalled.wav", os.O_WRONLY | os.O_NONBLOCK)
-        os.close(fd)
-    except OSError:
-        pass  # nobody is reading: nothing to unblock
+        ready, _, _ = select.select([process.stdout], [], [], GUARD_SECONDS)
+        line = process.stdout.readline().decode().strip() if ready else ""
+        assert line == BLOCKED_LINE, (line, (tmp_path / "child.log").read_text())
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    return process
+
+
+def _finish(process: subprocess.Popen) -> int:
+    """Wait for the child; kill it if it outlives the guard (a failure, not a timing assumption)."""
+    try:
+        return process.wait(timeout=GUARD_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise AssertionError("the preprocess subprocess did not stop") from None
+    finally:
+        process.stdout.close()
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs POSIX FIFOs")
@@ -325,28 +351,28 @@ def test_interrupted_run_leaves_old_dataset_and_no_temp(tmp_path: Path) -> None:
     data_before = (target / DATA_FILE).read_bytes()
     index_before = (target / INDEX_FILE).read_text()
 
-    # Ctrl-C: the run cleans up after itself.
-    process, _ = _start_blocked_run(tmp_path)
+    def others() -> list[str]:
+        return [name for name in siblings(target) if name != "child.log"]
+
+    # Ctrl-C while the child is blocked in open(): the run cleans up after itself.
+    process = _start_blocked_run(tmp_path)
+    assert len(others()) == 1  # its temporary build, marked as tildekit's
     process.send_signal(signal.SIGINT)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        _unblock(tmp_path)
-        process.wait(timeout=60)
-    assert process.returncode != 0
+    assert _finish(process) != 0
+    assert "KeyboardInterrupt" in (tmp_path / "child.log").read_text()
     assert (target / DATA_FILE).read_bytes() == data_before
     assert (target / INDEX_FILE).read_text() == index_before
-    assert siblings(target) == []
+    assert others() == []
 
     # Killed outright: the temporary build stays until the next run removes it.
-    process, _ = _start_blocked_run(tmp_path)
+    process = _start_blocked_run(tmp_path)
     process.kill()
-    process.wait(timeout=60)
+    _finish(process)
     assert (target / INDEX_FILE).read_text() == index_before
-    assert len(siblings(target)) == 1
+    assert len(others()) == 1
     (source / "zz_stalled.wav").unlink()
     assert preprocess(source, target, SR, progress=False).up_to_date  # the input is as before
-    assert siblings(target) == []
+    assert others() == []
 
 
 # ----------------------------------------------------------------------------- command line
