@@ -67,11 +67,12 @@ def main() -> None:
 
 @main.command("demo")
 @click.argument("out_dir", type=click.Path(path_type=Path), default=Path("demo-out"))
-@click.option("--steps", type=click.IntRange(min=1), default=150, show_default=True,
-              help="Training steps of the `small` profile (about a minute on 2 cores).")
+@click.option("--steps", type=click.IntRange(min=1), default=None,
+              help="Training steps of the `small` profile [default: enough for the model to follow "
+                   "its input, a few minutes on 2 cores].")
 @click.option("--seconds", "seconds_of_audio", type=click.FloatRange(min=30), default=180.0, show_default=True,
               help="Seconds of generated training audio.")
-def demo(out_dir: Path, steps: int, seconds_of_audio: float) -> None:
+def demo(out_dir: Path, steps: int | None, seconds_of_audio: float) -> None:
     """Run the whole pipeline on generated audio into OUT_DIR (default: demo-out).
 
     Generates tones, chirps and noise bursts, preprocesses them, trains the `small` profile,
@@ -79,9 +80,9 @@ def demo(out_dir: Path, steps: int, seconds_of_audio: float) -> None:
     loads it), writes Pure Data and Max patches and an OSC score, then prints how to play them.
     Re-running continues the training run in OUT_DIR.
     """
-    from tildekit.demo import run_demo
+    from tildekit.demo import DEMO_STEPS, run_demo
 
-    run_demo(out_dir, steps=steps, seconds_of_audio=seconds_of_audio, echo=click.echo)
+    run_demo(out_dir, steps=steps or DEMO_STEPS, seconds_of_audio=seconds_of_audio, echo=click.echo)
 
 
 def _register() -> None:

@@ -16,6 +16,7 @@ from tildekit.models.atomic import atomic_write_text
 from tildekit.models.outputs import output_dir, refuse_foreign_file
 
 DEMO_NAME = "demo"
+DEMO_STEPS = 300  # enough for the `small` model to follow its input (tests/test_quality.py)
 # A short score for the demo model. Written with yaml.safe_dump: the model path is quoted
 # whatever characters the output folder's path holds.
 DEMO_SCORE_HEADER = "# A short score for the demo model: `tildekit osc play score.yaml --port 9000`\n"
@@ -60,7 +61,7 @@ def write_held_out(folder: Path, rate: int) -> list[Path]:
     return paths
 
 
-def run_demo(out_dir: str | Path, steps: int = 150, seconds_of_audio: float = 180.0,
+def run_demo(out_dir: str | Path, steps: int = DEMO_STEPS, seconds_of_audio: float = 180.0,
              echo: Callable[[str], None] = print, progress: bool = True) -> dict[str, Path]:
     """Run every stage into ``out_dir``; returns the main paths. Safe to re-run (resumes training)."""
     from tildekit.export.check import check_file
