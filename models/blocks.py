@@ -22,8 +22,12 @@ LEAKY_SLOPE = 0.2
 
 
 class LeakyReLU(Stateful):
+    def __init__(self) -> None:
+        super().__init__()
+        self.slope = LEAKY_SLOPE  # an attribute: TorchScript does not read module globals
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.leaky_relu(x, LEAKY_SLOPE)
+        return torch.nn.functional.leaky_relu(x, self.slope)
 
 def activation(kind: str, channels: int) -> Stateful:
     return Snake(channels) if kind == "snake" else LeakyReLU()
