@@ -171,11 +171,14 @@ COMMANDS.append(osc)
               help="Samples per buffer (a multiple of the model's compression).")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="Compute threads for the model.")
+@click.option("--rate", type=click.IntRange(min=1), default=None, metavar="HZ",
+              help="Sound card rate (default: the model's); the model is resampled to and from it. "
+                   "Input files always play at their own rate.")
 @click.option("--realtime", is_flag=True, help="In file mode, pace buffers at real time (for live OSC tests).")
 @click.option("--verbose", "-v", is_flag=True, help="Print statistics every few seconds.")
 def serve(model: str, input_path: str | None, use_device: bool, silence: float | None, output_path: str | None,
-          osc_port: int, host: str, allow: tuple[str, ...], buffer: int, threads: int, realtime: bool,
-          verbose: bool) -> None:
+          osc_port: int, host: str, allow: tuple[str, ...], buffer: int, threads: int, rate: int | None,
+          realtime: bool, verbose: bool) -> None:
     """Run an exported MODEL (.ts or .onnx) headless, controlled live over OSC.
 
     \b
@@ -208,7 +211,7 @@ def serve(model: str, input_path: str | None, use_device: bool, silence: float |
                         stream=sys.stderr)
     runner = open_runner(model, threads=threads)
     with Engine(runner, host, osc_port, allow=list(allow) or None, buffer=buffer, realtime=realtime,
-                verbose=verbose) as engine:
+                verbose=verbose, host_rate=rate) as engine:
         bound_host, bound_port = engine.osc_address
         click.echo(f"{runner.card.name} ({runner.runtime}, buffer {buffer}, {runner.card.sample_rate} Hz): "
                    f"OSC on {bound_host}:{bound_port}{engine.map.prefix}/...", err=True)
@@ -216,7 +219,9 @@ def serve(model: str, input_path: str | None, use_device: bool, silence: float |
         try:
             if output_path is not None:
                 written = engine.run_file(input_path, output_path, seconds=silence)
-                click.echo(f"wrote {written}", err=True)
+                resampled = (f", resampled from {engine.host_rate} Hz, delay {engine.delay:.0f} samples"
+                             if engine.stage is not None else "")
+                click.echo(f"wrote {written}{resampled}", err=True)
             else:
                 engine.run_device(input_device=use_device)
         except KeyboardInterrupt:

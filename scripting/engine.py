@@ -16,6 +16,9 @@ every message in order, because each Control sets (not adds to) its target.
 File mode (``run_file``) reads and writes with soundfile and is deterministic: the output
 depends only on the input and on the buffer index at which each Control was applied
 (recorded in ``Engine.applied``).
+
+Host rate: buffers are at ``host_rate`` (the sound card's, or the input file's). When it is not
+the model's rate, a :class:`ResampleStage` sits between the engine and the Runner.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from pythonosc.osc_packet import OscPacket
 
 from tildekit.errors import TildekitError
 from tildekit.scripting.oscmap import Control, OscMap, OscValueError
+from tildekit.scripting.resample_stage import ResampleStage
 from tildekit.scripting.runner import Runner, as_channels, check_buffer
 
 log = logging.getLogger("tildekit.engine")
@@ -338,13 +342,14 @@ class Engine:
     def __init__(self, runner: Runner, osc_host: str = "127.0.0.1", osc_port: int = 9000,
                  allow: Iterable[str] | None = None, buffer: int = DEFAULT_BUFFER, realtime: bool = False,
                  verbose: bool = False, report_every: float = 5.0, name: str | None = None,
-                 on_buffer: BufferCallback | None = None, queue_limit: int = 1024) -> None:
+                 on_buffer: BufferCallback | None = None, queue_limit: int = 1024,
+                 host_rate: int | None = None) -> None:
         check_buffer(runner.card, buffer)
         self.runner = runner
         self.card = runner.card
         self.map = OscMap(runner.card, name)
         self.buffer = buffer
-        self.buffer_seconds = buffer / self.card.sample_rate
+        self.set_host_rate(host_rate or self.card.sample_rate)
         self.realtime = realtime
         self.gain = 1.0
         self.on_buffer = on_buffer
@@ -363,6 +368,23 @@ class Engine:
     @property
     def osc_address(self) -> tuple[str, int]:
         return self.server.address
+
+    # -- the resampling stage ------------------------------------------------------
+    def set_host_rate(self, rate: int) -> None:
+        """Stream buffers at ``rate`` Hz (resampled to and from the model's rate if it differs)."""
+        if not isinstance(rate, int) or rate <= 0:
+            raise TildekitError(f"--rate {rate}: a sample rate is a positive number of Hz, e.g. 48000")
+        try:
+            stage = ResampleStage(self.runner, rate) if rate != self.card.sample_rate else None
+        except ValueError as exc:
+            raise TildekitError(f"--rate {rate}: {exc}") from None
+        self.host_rate, self.stage = rate, stage
+        self.buffer_seconds = self.buffer / rate
+
+    @property
+    def delay(self) -> float:
+        """Host samples from input to output (the model's delay, plus resampling if any)."""
+        return self.stage.delay if self.stage is not None else float(self.card.delay)
 
     # -- the audio loop ------------------------------------------------------------
     def _apply_pending(self, index: int) -> None:
@@ -386,7 +408,8 @@ class Engine:
             self.on_buffer(index)
         self._apply_pending(index)
         started = time.perf_counter()
-        out = self.runner.generate(self.buffer) if block is None else self.runner.process(block)
+        audio = self.stage or self.runner
+        out = audio.generate(self.buffer) if block is None else audio.process(block)
         if self.gain != 1.0:
             out = out * np.float32(self.gain)
         spent = time.perf_counter() - started
@@ -421,7 +444,7 @@ class Engine:
     def run_array(self, audio: np.ndarray | None, frames: int | None = None) -> np.ndarray:
         """(channels, N) in -> (channels, N) out; ``audio=None`` generates ``frames`` samples."""
         total = audio.shape[1] if audio is not None else int(frames or 0)
-        self.runner.warm_up(self.buffer, generate=audio is None)
+        self._warm_up(generate=audio is None)
         outputs = list(self.stream(self._blocks(audio, total)))
         if not outputs:
             return np.zeros((self.card.channels, 0), dtype=np.float32)
@@ -442,20 +465,21 @@ class Engine:
         """Input file (or ``seconds`` of latent generation) -> output file, written atomically."""
         import soundfile as sf
 
-        rate = self.card.sample_rate
         if in_path is not None:
-            audio = read_input(in_path, rate, self.card.channels)
+            audio, file_rate = read_audio(in_path, self.card.channels)
+            if file_rate != self.host_rate:  # the file is the host: play it at its own rate
+                self.set_host_rate(file_rate)
             out = self.run_array(audio)
         else:
             if seconds is None or seconds <= 0:
                 raise TildekitError("latent-only generation needs a duration: pass --silence SECONDS")
-            out = self.run_array(None, int(round(seconds * rate)))
-        return write_atomic(out_path, out, rate, sf)
+            out = self.run_array(None, int(round(seconds * self.host_rate)))
+        return write_atomic(out_path, out, self.host_rate, sf)
 
     def run_device(self, input_device: bool = True, device: str | int | None = None) -> None:
         """Sound card in/out until ``stop()`` or Ctrl-C (blocking read -> compute -> write)."""
         sd = import_sounddevice()
-        channels, rate = self.card.channels, self.card.sample_rate
+        channels, rate = self.card.channels, self.host_rate
         kind = sd.Stream if input_device else sd.OutputStream
         try:
             stream = kind(samplerate=rate, blocksize=self.buffer, channels=channels, dtype="float32",
@@ -475,7 +499,7 @@ class Engine:
                     self.stats.overruns += 1
                 yield np.ascontiguousarray(data.T)
 
-        self.runner.warm_up(self.buffer, generate=not input_device)
+        self._warm_up(generate=not input_device)
         with stream:
             try:
                 for out in self.stream(blocks()):
@@ -483,6 +507,14 @@ class Engine:
                         self.stats.overruns += 1
             except KeyboardInterrupt:
                 pass
+
+    def _warm_up(self, generate: bool) -> None:
+        # at the model's rate, on buffers of about the host buffer's duration; then a clean state
+        quantum = self.stage.quantum if self.stage is not None else self.card.highest_ratio
+        model_buffer = max(quantum, self.buffer * self.card.sample_rate // self.host_rate // quantum * quantum)
+        self.runner.warm_up(model_buffer, generate=generate)
+        if self.stage is not None:
+            self.stage.reset()
 
     # -- reporting and lifetime ---------------------------------------------------------
     def _maybe_report(self) -> None:
@@ -509,6 +541,15 @@ class Engine:
 
 def read_input(path: str | Path, rate: int, channels: int) -> np.ndarray:
     """An audio file as (channels, frames) float32 at the model's rate, or a clear error."""
+    audio, file_rate = read_audio(path, channels)
+    if file_rate != rate:
+        raise TildekitError(f"--input {path}: sample rate {file_rate} Hz, the model runs at {rate} Hz: "
+                            f"resample it first (e.g. sox in.wav -r {rate} out.wav)")
+    return audio
+
+
+def read_audio(path: str | Path, channels: int) -> tuple[np.ndarray, int]:
+    """An audio file as ((channels, frames) float32, its sample rate), or a clear error."""
     import soundfile as sf
 
     path = Path(path)
@@ -518,10 +559,7 @@ def read_input(path: str | Path, rate: int, channels: int) -> np.ndarray:
         audio, file_rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (RuntimeError, sf.LibsndfileError) as exc:
         raise TildekitError(f"--input {path}: not a readable sound file ({exc})") from None
-    if file_rate != rate:
-        raise TildekitError(f"--input {path}: sample rate {file_rate} Hz, the model runs at {rate} Hz: "
-                            f"resample it first (e.g. sox in.wav -r {rate} out.wav)")
-    return as_channels(audio, channels, f"--input {path}")
+    return as_channels(audio, channels, f"--input {path}"), int(file_rate)
 
 
 def write_atomic(path: str | Path, audio: np.ndarray, rate: int, sf: object) -> Path:

@@ -1,0 +1,137 @@
+"""Streaming resampling in torch, for the files hosts load (TorchScript) and for ONNX graphs.
+
+:func:`resample_step` is the polyphase step of :mod:`tildekit.models.resample_stream` written
+with tensor ops only (the read position is a tensor, so a tracer keeps the output length
+dynamic and the step exports to ONNX). :class:`StreamResampler` holds its state;
+:class:`ResamplePath` puts a method between two of them with the FIFOs of
+:mod:`tildekit.models.resample_plan`. Both can be reconfigured in place (another host rate) from
+tensors and integers stored in the module, because a TorchScript file cannot design filters.
+"""
+
+# No `from __future__ import annotations`: TorchScript reads the annotations as types.
+from typing import List, Tuple
+
+import torch
+from torch import Tensor, nn
+
+
+def resample_step(x: Tensor, history: Tensor, position: Tensor, bank: Tensor, up: int,
+                  down: int) -> Tuple[Tensor, Tensor, Tensor]:
+    """One call: ``x`` (..., n) -> (output (..., m), new history, new position).
+
+    ``history`` holds the previous ``T - 1`` inputs, ``position`` (int64, 0-d) the common-rate
+    time of the next output from the start of ``x``; ``bank`` is ``(up, T)`` (see
+    ``Prototype.bank``).
+    """
+    taps = bank.size(1)
+    extended = torch.cat([history, x], -1)
+    length = x.size(-1)
+    count = torch.clamp(torch.div(length * up + down - 1 - position, down, rounding_mode="floor"), min=0)
+    times = position + torch.arange(count, dtype=torch.long) * down
+    starts = torch.div(times, up, rounding_mode="floor")
+    phases = times - starts * up
+    index = (starts.unsqueeze(1) + torch.arange(taps, dtype=torch.long).unsqueeze(0)).reshape(-1)
+    windows = extended.index_select(-1, index)
+    shape: List[int] = list(windows.shape[:-1])
+    windows = windows.reshape(shape + [-1, taps])  # (..., count, T)
+    y = (windows * bank.index_select(0, phases)).sum(-1)
+    new_history = extended[..., extended.size(-1) - (taps - 1):]
+    return y, new_history, position + count * down - length * up
+
+
+def _rows(state: Tensor, batch: int) -> Tensor:
+    """``state`` with exactly ``batch`` rows: extra rows dropped, missing rows zero (silence)."""
+    if state.size(0) >= batch:
+        return state[:batch]
+    missing = torch.zeros([batch - state.size(0)] + state.shape[1:], dtype=state.dtype)
+    return torch.cat([state, missing], 0)
+
+
+class StreamResampler(nn.Module):
+    """A stateful polyphase resampler over (batch, channels, time); identity until configured."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels = channels
+        self.up = 1
+        self.down = 1
+        self.offset = 0
+        self.bank = torch.ones(1, 1)
+        self.history = torch.zeros(1, channels, 0)
+        self.position = torch.zeros((), dtype=torch.long)
+
+    @torch.jit.export
+    def configure(self, bank: Tensor, up: int, down: int, offset: int) -> None:
+        self.bank = bank
+        self.up = up
+        self.down = down
+        self.offset = offset
+        self.reset_state()
+
+    @torch.jit.export
+    def reset_state(self) -> None:
+        self.history = torch.zeros(1, self.channels, self.bank.size(1) - 1)
+        self.position = torch.full((), self.offset, dtype=torch.long)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y, history, position = resample_step(x, _rows(self.history, x.size(0)), self.position,
+                                              self.bank, self.up, self.down)
+        self.history = history
+        self.position = position
+        return y
+
+
+class ResamplePath(nn.Module):
+    """The resamplers and FIFOs around one method (see :mod:`tildekit.models.resample_plan`).
+
+    ``enter(x)`` takes host units and returns the whole granules ready for the method (maybe
+    none); ``leave(y, count)`` takes the method's output and returns exactly ``count`` host units.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.pre = StreamResampler(in_channels)
+        self.post = StreamResampler(out_channels)
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.granularity = 1
+        self.step = 1
+        self.prefill = 0
+        self.waiting = torch.zeros(1, in_channels, 0)
+        self.ready = torch.zeros(1, out_channels, 0)
+
+    @torch.jit.export
+    def configure(self, pre_bank: Tensor, post_bank: Tensor, ints: List[int]) -> None:
+        """``ints`` in ``PLAN_INTS`` order (``MethodPlan.ints()``)."""
+        self.pre.configure(pre_bank, ints[0], ints[1], ints[2])
+        self.post.configure(post_bank, ints[3], ints[4], ints[5])
+        self.granularity = ints[6]
+        self.step = ints[7]
+        self.prefill = ints[8]
+        self.reset_state()
+
+    @torch.jit.export
+    def reset_state(self) -> None:
+        self.pre.reset_state()
+        self.post.reset_state()
+        self.waiting = torch.zeros(1, self.in_channels, 0)
+        self.ready = torch.zeros(1, self.out_channels, self.prefill)
+
+    @torch.jit.export
+    def enter(self, x: Tensor) -> Tensor:
+        if x.size(-1) % self.step != 0:
+            raise ValueError("tildekit: at this host rate this method takes multiples of "
+                             + str(self.step) + " input frames, got " + str(x.size(-1)))
+        waiting = torch.cat([_rows(self.waiting, x.size(0)), self.pre(x)], -1)
+        whole = waiting.size(-1) - waiting.size(-1) % self.granularity
+        self.waiting = waiting[..., whole:]
+        return waiting[..., :whole]
+
+    @torch.jit.export
+    def leave(self, y: Tensor, count: int) -> Tensor:
+        ready = torch.cat([_rows(self.ready, y.size(0)), self.post(y)], -1)
+        if ready.size(-1) < count:  # cannot happen with the planned prefill: say so if it does
+            raise RuntimeError("tildekit: resampler FIFO ran dry (" + str(ready.size(-1)) + " of "
+                               + str(count) + " samples): please report this model and host rate")
+        self.ready = ready[..., count:]
+        return ready[..., :count]

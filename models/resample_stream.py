@@ -1,0 +1,104 @@
+"""Streaming polyphase resampling in numpy: the arithmetic every implementation shares.
+
+Conventions (one resampler, ``up / down`` in lowest terms, ``T`` taps per phase):
+
+- input sample ``k`` sits at common-rate time ``k * up``; output sample ``n`` at
+  ``t_n = n * down + offset`` (``0 <= offset < down``), and is
+  ``bank[t_n % up] @ x[t_n // up - T + 1 .. t_n // up]`` (samples before the stream are 0);
+- so output ``n`` exists as soon as input ``t_n // up`` has arrived: after ``C`` inputs there
+  are :func:`produced` ``(C)`` outputs, whatever the sizes of the calls that brought them;
+- the state between calls is the last ``T - 1`` inputs and ``position``, the common-rate time
+  of the next output measured from the first sample of the next call (``0 <= position``).
+
+Streaming is therefore exact: any split of a signal into calls gives the same samples as one
+call with the whole signal. The torch twin (:mod:`tildekit.models.resample`) follows the same
+steps op for op; the engine runs this one, without torch. :class:`StreamPath` adds the FIFOs of
+a method's plan (:mod:`tildekit.models.resample_plan`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from tildekit.models.resample_plan import MethodPlan
+
+
+def produced(count: int, up: int, down: int, offset: int) -> int:
+    """Outputs available after ``count`` input samples (``count >= 0``)."""
+    return max(0, (count * up + down - 1 - offset) // down)
+
+
+class PolyphaseStream:
+    """A stateful resampler over ``(..., time)`` float32 arrays; leading axes are independent."""
+
+    def __init__(self, bank: np.ndarray, up: int, down: int, offset: int = 0) -> None:
+        if bank.ndim != 2 or bank.shape[0] != up:
+            raise ValueError(f"bank must be (up={up}, taps per phase), got {bank.shape}")
+        if not 0 <= offset < down:
+            raise ValueError(f"offset must be in 0..{down - 1}, got {offset}")
+        self.bank = np.ascontiguousarray(bank, dtype=np.float32)
+        self.up, self.down, self.offset = up, down, offset
+        self.taps = bank.shape[1]
+        self.history: np.ndarray | None = None
+        self.position = offset
+
+    def reset(self) -> None:
+        self.history = None
+        self.position = self.offset
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        lead, length = x.shape[:-1], x.shape[-1]
+        if self.history is None or self.history.shape[:-1] != lead:
+            self.history = np.zeros(lead + (self.taps - 1,), dtype=np.float32)
+        extended = np.concatenate([self.history, x], axis=-1)
+        count = produced(length, self.up, self.down, self.position)
+        times = self.position + np.arange(count, dtype=np.int64) * self.down
+        starts, phases = times // self.up, times % self.up  # window k-T+1..k starts at k (extended)
+        windows = extended[..., starts[:, None] + np.arange(self.taps)]  # (..., count, T)
+        y = np.einsum("...nt,nt->...n", windows, self.bank[phases]).astype(np.float32)
+        self.history = extended[..., extended.shape[-1] - (self.taps - 1):]
+        self.position += count * self.down - length * self.up
+        return y
+
+
+class StreamPath:
+    """The resamplers and FIFOs around one method, in numpy (twin of ``ResamplePath``).
+
+    ``enter(x)`` takes host units ``(channels, n)`` and returns the whole granules ready for the
+    method (maybe none); ``leave(y, count)`` takes the method's output and returns exactly
+    ``count`` host units. ``plan`` is a :class:`~tildekit.models.resample_plan.MethodPlan`.
+    """
+
+    def __init__(self, plan: "MethodPlan", in_channels: int, out_channels: int) -> None:
+        self.plan = plan
+        self.pre = PolyphaseStream(plan.pre.prototype.bank(), plan.pre.up, plan.pre.down, plan.pre.offset)
+        self.post = PolyphaseStream(plan.post.prototype.bank(), plan.post.up, plan.post.down,
+                                    plan.post.offset)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.reset()
+
+    def reset(self) -> None:
+        self.pre.reset()
+        self.post.reset()
+        self.waiting = np.zeros((self.in_channels, 0), dtype=np.float32)
+        self.ready = np.zeros((self.out_channels, self.plan.prefill), dtype=np.float32)
+
+    def enter(self, x: np.ndarray) -> np.ndarray:
+        if x.shape[-1] % self.plan.step:
+            raise ValueError(f"at this host rate the method takes multiples of {self.plan.step} input "
+                             f"frames, got {x.shape[-1]}")
+        waiting = np.concatenate([self.waiting, self.pre(x)], axis=-1)
+        whole = waiting.shape[-1] - waiting.shape[-1] % self.plan.granularity
+        self.waiting = waiting[..., whole:]
+        return waiting[..., :whole]
+
+    def leave(self, y: np.ndarray, count: int) -> np.ndarray:
+        ready = np.concatenate([self.ready, self.post(y)], axis=-1)
+        if ready.shape[-1] < count:  # cannot happen with the planned prefill
+            raise RuntimeError(f"resampler FIFO ran dry ({ready.shape[-1]} of {count} samples)")
+        self.ready = ready[..., count:]
+        return ready[..., :count]
