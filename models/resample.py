@@ -43,7 +43,7 @@ def _rows(state: Tensor, batch: int) -> Tensor:
     """``state`` with exactly ``batch`` rows: extra rows dropped, missing rows zero (silence)."""
     if state.size(0) >= batch:
         return state[:batch]
-    missing = torch.zeros([batch - state.size(0)] + state.shape[1:], dtype=state.dtype)
+    missing = torch.zeros([batch - state.size(0)] + list(state.shape[1:]), dtype=state.dtype)
     return torch.cat([state, missing], 0)
 
 
