@@ -4,6 +4,10 @@ and after TorchScript export, pitch, and the delays written in the card."""
 
 from __future__ import annotations
 
+import re
+import shutil
+import socket
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +23,7 @@ from tildekit.export.nn_tilde import nn_tilde_module, script_nn_tilde
 from tildekit.models.autoencoder import build_model
 from tildekit.models.config import load_profile
 from tildekit.models.resample_plan import HOST_RATES
+from tildekit.patches.write import write_patches
 
 pytestmark = [pytest.mark.filterwarnings(r"ignore:.torch\.(jit|onnx):DeprecationWarning"),
               pytest.mark.usefixtures("one_thread")]
@@ -219,3 +224,70 @@ def test_the_card_records_every_host_rate(tiny):
         native = card.methods["forward"].delay * host.rate / card.sample_rate
         assert host.delays["forward"] == pytest.approx(native + host.added_ms["forward"] * host.rate / 1000,
                                                        abs=1e-3 * host.rate / 1000)
+
+
+# -- the generated patches tell the model (real Pure Data) ------------------------------------
+
+PD = shutil.which("pd")
+
+
+def _probe_abstraction(folder: Path, inlets: int, outlets: int) -> None:
+    """Stands in for nn~ (not installed here): as many signal inlets and outlets, and it prints
+    every message reaching its left inlet, as nn~ would receive it."""
+    lines = ["#N canvas 0 0 300 200 12;"]
+    lines += [f"#X obj {10 + 60 * i} 10 inlet~;" for i in range(inlets)]
+    lines.append("#X obj 10 60 print nn~;")
+    lines += [f"#X obj {10 + 60 * i} 110 outlet~;" for i in range(outlets)]
+    lines.append(f"#X connect 0 1 {inlets} 0;")
+    (folder / "nn-probe.pd").write_text("\n".join(lines) + "\n")
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.skipif(PD is None, reason="Pure Data (Debian package puredata-core) is not installed")
+@pytest.mark.parametrize("rate", [44100, 96000])
+def test_pd_patches_send_the_host_rate_and_the_model_follows(tiny, tmp_path: Path, rate: int):
+    _, card, path = tiny
+    model_file = tmp_path / "tiny.ts"
+    shutil.copy(path, model_file)
+    written = write_patches(model_file, tmp_path, host="pd", osc_port=_free_udp_port())
+    _probe_abstraction(tmp_path, card.latent_size, card.latent_size)
+    for kind, objects in (("forward", 1), ("transfer", 2)):
+        patch = next(p for p in written if p.name == f"tiny-{kind}.pd")
+        patch.write_text(re.sub(r"^(#X obj \d+ \d+) nn~ ", r"\1 nn-probe ", patch.read_text(), flags=re.M))
+        done = subprocess.run([PD, "-nogui", "-nosound", "-nrt", "-r", str(rate), "-stderr", "-open", str(patch),
+                               "-send", "pd dsp 1", "-send", "pd quit"],
+                              capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        console = done.stdout + done.stderr
+        sent = [line for line in console.splitlines() if line.startswith(f"nn~: set {HOST_RATE_ATTRIBUTE}")]
+        # on load ([loadbang]) and when DSP starts ([r pd-dsp-started]), to every nn~ object
+        assert sent == [f"nn~: set {HOST_RATE_ATTRIBUTE} {rate}"] * (2 * objects), console
+        words = sent[0].split()[1:]  # what nn~ hands to the model: set NAME VALUE...
+        model = _load(model_file)
+        assert nn_set(model, words[1], [float(w) for w in words[2:]]) == 0
+        assert list(model.get_host_sample_rate()) == [rate]
+        assert _stream(model.forward, _chirp(4096, rate), 2048).shape == (1, 1, 4096)
+
+
+def test_max_patches_send_the_host_rate_from_dspstate(tiny, tmp_path: Path):
+    import json
+
+    _, card, path = tiny
+    model_file = tmp_path / "tiny.ts"
+    shutil.copy(path, model_file)
+    for patch in write_patches(model_file, tmp_path, host="max"):
+        if patch.name.endswith("-osc.maxpat"):
+            continue
+        patcher = json.loads(patch.read_text())["patcher"]
+        boxes = {b["box"]["id"]: b["box"] for b in patcher["boxes"]}
+        cords = [(line["patchline"]["source"], line["patchline"]["destination"]) for line in patcher["lines"]]
+        by_text = {box.get("text"): key for key, box in boxes.items()}
+        state, message = by_text["dspstate~"], by_text[f"set {HOST_RATE_ATTRIBUTE} $1"]
+        assert boxes[state]["numoutlets"] == 4 and ([state, 1], [message, 0]) in cords  # outlet 1: the rate
+        assert any(dst == [state, 0] and boxes[src[0]].get("text") == "loadbang" for src, dst in cords)
+        nn_boxes = [key for key, box in boxes.items() if box.get("text", "").startswith("nn~ ")]
+        assert nn_boxes and all(([message, 0], [key, 0]) in cords for key in nn_boxes)
