@@ -113,16 +113,19 @@ class NNTildeBase(nn.Module):
             raise ValueError("tildekit: at most " + str(self.max_batch)
                              + " voices (batch rows) per model, got " + str(x.size(0)))
 
+    # Each method calls the model once: TorchScript inlines every call site, and a second one
+    # would double the graph the optimiser works through on the first buffers.
     def forward(self, x: Tensor) -> Tensor:
         """(B, channels, T) audio -> (B, channels, T) audio: encode, scale/bias, decode."""
         self._check_batch(x)
         if self.silenced:
             return torch.zeros(x.size(0), self.channels, x.size(-1))
-        if not self.resampling:
-            return self.core.forward(x)
-        ready = self.forward_path.enter(x)
-        y = self.core.forward(ready) if ready.size(-1) > 0 else torch.zeros(x.size(0), self.channels, 0)
-        return self.forward_path.leave(y, x.size(-1))
+        ready = self.forward_path.enter(x) if self.resampling else x
+        if ready.size(-1) > 0:
+            y = self.core.forward(ready)
+        else:
+            y = torch.zeros(x.size(0), self.channels, 0)
+        return self.forward_path.leave(y, x.size(-1)) if self.resampling else y
 
     @torch.jit.export
     def encode(self, x: Tensor) -> Tensor:
@@ -131,11 +134,12 @@ class NNTildeBase(nn.Module):
         frames = x.size(-1) // self.compression
         if self.silenced:
             return torch.zeros(x.size(0), self.latent_size, frames)
-        if not self.resampling:
-            return self.core.encode(x)
-        ready = self.encode_path.enter(x)
-        z = self.core.encode(ready) if ready.size(-1) > 0 else torch.zeros(x.size(0), self.latent_size, 0)
-        return self.encode_path.leave(z, frames)
+        ready = self.encode_path.enter(x) if self.resampling else x
+        if ready.size(-1) > 0:
+            z = self.core.encode(ready)
+        else:
+            z = torch.zeros(x.size(0), self.latent_size, 0)
+        return self.encode_path.leave(z, frames) if self.resampling else z
 
     @torch.jit.export
     def decode(self, z: Tensor) -> Tensor:
@@ -144,11 +148,12 @@ class NNTildeBase(nn.Module):
         samples = z.size(-1) * self.compression
         if self.silenced:
             return torch.zeros(z.size(0), self.channels, samples)
-        if not self.resampling:
-            return self.core.decode(z)
-        ready = self.decode_path.enter(z)
-        y = self.core.decode(ready) if ready.size(-1) > 0 else torch.zeros(z.size(0), self.channels, 0)
-        return self.decode_path.leave(y, samples)
+        ready = self.decode_path.enter(z) if self.resampling else z
+        if ready.size(-1) > 0:
+            y = self.core.decode(ready)
+        else:
+            y = torch.zeros(z.size(0), self.channels, 0)
+        return self.decode_path.leave(y, samples) if self.resampling else y
 
     @torch.jit.export
     def get_methods(self) -> List[str]:

@@ -2,7 +2,7 @@
 
 :func:`resample_step` is the polyphase step of :mod:`tildekit.models.resample_stream` written
 with tensor ops only (the read position is a tensor, so a tracer keeps the output length
-dynamic and the step exports to ONNX). :class:`StreamResampler` holds its state;
+dynamic and the step exports to ONNX), whole periods at a time as one matrix product. :class:`StreamResampler` holds its state;
 :class:`ResamplePath` puts a method between two of them with the FIFOs of
 :mod:`tildekit.models.resample_plan`. Both can be reconfigured in place (another host rate) from
 tensors and integers stored in the module, because a TorchScript file cannot design filters.
@@ -15,28 +15,43 @@ import torch
 from torch import Tensor, nn
 
 
-def resample_step(x: Tensor, history: Tensor, position: Tensor, bank: Tensor, up: int,
-                  down: int) -> Tuple[Tensor, Tensor, Tensor]:
-    """One call: ``x`` (..., n) -> (output (..., m), new history, new position).
-
-    ``history`` holds the previous ``T - 1`` inputs, ``position`` (int64, 0-d) the common-rate
-    time of the next output from the start of ``x``; ``bank`` is ``(up, T)`` (see
-    ``Prototype.bank``).
-    """
+def period_matrix(bank: Tensor, up: int, down: int, offset: int) -> Tensor:
+    """``(K, up)``: whole periods of outputs as one matrix product (see the numpy twin in
+    :func:`tildekit.models.resample_design.period_matrix`; this one runs inside the file)."""
     taps = bank.size(1)
-    extended = torch.cat([history, x], -1)
+    r = torch.arange(up, dtype=torch.long)
+    d = torch.div(r * down + offset, up, rounding_mode="floor") - offset // up
+    phases = torch.remainder(r * down + offset, up)
+    rows = d.unsqueeze(0) + torch.arange(taps, dtype=torch.long).unsqueeze(1)
+    columns = r.unsqueeze(0).expand(taps, up)
+    matrix = torch.zeros(int(d[up - 1]) + taps, up)
+    matrix[rows, columns] = bank.index_select(0, phases).t()
+    return matrix
+
+
+def resample_step(x: Tensor, history: Tensor, position: Tensor, phase: Tensor, matrix: Tensor, up: int,
+                  down: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One call: ``x`` (..., n) -> (output (..., m), history, position, phase), all tensors.
+
+    ``history`` holds the previous ``down + T - 1`` inputs, ``position`` (int64, 0-d) the
+    common-rate time of the next output from the start of ``x``, ``phase`` (int64, 0-d) its index
+    within its period. Indices are tensors, so a tracer keeps every length dynamic (ONNX).
+    """
+    span = matrix.size(0)
     length = x.size(-1)
+    lead: List[int] = list(x.shape[:-1])
+    extended = torch.cat([history, x, torch.zeros(lead + [down], dtype=x.dtype)], -1)
     count = torch.clamp(torch.div(length * up + down - 1 - position, down, rounding_mode="floor"), min=0)
-    times = position + torch.arange(count, dtype=torch.long) * down
-    starts = torch.div(times, up, rounding_mode="floor")
-    phases = times - starts * up
-    index = (starts.unsqueeze(1) + torch.arange(taps, dtype=torch.long).unsqueeze(0)).reshape(-1)
-    windows = extended.index_select(-1, index)
-    shape: List[int] = list(windows.shape[:-1])
-    windows = windows.reshape(shape + [-1, taps])  # (..., count, T)
-    y = (windows * bank.index_select(0, phases)).sum(-1)
-    new_history = extended[..., extended.size(-1) - (taps - 1):]
-    return y, new_history, position + count * down - length * up
+    start = torch.div(position - phase * down, up, rounding_mode="floor") + down
+    periods = torch.clamp(torch.div(phase + count + up - 1, up, rounding_mode="floor"), min=1)
+    # (..., periods, span): one window per period (a gather: ONNX has no dynamic unfold)
+    index = (start + torch.arange(periods, dtype=torch.long).unsqueeze(1) * down
+             + torch.arange(span, dtype=torch.long).unsqueeze(0))
+    windows = extended.index_select(-1, index.reshape(-1)).reshape(lead + [-1, span])
+    y = torch.matmul(windows, matrix).reshape(lead + [-1])
+    y = y.index_select(-1, phase + torch.arange(count, dtype=torch.long))
+    new_history = extended.narrow(-1, length, history.size(-1))
+    return y, new_history, position + count * down - length * up, torch.remainder(phase + count, up)
 
 
 def _rows(state: Tensor, batch: int) -> Tensor:
@@ -56,28 +71,34 @@ class StreamResampler(nn.Module):
         self.up = 1
         self.down = 1
         self.offset = 0
-        self.bank = torch.ones(1, 1)
+        self.kept = 0
+        self.matrix = torch.ones(1, 1)
         self.history = torch.zeros(1, channels, 0)
         self.position = torch.zeros((), dtype=torch.long)
+        self.phase = torch.zeros((), dtype=torch.long)
 
     @torch.jit.export
     def configure(self, bank: Tensor, up: int, down: int, offset: int) -> None:
-        self.bank = bank
+        """``bank``: ``Prototype.bank()``, ``(up, T)``."""
+        self.matrix = period_matrix(bank, up, down, offset)
         self.up = up
         self.down = down
         self.offset = offset
+        self.kept = down + bank.size(1) - 1
         self.reset_state()
 
     @torch.jit.export
     def reset_state(self) -> None:
-        self.history = torch.zeros(1, self.channels, self.bank.size(1) - 1)
+        self.history = torch.zeros(1, self.channels, self.kept)
         self.position = torch.full((), self.offset, dtype=torch.long)
+        self.phase = torch.zeros((), dtype=torch.long)
 
     def forward(self, x: Tensor) -> Tensor:
-        y, history, position = resample_step(x, _rows(self.history, x.size(0)), self.position,
-                                              self.bank, self.up, self.down)
+        y, history, position, phase = resample_step(x, _rows(self.history, x.size(0)), self.position,
+                                                    self.phase, self.matrix, self.up, self.down)
         self.history = history
         self.position = position
+        self.phase = phase
         return y
 
 

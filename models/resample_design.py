@@ -62,6 +62,33 @@ class Prototype:
         return np.ascontiguousarray(per_phase[:, ::-1], dtype=np.float32)
 
 
+def period_offsets(up: int, down: int, offset: int) -> tuple[np.ndarray, np.ndarray]:
+    """For the ``up`` outputs of one period: where each window starts after the period's first
+    window (``d``, input samples) and which phase of the bank it uses (``p``).
+
+    Output ``n`` sits at common-rate time ``n * down + offset``; ``up`` consecutive outputs span
+    exactly ``down`` inputs, and every period starts at the same phase, so one matrix serves all.
+    """
+    r = np.arange(up, dtype=np.int64)
+    d = (r * down + offset) // up - offset // up
+    return d, (r * down + offset) % up
+
+
+def period_matrix(bank: np.ndarray, up: int, down: int, offset: int) -> np.ndarray:
+    """``(K, up)`` float32: a window of ``K`` inputs from a period's first window start, times
+    this matrix, gives the period's ``up`` outputs (column ``r`` holds ``bank[p_r]`` at row ``d_r``).
+
+    Computing whole periods as one matrix product costs ``K / taps`` more multiplications than
+    needed but runs as one BLAS call, several times faster than gathering window by window.
+    """
+    taps = bank.shape[1]
+    d, p = period_offsets(up, down, offset)
+    matrix = np.zeros((int(d[-1]) + taps, up), dtype=np.float32)
+    rows = d[None, :] + np.arange(taps)[:, None]
+    matrix[rows, np.arange(up)[None, :]] = bank[p].T
+    return matrix
+
+
 def reduced_ratio(in_rate: int, out_rate: int) -> tuple[int, int]:
     """``(up, down)`` with ``out_rate / in_rate = up / down`` in lowest terms."""
     if in_rate <= 0 or out_rate <= 0:

@@ -7,8 +7,9 @@ Conventions (one resampler, ``up / down`` in lowest terms, ``T`` taps per phase)
   ``bank[t_n % up] @ x[t_n // up - T + 1 .. t_n // up]`` (samples before the stream are 0);
 - so output ``n`` exists as soon as input ``t_n // up`` has arrived: after ``C`` inputs there
   are :func:`produced` ``(C)`` outputs, whatever the sizes of the calls that brought them;
-- the state between calls is the last ``T - 1`` inputs and ``position``, the common-rate time
-  of the next output measured from the first sample of the next call (``0 <= position``).
+- the state between calls is the last inputs, ``position``, the common-rate time of the next
+  output measured from the first sample of the next call (``0 <= position``), and ``phase``,
+  the index of the next output within its period of ``up`` outputs.
 
 Streaming is therefore exact: any split of a signal into calls gives the same samples as one
 call with the whole signal. The torch twin (:mod:`tildekit.models.resample`) follows the same
@@ -22,6 +23,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from tildekit.models.resample_design import period_matrix
+
 if TYPE_CHECKING:
     from tildekit.models.resample_plan import MethodPlan
 
@@ -32,37 +35,46 @@ def produced(count: int, up: int, down: int, offset: int) -> int:
 
 
 class PolyphaseStream:
-    """A stateful resampler over ``(..., time)`` float32 arrays; leading axes are independent."""
+    """A stateful resampler over ``(..., time)`` float32 arrays; leading axes are independent.
+
+    Outputs are computed a period at a time (``up`` outputs from ``down`` inputs) as one matrix
+    product (:func:`~tildekit.models.resample_design.period_matrix`); ``phase`` counts the
+    outputs already given from the current period, which is recomputed and sliced.
+    """
 
     def __init__(self, bank: np.ndarray, up: int, down: int, offset: int = 0) -> None:
         if bank.ndim != 2 or bank.shape[0] != up:
             raise ValueError(f"bank must be (up={up}, taps per phase), got {bank.shape}")
         if not 0 <= offset < down:
             raise ValueError(f"offset must be in 0..{down - 1}, got {offset}")
-        self.bank = np.ascontiguousarray(bank, dtype=np.float32)
+        self.matrix = period_matrix(bank, up, down, offset)
         self.up, self.down, self.offset = up, down, offset
-        self.taps = bank.shape[1]
+        self.kept = down + bank.shape[1] - 1  # inputs kept: a period's first window may start this far back
         self.history: np.ndarray | None = None
-        self.position = offset
+        self.reset()
 
     def reset(self) -> None:
         self.history = None
         self.position = self.offset
+        self.phase = 0
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)
         lead, length = x.shape[:-1], x.shape[-1]
         if self.history is None or self.history.shape[:-1] != lead:
-            self.history = np.zeros(lead + (self.taps - 1,), dtype=np.float32)
-        extended = np.concatenate([self.history, x], axis=-1)
-        count = produced(length, self.up, self.down, self.position)
-        times = self.position + np.arange(count, dtype=np.int64) * self.down
-        starts, phases = times // self.up, times % self.up  # window k-T+1..k starts at k (extended)
-        windows = extended[..., starts[:, None] + np.arange(self.taps)]  # (..., count, T)
-        y = np.einsum("...nt,nt->...n", windows, self.bank[phases]).astype(np.float32)
-        self.history = extended[..., extended.shape[-1] - (self.taps - 1):]
-        self.position += count * self.down - length * self.up
-        return y
+            self.history = np.zeros(lead + (self.kept,), dtype=np.float32)
+        up, down, span = self.up, self.down, self.matrix.shape[0]
+        extended = np.concatenate([self.history, x, np.zeros(lead + (down,), np.float32)], axis=-1)
+        count = produced(length, up, down, self.position)
+        start = (self.position - self.phase * down) // up + down  # the period's first window
+        periods = max(1, -(-(self.phase + count) // up))
+        segment = extended[..., start:start + (periods - 1) * down + span]
+        windows = np.lib.stride_tricks.sliding_window_view(segment, span, axis=-1)[..., ::down, :]
+        y = (windows @ self.matrix).reshape(lead + (periods * up,))[..., self.phase:self.phase + count]
+        self.history = extended[..., length:length + self.kept]
+        self.position += count * down - length * up
+        self.phase = (self.phase + count) % up
+        return np.ascontiguousarray(y)
 
 
 class StreamPath:

@@ -13,9 +13,10 @@ import scipy.signal
 import soxr
 import torch
 
-from tildekit.models.resample import ResamplePath, StreamResampler, resample_step
-from tildekit.models.resample_design import (PASSBAND, STOPBAND_DB, hold_prototype, kaiser_beta,
-                                             kaiser_length, reduced_ratio, sinc_prototype)
+from tildekit.models.resample import ResamplePath, StreamResampler, period_matrix, resample_step
+from tildekit.models.resample_design import PASSBAND, STOPBAND_DB, hold_prototype, kaiser_beta, kaiser_length
+from tildekit.models.resample_design import period_matrix as numpy_period_matrix
+from tildekit.models.resample_design import reduced_ratio, sinc_prototype
 from tildekit.models.resample_plan import HOST_RATES, plan_method
 from tildekit.models.resample_stream import PolyphaseStream, StreamPath, produced
 
@@ -148,6 +149,16 @@ def test_any_split_gives_the_whole_signal_pass(host: int, model: int):
         np.testing.assert_allclose(parts, whole, rtol=0, atol=1e-6)
 
 
+def test_period_matrices_are_identical_in_torch_and_numpy():
+    for host, model in PAIRS:
+        for up, down in (reduced_ratio(host, model), reduced_ratio(model, host)):
+            for proto in (sinc_prototype(up, down), hold_prototype(up, down)):
+                bank = proto.bank()
+                offset = (up * 7) % down
+                torch_matrix = torch.jit.script(period_matrix)(torch.from_numpy(bank), up, down, offset)
+                np.testing.assert_array_equal(torch_matrix.numpy(), numpy_period_matrix(bank, up, down, offset))
+
+
 def test_torch_twin_scripted_and_onnx_agree_with_numpy():
     import onnxruntime
 
@@ -164,20 +175,24 @@ def test_torch_twin_scripted_and_onnx_agree_with_numpy():
     class Step(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.register_buffer("bank", torch.from_numpy(bank))
+            self.register_buffer("matrix", period_matrix(torch.from_numpy(bank), up, down, 7))
 
-        def forward(self, x, history, position):
-            return resample_step(x, history, position, self.bank, up, down)
+        def forward(self, x, history, position, phase):
+            return resample_step(x, history, position, phase, self.matrix, up, down)
 
-    taps = bank.shape[1]
+    kept = down + bank.shape[1] - 1
+    scalar = torch.zeros((), dtype=torch.long)
     buffer = io.BytesIO()
-    torch.onnx.export(Step(), (torch.zeros(1, 1, 64), torch.zeros(1, 1, taps - 1), torch.zeros((), dtype=torch.long)),
-                      buffer, dynamo=False, opset_version=17, input_names=["x", "history", "position"],
-                      output_names=["y", "history_out", "position_out"], dynamic_axes={"x": {2: "n"}, "y": {2: "m"}})
+    torch.onnx.export(Step(), (torch.zeros(1, 1, 64), torch.zeros(1, 1, kept), scalar, scalar), buffer, dynamo=False,
+                      opset_version=17, input_names=["x", "history", "position", "phase"],
+                      output_names=["y", "history_out", "position_out", "phase_out"],
+                      dynamic_axes={"x": {2: "n"}, "y": {2: "m"}})
     session = onnxruntime.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
-    history, position, outs = np.zeros((1, 1, taps - 1), np.float32), np.array(7, np.int64), []
+    state = {"history": np.zeros((1, 1, kept), np.float32), "position": np.array(7, np.int64),
+             "phase": np.array(0, np.int64)}
+    outs = []
     for part in _split(x, sizes):
-        y, history, position = session.run(None, {"x": part, "history": history, "position": position})
+        y, state["history"], state["position"], state["phase"] = session.run(None, {"x": part, **state})
         outs.append(y)
     np.testing.assert_allclose(np.concatenate(outs, -1), expected, rtol=0, atol=TOLERANCE)
 

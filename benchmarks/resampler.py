@@ -1,0 +1,129 @@
+"""Cost and delay of playing an nn~ export at a host rate other than the model's.
+
+    python benchmarks/resampler.py                    # profiles small, raspberry, causal
+    python benchmarks/resampler.py --default          # ... and the (slow) default profile
+    python benchmarks/resampler.py --buffer 4096 --seconds 2 --rounds 7
+
+For each profile a random-weight model is exported as nn~ TorchScript; one loaded copy plays
+at the model's own rate and one per host rate (``set_host_sample_rate``, as the generated
+patches do). Every round streams the same duration of audio through each copy in buffers of
+``--buffer`` host samples, in rotating order, on one thread; the fastest round of each copy is
+kept, so the ratios come from one run on one machine state. Printed per host rate:
+
+- x real time (seconds of audio per second of compute) and the cost relative to the native
+  rate (1.10 = the resampler adds 10 % CPU);
+- the forward delay from the card, and what resampling adds to it, split into the filters
+  (both directions) and the frame FIFO (waiting for whole latent frames, at most one frame).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import torch
+
+from tildekit.models.resample_plan import plan_method
+
+PROFILES = ("small", "raspberry", "causal")
+HOST_RATES = (44100, 88200, 96000)
+
+
+def export(profile: str, folder: Path) -> Path:
+    from tildekit.export.card_io import card_extra_files
+    from tildekit.export.core import ExportCore
+    from tildekit.export.model_card import card_from_core
+    from tildekit.export.nn_tilde import script_nn_tilde
+    from tildekit.models.autoencoder import build_model
+    from tildekit.models.config import load_profile
+
+    torch.manual_seed(0)
+    cfg = load_profile(profile).model
+    whole = build_model(cfg, False).eval()
+    streaming = build_model(cfg, True)
+    streaming.load_state_dict(whole.state_dict())
+    core = ExportCore(streaming)
+    card = card_from_core(core, profile, None, profile, 0)
+    path = folder / f"{profile}.ts"
+    torch.jit.save(script_nn_tilde(core, card), str(path), _extra_files=card_extra_files(card))
+    return path
+
+
+def signal(rate: int, seconds: float, buffer: int) -> torch.Tensor:
+    samples = int(seconds * rate) // buffer * buffer
+    t = torch.arange(samples) / rate
+    x = 0.3 * torch.sin(2 * torch.pi * 220 * t) + 0.05 * torch.randn(samples, generator=torch.Generator().manual_seed(0))
+    return x.reshape(1, 1, -1).float()
+
+
+def run(model, x: torch.Tensor, buffer: int) -> float:
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for begin in range(0, x.shape[-1], buffer):
+            model.forward(x[..., begin:begin + buffer])
+    return time.perf_counter() - started
+
+
+def bench_profile(path: Path, buffer: int, seconds: float, rounds: int) -> list[str]:
+    from tildekit.export.card_io import read_card
+
+    card = read_card(path)
+    rates = [card.sample_rate] + [r for r in HOST_RATES if r != card.sample_rate]
+    models, inputs = {}, {}
+    for rate in rates:
+        model = torch.jit.load(str(path)).eval()
+        assert model.set_host_sample_rate(rate) == 0
+        models[rate], inputs[rate] = model, signal(rate, seconds, buffer)
+        for _ in range(3):  # TorchScript optimises on its first calls
+            run(model, inputs[rate][..., : 2 * buffer], buffer)
+    best = {rate: float("inf") for rate in rates}
+    for round_index in range(rounds):
+        order = rates[round_index % len(rates):] + rates[: round_index % len(rates)]
+        for rate in order:
+            models[rate].set_reset(True)
+            best[rate] = min(best[rate], run(models[rate], inputs[rate], buffer))
+    native = best[card.sample_rate] / (inputs[card.sample_rate].shape[-1] / card.sample_rate)
+    forward = card.methods["forward"]
+    lines = []
+    for rate in rates:
+        audio_seconds = inputs[rate].shape[-1] / rate
+        per_second = best[rate] / audio_seconds
+        delay_ms = 1000 * forward.delay / card.sample_rate
+        filters = fifo = 0.0
+        if rate != card.sample_rate:
+            host = card.host_rate(rate)
+            delay_ms = 1000 * host.delays["forward"] / rate
+            plan = plan_method("forward", card.sample_rate, rate, 1, 1, forward.delay, card.compression)
+            filters = 1000 * float(plan.pre.delay + plan.post.delay)
+            fifo = 1000 * float(Fraction(plan.prefill, rate))
+        lines.append(f"{card.name:<10} {rate:>6}{'*' if rate == card.sample_rate else ' '} "
+                     f"{audio_seconds / best[rate]:>8.1f}x {per_second / native:>8.3f} "
+                     f"{delay_ms:>9.2f} {delay_ms - 1000 * forward.delay / card.sample_rate:>9.2f} "
+                     f"{filters:>8.2f} {fifo:>8.2f}")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--default", action="store_true", help="also the (slow, large) default profile")
+    parser.add_argument("--buffer", type=int, default=2048, help="host samples per call (default 2048)")
+    parser.add_argument("--seconds", type=float, default=1.0, help="audio per round and rate (default 1)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    profiles = PROFILES + (("default",) if args.default else ())
+    print(f"buffer {args.buffer} host samples, {args.rounds} rounds of {args.seconds:g} s per rate, 1 thread; "
+          f"* = the model's own rate")
+    print(f"{'profile':<10} {'host Hz':>7} {'x r.t.':>9} {'cost':>8} {'delay ms':>9} {'added ms':>9} "
+          f"{'filters':>8} {'frames':>8}")
+    with tempfile.TemporaryDirectory() as folder:
+        for profile in profiles:
+            for line in bench_profile(export(profile, Path(folder)), args.buffer, args.seconds, args.rounds):
+                print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
