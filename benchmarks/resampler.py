@@ -2,13 +2,18 @@
 
     python benchmarks/resampler.py                    # profiles small, raspberry, causal
     python benchmarks/resampler.py --default          # ... and the (slow) default profile
-    python benchmarks/resampler.py --buffer 4096 --seconds 2 --rounds 7
+    python benchmarks/resampler.py --ms 85 --seconds 2 --rounds 7
+    python benchmarks/resampler.py --same-samples     # 2048 host samples at every rate
 
 For each profile a random-weight model is exported as nn~ TorchScript; one loaded copy plays
 at the model's own rate and one per host rate (``set_host_sample_rate``, as the generated
-patches do). Every round streams the same duration of audio through each copy in buffers of
-``--buffer`` host samples, in rotating order, on one thread; the fastest round of each copy is
-kept, so the ratios come from one run on one machine state. Printed per host rate:
+patches do). Every round streams the same duration of audio through each copy, in rotating
+order, on one thread; the fastest round of each copy is kept, so the ratios come from one run
+on one machine state. Buffers last the same time at every rate (``--ms``, rounded to whole
+latent frames at the model's rate), so the model runs on the same amount of audio per call and
+the difference is the resampler's; ``--same-samples`` keeps 2048 host samples instead (what a
+patch with a fixed buffer does: at 96 kHz the model then gets half as much audio per call, and
+small calls cost more per sample). Printed per host rate:
 
 - x real time (seconds of audio per second of compute) and the cost relative to the native
   rate (1.10 = the resampler adds 10 % CPU);
@@ -67,24 +72,27 @@ def run(model, x: torch.Tensor, buffer: int) -> float:
     return time.perf_counter() - started
 
 
-def bench_profile(path: Path, buffer: int, seconds: float, rounds: int) -> list[str]:
+def bench_profile(path: Path, ms: float, same_samples: bool, seconds: float, rounds: int) -> list[str]:
     from tildekit.export.card_io import read_card
 
     card = read_card(path)
     rates = [card.sample_rate] + [r for r in HOST_RATES if r != card.sample_rate]
+    frames = max(1, round(ms / 1000 * card.sample_rate / card.compression))
+    buffers = {rate: 2048 if same_samples else round(frames * card.compression * rate / card.sample_rate)
+               for rate in rates}
     models, inputs = {}, {}
     for rate in rates:
         model = torch.jit.load(str(path)).eval()
         assert model.set_host_sample_rate(rate) == 0
-        models[rate], inputs[rate] = model, signal(rate, seconds, buffer)
+        models[rate], inputs[rate] = model, signal(rate, seconds, buffers[rate])
         for _ in range(3):  # TorchScript optimises on its first calls
-            run(model, inputs[rate][..., : 2 * buffer], buffer)
+            run(model, inputs[rate][..., : 2 * buffers[rate]], buffers[rate])
     best = {rate: float("inf") for rate in rates}
     for round_index in range(rounds):
         order = rates[round_index % len(rates):] + rates[: round_index % len(rates)]
         for rate in order:
             models[rate].set_reset(True)
-            best[rate] = min(best[rate], run(models[rate], inputs[rate], buffer))
+            best[rate] = min(best[rate], run(models[rate], inputs[rate], buffers[rate]))
     native = best[card.sample_rate] / (inputs[card.sample_rate].shape[-1] / card.sample_rate)
     forward = card.methods["forward"]
     lines = []
@@ -99,7 +107,7 @@ def bench_profile(path: Path, buffer: int, seconds: float, rounds: int) -> list[
             plan = plan_method("forward", card.sample_rate, rate, 1, 1, forward.delay, card.compression)
             filters = 1000 * float(plan.pre.delay + plan.post.delay)
             fifo = 1000 * float(Fraction(plan.prefill, rate))
-        lines.append(f"{card.name:<10} {rate:>6}{'*' if rate == card.sample_rate else ' '} "
+        lines.append(f"{card.name:<10} {rate:>6}{'*' if rate == card.sample_rate else ' '} {buffers[rate]:>6} "
                      f"{audio_seconds / best[rate]:>8.1f}x {per_second / native:>8.3f} "
                      f"{delay_ms:>9.2f} {delay_ms - 1000 * forward.delay / card.sample_rate:>9.2f} "
                      f"{filters:>8.2f} {fifo:>8.2f}")
@@ -109,19 +117,22 @@ def bench_profile(path: Path, buffer: int, seconds: float, rounds: int) -> list[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--default", action="store_true", help="also the (slow, large) default profile")
-    parser.add_argument("--buffer", type=int, default=2048, help="host samples per call (default 2048)")
+    parser.add_argument("--ms", type=float, default=42.7, help="buffer duration (default 42.7: 2048 at 48 kHz)")
+    parser.add_argument("--same-samples", action="store_true", help="2048 host samples per call at every rate")
     parser.add_argument("--seconds", type=float, default=1.0, help="audio per round and rate (default 1)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     profiles = PROFILES + (("default",) if args.default else ())
-    print(f"buffer {args.buffer} host samples, {args.rounds} rounds of {args.seconds:g} s per rate, 1 thread; "
+    size = "2048 host samples" if args.same_samples else f"{args.ms:g} ms (whole frames)"
+    print(f"buffers of {size}, {args.rounds} rounds of {args.seconds:g} s per rate, 1 thread; "
           f"* = the model's own rate")
-    print(f"{'profile':<10} {'host Hz':>7} {'x r.t.':>9} {'cost':>8} {'delay ms':>9} {'added ms':>9} "
+    print(f"{'profile':<10} {'host Hz':>7} {'buffer':>6} {'x r.t.':>9} {'cost':>8} {'delay ms':>9} {'added ms':>9} "
           f"{'filters':>8} {'frames':>8}")
     with tempfile.TemporaryDirectory() as folder:
         for profile in profiles:
-            for line in bench_profile(export(profile, Path(folder)), args.buffer, args.seconds, args.rounds):
+            lines = bench_profile(export(profile, Path(folder)), args.ms, args.same_samples, args.seconds, args.rounds)
+            for line in lines:
                 print(line, flush=True)
 
 
