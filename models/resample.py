@@ -29,26 +29,47 @@ def period_matrix(bank: Tensor, up: int, down: int, offset: int) -> Tensor:
     return matrix
 
 
-def resample_step(x: Tensor, history: Tensor, position: Tensor, phase: Tensor, matrix: Tensor, up: int,
-                  down: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+def conv_weight(matrix: Tensor, up: int, down: int) -> Tensor:
+    """``(up, down, Q)``: the period matrix as a convolution over ``down`` interleaved input
+    channels (``weight[r, s, q] = matrix[q * down + s, r]``), for integer ratios."""
+    span = matrix.size(0)
+    taps = (span + down - 1) // down
+    padded = torch.zeros(taps * down, up)
+    padded[:span] = matrix
+    return padded.reshape(taps, down, up).permute(2, 1, 0).contiguous()
+
+
+def resample_step(x: Tensor, history: Tensor, position: Tensor, phase: Tensor, matrix: Tensor, weight: Tensor,
+                  up: int, down: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """One call: ``x`` (..., n) -> (output (..., m), history, position, phase), all tensors.
 
     ``history`` holds the previous ``down + T - 1`` inputs, ``position`` (int64, 0-d) the
     common-rate time of the next output from the start of ``x``, ``phase`` (int64, 0-d) its index
     within its period. Indices are tensors, so a tracer keeps every length dynamic (ONNX).
+    ``matrix`` is :func:`period_matrix`, ``weight`` its :func:`conv_weight`.
     """
     span = matrix.size(0)
     length = x.size(-1)
     lead: List[int] = list(x.shape[:-1])
-    extended = torch.cat([history, x, torch.zeros(lead + [down], dtype=x.dtype)], -1)
+    extended = torch.cat([history, x, torch.zeros(lead + [2 * down], dtype=x.dtype)], -1)
     count = torch.clamp(torch.div(length * up + down - 1 - position, down, rounding_mode="floor"), min=0)
     start = torch.div(position - phase * down, up, rounding_mode="floor") + down
     periods = torch.clamp(torch.div(phase + count + up - 1, up, rounding_mode="floor"), min=1)
-    # (..., periods, span): one window per period (a gather: ONNX has no dynamic unfold)
-    index = (start + torch.arange(periods, dtype=torch.long).unsqueeze(1) * down
-             + torch.arange(span, dtype=torch.long).unsqueeze(0))
-    windows = extended.index_select(-1, index.reshape(-1)).reshape(lead + [-1, span])
-    y = torch.matmul(windows, matrix).reshape(lead + [-1])
+    if up == 1 or down == 1:
+        # integer ratios, short periods: one convolution is faster than gathering the windows
+        taps = weight.size(2)
+        segment = extended.index_select(-1, start + torch.arange((periods + taps - 1) * down, dtype=torch.long))
+        if down == 1:
+            channels = segment.reshape([-1, 1, segment.size(-1)])
+        else:  # decimation: the ``down`` phases of the input become channels
+            channels = segment.reshape([-1, segment.size(-1) // down, down]).transpose(1, 2).contiguous()
+        y = torch.conv1d(channels, weight).transpose(1, 2).reshape(lead + [-1])
+    else:
+        # (..., periods, span): one window per period (a gather: ONNX has no dynamic unfold)
+        index = (start + torch.arange(periods, dtype=torch.long).unsqueeze(1) * down
+                 + torch.arange(span, dtype=torch.long).unsqueeze(0))
+        windows = extended.index_select(-1, index.reshape(-1)).reshape(lead + [-1, span])
+        y = torch.matmul(windows, matrix).reshape(lead + [-1])
     y = y.index_select(-1, phase + torch.arange(count, dtype=torch.long))
     new_history = extended.narrow(-1, length, history.size(-1))
     return y, new_history, position + count * down - length * up, torch.remainder(phase + count, up)
@@ -73,6 +94,7 @@ class StreamResampler(nn.Module):
         self.offset = 0
         self.kept = 0
         self.matrix = torch.ones(1, 1)
+        self.weight = torch.ones(1, 1, 1)
         self.history = torch.zeros(1, channels, 0)
         self.position = torch.zeros((), dtype=torch.long)
         self.phase = torch.zeros((), dtype=torch.long)
@@ -81,6 +103,7 @@ class StreamResampler(nn.Module):
     def configure(self, bank: Tensor, up: int, down: int, offset: int) -> None:
         """``bank``: ``Prototype.bank()``, ``(up, T)``."""
         self.matrix = period_matrix(bank, up, down, offset)
+        self.weight = conv_weight(self.matrix, up, down)
         self.up = up
         self.down = down
         self.offset = offset
@@ -95,7 +118,7 @@ class StreamResampler(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         y, history, position, phase = resample_step(x, _rows(self.history, x.size(0)), self.position,
-                                                    self.phase, self.matrix, self.up, self.down)
+                                                    self.phase, self.matrix, self.weight, self.up, self.down)
         self.history = history
         self.position = position
         self.phase = phase

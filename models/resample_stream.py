@@ -64,7 +64,7 @@ class PolyphaseStream:
         if self.history is None or self.history.shape[:-1] != lead:
             self.history = np.zeros(lead + (self.kept,), dtype=np.float32)
         up, down, span = self.up, self.down, self.matrix.shape[0]
-        extended = np.concatenate([self.history, x, np.zeros(lead + (down,), np.float32)], axis=-1)
+        extended = np.concatenate([self.history, x, np.zeros(lead + (2 * down,), np.float32)], axis=-1)
         count = produced(length, up, down, self.position)
         start = (self.position - self.phase * down) // up + down  # the period's first window
         periods = max(1, -(-(self.phase + count) // up))

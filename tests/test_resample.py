@@ -13,7 +13,7 @@ import scipy.signal
 import soxr
 import torch
 
-from tildekit.models.resample import ResamplePath, StreamResampler, period_matrix, resample_step
+from tildekit.models.resample import ResamplePath, StreamResampler, conv_weight, period_matrix, resample_step
 from tildekit.models.resample_design import PASSBAND, STOPBAND_DB, hold_prototype, kaiser_beta, kaiser_length
 from tildekit.models.resample_design import period_matrix as numpy_period_matrix
 from tildekit.models.resample_design import reduced_ratio, sinc_prototype
@@ -159,26 +159,30 @@ def test_period_matrices_are_identical_in_torch_and_numpy():
                 np.testing.assert_array_equal(torch_matrix.numpy(), numpy_period_matrix(bank, up, down, offset))
 
 
-def test_torch_twin_scripted_and_onnx_agree_with_numpy():
+@pytest.mark.parametrize("in_rate, out_rate", [(44100, 48000), (96000, 16000), (16000, 96000)])
+def test_torch_twin_scripted_and_onnx_agree_with_numpy(in_rate: int, out_rate: int):
+    """Fractional ratios take the window-gather path, integer ones the convolution path."""
     import onnxruntime
 
-    up, down = reduced_ratio(44100, 48000)
+    up, down = reduced_ratio(in_rate, out_rate)
     bank = sinc_prototype(up, down).bank()
+    offset = 7 % down
     x = np.random.default_rng(1).standard_normal((1, 1, 5000)).astype(np.float32)
-    expected = PolyphaseStream(bank, up, down, 7)(x)
+    expected = PolyphaseStream(bank, up, down, offset)(x)
     sizes = [64, 1, 2000, 2935]
     scripted = torch.jit.script(StreamResampler(1))
-    scripted.configure(torch.from_numpy(bank), up, down, 7)
+    scripted.configure(torch.from_numpy(bank), up, down, offset)
     got = torch.cat([scripted(torch.from_numpy(p)) for p in _split(x, sizes)], -1).numpy()
     np.testing.assert_allclose(got, expected, rtol=0, atol=TOLERANCE)
 
     class Step(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.register_buffer("matrix", period_matrix(torch.from_numpy(bank), up, down, 7))
+            self.register_buffer("matrix", period_matrix(torch.from_numpy(bank), up, down, offset))
+            self.register_buffer("weight", conv_weight(self.matrix, up, down))
 
         def forward(self, x, history, position, phase):
-            return resample_step(x, history, position, phase, self.matrix, up, down)
+            return resample_step(x, history, position, phase, self.matrix, self.weight, up, down)
 
     kept = down + bank.shape[1] - 1
     scalar = torch.zeros((), dtype=torch.long)
@@ -188,7 +192,7 @@ def test_torch_twin_scripted_and_onnx_agree_with_numpy():
                       output_names=["y", "history_out", "position_out", "phase_out"],
                       dynamic_axes={"x": {2: "n"}, "y": {2: "m"}})
     session = onnxruntime.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
-    state = {"history": np.zeros((1, 1, kept), np.float32), "position": np.array(7, np.int64),
+    state = {"history": np.zeros((1, 1, kept), np.float32), "position": np.array(offset, np.int64),
              "phase": np.array(0, np.int64)}
     outs = []
     for part in _split(x, sizes):
