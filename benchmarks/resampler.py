@@ -15,8 +15,10 @@ the difference is the resampler's; ``--same-samples`` keeps 2048 host samples in
 patch with a fixed buffer does: at 96 kHz the model then gets half as much audio per call, and
 small calls cost more per sample). Printed per host rate:
 
-- x real time (seconds of audio per second of compute) and the cost relative to the native
-  rate (1.10 = the resampler adds 10 % CPU);
+- x real time (seconds of audio per second of compute) of the whole export, and its cost
+  relative to the native rate (1.10 = 10 % more CPU), the median of the per-round ratios;
+- the resampling path alone (both resamplers and the FIFOs, with no model in between) as a
+  share of the model's own cost at its rate: what the resampler adds, measured directly;
 - the forward delay from the card, and what resampling adds to it, split into the filters
   (both directions) and the frame FIFO (waiting for whole latent frames, at most one frame).
 """
@@ -31,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from tildekit.models.resample import ResamplePath
 from tildekit.models.resample_plan import plan_method
 
 PROFILES = ("small", "raspberry", "causal")
@@ -72,6 +75,24 @@ def run(model, x: torch.Tensor, buffer: int) -> float:
     return time.perf_counter() - started
 
 
+class PathOnly(torch.nn.Module):
+    """The forward resampling path with nothing in between (the model's place left empty)."""
+
+    def __init__(self, plan, channels: int) -> None:
+        super().__init__()
+        self.path = ResamplePath(channels, channels)
+        self.path.configure(torch.from_numpy(plan.pre.prototype.bank()),
+                            torch.from_numpy(plan.post.prototype.bank()), plan.ints())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.path.leave(self.path.enter(x), x.size(-1))
+
+    @torch.jit.export
+    def set_reset(self, reset: bool) -> int:
+        self.path.reset_state()
+        return 0
+
+
 def bench_profile(path: Path, ms: float, same_samples: bool, seconds: float, rounds: int) -> list[str]:
     from tildekit.export.card_io import read_card
 
@@ -80,25 +101,38 @@ def bench_profile(path: Path, ms: float, same_samples: bool, seconds: float, rou
     frames = max(1, round(ms / 1000 * card.sample_rate / card.compression))
     buffers = {rate: 2048 if same_samples else round(frames * card.compression * rate / card.sample_rate)
                for rate in rates}
+    forward = card.methods["forward"]
     models, inputs = {}, {}
     for rate in rates:
         model = torch.jit.load(str(path)).eval()
         assert model.set_host_sample_rate(rate) == 0
         models[rate], inputs[rate] = model, signal(rate, seconds, buffers[rate])
+        if rate != card.sample_rate:
+            plan = plan_method("forward", card.sample_rate, rate, 1, 1, forward.delay, card.compression)
+            models[("path", rate)] = torch.jit.script(PathOnly(plan, card.channels))
+            inputs[("path", rate)] = inputs[rate]
+            buffers[("path", rate)] = buffers[rate]
+    keys = list(models)
+    for key in keys:
         for _ in range(3):  # TorchScript optimises on its first calls
-            run(model, inputs[rate][..., : 2 * buffers[rate]], buffers[rate])
-    best = {rate: float("inf") for rate in rates}
+            run(models[key], inputs[key][..., : 2 * buffers[key]], buffers[key])
+    best = {key: float("inf") for key in keys}
+    per_round: dict = {key: [] for key in keys}
     for round_index in range(rounds):
-        order = rates[round_index % len(rates):] + rates[: round_index % len(rates)]
-        for rate in order:
-            models[rate].set_reset(True)
-            best[rate] = min(best[rate], run(models[rate], inputs[rate], buffers[rate]))
-    native = best[card.sample_rate] / (inputs[card.sample_rate].shape[-1] / card.sample_rate)
-    forward = card.methods["forward"]
+        order = keys[round_index % len(keys):] + keys[: round_index % len(keys)]
+        for key in order:
+            models[key].set_reset(True)
+            spent = run(models[key], inputs[key], buffers[key]) / (inputs[key].shape[-1] / (key[1] if isinstance(key, tuple) else key))
+            per_round[key].append(spent)
+            best[key] = min(best[key], spent)
     lines = []
     for rate in rates:
-        audio_seconds = inputs[rate].shape[-1] / rate
-        per_second = best[rate] / audio_seconds
+        ratios = sorted(a / b for a, b in zip(per_round[rate], per_round[card.sample_rate]))
+        cost = ratios[len(ratios) // 2]
+        share = ""
+        if rate != card.sample_rate:
+            shares = sorted(a / b for a, b in zip(per_round[("path", rate)], per_round[card.sample_rate]))
+            share = f"{100 * shares[len(shares) // 2]:>7.1f} %"
         delay_ms = 1000 * forward.delay / card.sample_rate
         filters = fifo = 0.0
         if rate != card.sample_rate:
@@ -108,7 +142,7 @@ def bench_profile(path: Path, ms: float, same_samples: bool, seconds: float, rou
             filters = 1000 * float(plan.pre.delay + plan.post.delay)
             fifo = 1000 * float(Fraction(plan.prefill, rate))
         lines.append(f"{card.name:<10} {rate:>6}{'*' if rate == card.sample_rate else ' '} {buffers[rate]:>6} "
-                     f"{audio_seconds / best[rate]:>8.1f}x {per_second / native:>8.3f} "
+                     f"{1 / best[rate]:>8.1f}x {cost:>8.3f} {share:>9} "
                      f"{delay_ms:>9.2f} {delay_ms - 1000 * forward.delay / card.sample_rate:>9.2f} "
                      f"{filters:>8.2f} {fifo:>8.2f}")
     return lines
@@ -119,16 +153,16 @@ def main() -> None:
     parser.add_argument("--default", action="store_true", help="also the (slow, large) default profile")
     parser.add_argument("--ms", type=float, default=42.7, help="buffer duration (default 42.7: 2048 at 48 kHz)")
     parser.add_argument("--same-samples", action="store_true", help="2048 host samples per call at every rate")
-    parser.add_argument("--seconds", type=float, default=1.0, help="audio per round and rate (default 1)")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    parser.add_argument("--seconds", type=float, default=0.5, help="audio per round and rate (default 0.5)")
+    parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds (default 9)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     profiles = PROFILES + (("default",) if args.default else ())
     size = "2048 host samples" if args.same_samples else f"{args.ms:g} ms (whole frames)"
     print(f"buffers of {size}, {args.rounds} rounds of {args.seconds:g} s per rate, 1 thread; "
           f"* = the model's own rate")
-    print(f"{'profile':<10} {'host Hz':>7} {'buffer':>6} {'x r.t.':>9} {'cost':>8} {'delay ms':>9} {'added ms':>9} "
-          f"{'filters':>8} {'frames':>8}")
+    print(f"{'profile':<10} {'host Hz':>7} {'buffer':>6} {'x r.t.':>9} {'cost':>8} {'resampler':>9} {'delay ms':>9} "
+          f"{'added ms':>9} {'filters':>8} {'frames':>8}")
     with tempfile.TemporaryDirectory() as folder:
         for profile in profiles:
             lines = bench_profile(export(profile, Path(folder)), args.ms, args.same_samples, args.seconds, args.rounds)

@@ -2,7 +2,8 @@
 
 :func:`resample_step` is the polyphase step of :mod:`tildekit.models.resample_stream` written
 with tensor ops only (the read position is a tensor, so a tracer keeps the output length
-dynamic and the step exports to ONNX), whole periods at a time as one matrix product. :class:`StreamResampler` holds its state;
+dynamic and the step exports to ONNX), whole periods at a time: batched matrix products over
+groups of outputs, or one convolution for integer ratios. :class:`StreamResampler` holds its state;
 :class:`ResamplePath` puts a method between two of them with the FIFOs of
 :mod:`tildekit.models.resample_plan`. Both can be reconfigured in place (another host rate) from
 tensors and integers stored in the module, because a TorchScript file cannot design filters.
@@ -29,6 +30,27 @@ def period_matrix(bank: Tensor, up: int, down: int, offset: int) -> Tensor:
     return matrix
 
 
+def group_matrices(bank: Tensor, up: int, down: int, offset: int) -> Tuple[Tensor, Tensor]:
+    """``(G, S, size)`` matrices and ``(G,)`` window offsets for a period cut into groups of
+    consecutive outputs (see the numpy twin in :mod:`tildekit.models.resample_design`)."""
+    taps = bank.size(1)
+    size = max(1, min(up, (taps * up + down - 1) // down))
+    groups = (up + size - 1) // size
+    r = torch.arange(up, dtype=torch.long)
+    d = torch.div(r * down + offset, up, rounding_mode="floor") - offset // up
+    phases = torch.remainder(r * down + offset, up)
+    group = torch.div(r, size, rounding_mode="floor")
+    column = r - group * size
+    starts = d.index_select(0, torch.arange(groups, dtype=torch.long) * size)
+    rows = d - starts.index_select(0, group)
+    span = int(rows.max()) + taps
+    matrices = torch.zeros(groups, span, size)
+    index = rows.unsqueeze(0) + torch.arange(taps, dtype=torch.long).unsqueeze(1)
+    matrices[group.unsqueeze(0).expand(taps, up), index, column.unsqueeze(0).expand(taps, up)] = \
+        bank.index_select(0, phases).t()
+    return matrices, starts
+
+
 def conv_weight(matrix: Tensor, up: int, down: int) -> Tensor:
     """``(up, down, Q)``: the period matrix as a convolution over ``down`` interleaved input
     channels (``weight[r, s, q] = matrix[q * down + s, r]``), for integer ratios."""
@@ -39,23 +61,14 @@ def conv_weight(matrix: Tensor, up: int, down: int) -> Tensor:
     return padded.reshape(taps, down, up).permute(2, 1, 0).contiguous()
 
 
-def resample_step(x: Tensor, history: Tensor, position: Tensor, phase: Tensor, matrix: Tensor, weight: Tensor,
-                  up: int, down: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """One call: ``x`` (..., n) -> (output (..., m), history, position, phase), all tensors.
-
-    ``history`` holds the previous ``down + T - 1`` inputs, ``position`` (int64, 0-d) the
-    common-rate time of the next output from the start of ``x``, ``phase`` (int64, 0-d) its index
-    within its period. Indices are tensors, so a tracer keeps every length dynamic (ONNX).
-    ``matrix`` is :func:`period_matrix`, ``weight`` its :func:`conv_weight`.
-    """
-    span = matrix.size(0)
-    length = x.size(-1)
-    lead: List[int] = list(x.shape[:-1])
-    extended = torch.cat([history, x, torch.zeros(lead + [2 * down], dtype=x.dtype)], -1)
-    count = torch.clamp(torch.div(length * up + down - 1 - position, down, rounding_mode="floor"), min=0)
-    start = torch.div(position - phase * down, up, rounding_mode="floor") + down
-    periods = torch.clamp(torch.div(phase + count + up - 1, up, rounding_mode="floor"), min=1)
-    if up == 1 or down == 1:
+def resample_block(extended: Tensor, start: int, periods: int, count: int, phase: int, matrices: Tensor,
+                   starts: Tensor, weight: Tensor, up: int, down: int) -> Tensor:
+    """The ``count`` outputs from output ``phase`` of ``periods`` periods whose first window
+    starts at ``extended[..., start]``. Integers in a TorchScript file; a tracer passes 0-d
+    tensors instead, so the lengths stay dynamic in an ONNX graph (:func:`resample_step`)."""
+    groups, span, size = matrices.size(0), matrices.size(1), matrices.size(2)
+    lead: List[int] = list(extended.shape[:-1])
+    if groups == 1:
         # integer ratios, short periods: one convolution is faster than gathering the windows
         taps = weight.size(2)
         segment = extended.index_select(-1, start + torch.arange((periods + taps - 1) * down, dtype=torch.long))
@@ -65,12 +78,43 @@ def resample_step(x: Tensor, history: Tensor, position: Tensor, phase: Tensor, m
             channels = segment.reshape([-1, segment.size(-1) // down, down]).transpose(1, 2).contiguous()
         y = torch.conv1d(channels, weight).transpose(1, 2).reshape(lead + [-1])
     else:
-        # (..., periods, span): one window per period (a gather: ONNX has no dynamic unfold)
-        index = (start + torch.arange(periods, dtype=torch.long).unsqueeze(1) * down
-                 + torch.arange(span, dtype=torch.long).unsqueeze(0))
-        windows = extended.index_select(-1, index.reshape(-1)).reshape(lead + [-1, span])
-        y = torch.matmul(windows, matrix).reshape(lead + [-1])
-    y = y.index_select(-1, phase + torch.arange(count, dtype=torch.long))
+        # one window per period and group, gathered (ONNX has no dynamic unfold), then one
+        # matrix product per group: (G, rows * periods, S) @ (G, S, size)
+        first = start + torch.arange(periods, dtype=torch.long).unsqueeze(1) * down + starts.unsqueeze(0)
+        index = first.unsqueeze(2) + torch.arange(span, dtype=torch.long)
+        windows = extended.index_select(-1, index.reshape(-1)).reshape([-1, groups, span])
+        y = torch.bmm(windows.transpose(0, 1), matrices).transpose(0, 1)  # (rows * periods, G, size)
+        y = y.reshape(lead + [-1, groups * size])[..., :up].reshape(lead + [-1])
+    return y.narrow(-1, phase, count) if isinstance(phase, int) else \
+        y.index_select(-1, phase + torch.arange(count, dtype=torch.long))
+
+
+def resample_counts(length: int, position: int, phase: int, up: int, down: int) -> Tuple[int, int, int]:
+    """(outputs available, first window start, periods to compute) for a call of ``length``."""
+    count = max(0, (length * up + down - 1 - position) // down)
+    start = (position - phase * down) // up + down  # history holds down + T - 1 inputs
+    periods = max(1, (phase + count + up - 1) // up)
+    return count, start, periods
+
+
+def resample_step(x: Tensor, history: Tensor, position: Tensor, phase: Tensor, matrices: Tensor, starts: Tensor,
+                  weight: Tensor, up: int, down: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One call with the whole state as tensors, for tracing to ONNX (inputs and outputs):
+    ``x`` (..., n) -> (output (..., m), history, position, phase).
+
+    ``history`` holds the previous ``down + T - 1`` inputs, ``position`` (int64, 0-d) the
+    common-rate time of the next output from the start of ``x``, ``phase`` (int64, 0-d) its index
+    within its period. ``matrices``/``starts``: :func:`group_matrices`, ``weight``:
+    :func:`conv_weight` (used when there is a single group). :class:`StreamResampler` does the
+    same with integers (no tensor arithmetic on counts inside a TorchScript file).
+    """
+    length = x.size(-1)
+    lead: List[int] = list(x.shape[:-1])
+    extended = torch.cat([history, x, torch.zeros(lead + [matrices.size(1) + 2 * down], dtype=x.dtype)], -1)
+    count = torch.clamp(torch.div(length * up + down - 1 - position, down, rounding_mode="floor"), min=0)
+    start = torch.div(position - phase * down, up, rounding_mode="floor") + down
+    periods = torch.clamp(torch.div(phase + count + up - 1, up, rounding_mode="floor"), min=1)
+    y = resample_block(extended, start, periods, count, phase, matrices, starts, weight, up, down)
     new_history = extended.narrow(-1, length, history.size(-1))
     return y, new_history, position + count * down - length * up, torch.remainder(phase + count, up)
 
@@ -93,17 +137,18 @@ class StreamResampler(nn.Module):
         self.down = 1
         self.offset = 0
         self.kept = 0
-        self.matrix = torch.ones(1, 1)
+        self.matrices = torch.ones(1, 1, 1)
+        self.starts = torch.zeros(1, dtype=torch.long)
         self.weight = torch.ones(1, 1, 1)
         self.history = torch.zeros(1, channels, 0)
-        self.position = torch.zeros((), dtype=torch.long)
-        self.phase = torch.zeros((), dtype=torch.long)
+        self.position = 0
+        self.phase = 0
 
     @torch.jit.export
     def configure(self, bank: Tensor, up: int, down: int, offset: int) -> None:
         """``bank``: ``Prototype.bank()``, ``(up, T)``."""
-        self.matrix = period_matrix(bank, up, down, offset)
-        self.weight = conv_weight(self.matrix, up, down)
+        self.matrices, self.starts = group_matrices(bank, up, down, offset)
+        self.weight = conv_weight(period_matrix(bank, up, down, offset), up, down)
         self.up = up
         self.down = down
         self.offset = offset
@@ -113,15 +158,19 @@ class StreamResampler(nn.Module):
     @torch.jit.export
     def reset_state(self) -> None:
         self.history = torch.zeros(1, self.channels, self.kept)
-        self.position = torch.full((), self.offset, dtype=torch.long)
-        self.phase = torch.zeros((), dtype=torch.long)
+        self.position = self.offset
+        self.phase = 0
 
     def forward(self, x: Tensor) -> Tensor:
-        y, history, position, phase = resample_step(x, _rows(self.history, x.size(0)), self.position,
-                                                    self.phase, self.matrix, self.weight, self.up, self.down)
-        self.history = history
-        self.position = position
-        self.phase = phase
+        length = x.size(-1)
+        pad = torch.zeros(x.size(0), x.size(1), self.matrices.size(1) + 2 * self.down)
+        extended = torch.cat([_rows(self.history, x.size(0)), x, pad], -1)
+        count, start, periods = resample_counts(length, self.position, self.phase, self.up, self.down)
+        y = resample_block(extended, start, periods, count, self.phase, self.matrices, self.starts, self.weight,
+                           self.up, self.down)
+        self.history = extended.narrow(-1, length, self.kept)
+        self.position += count * self.down - length * self.up
+        self.phase = (self.phase + count) % self.up
         return y
 
 

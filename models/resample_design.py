@@ -78,8 +78,7 @@ def period_matrix(bank: np.ndarray, up: int, down: int, offset: int) -> np.ndarr
     """``(K, up)`` float32: a window of ``K`` inputs from a period's first window start, times
     this matrix, gives the period's ``up`` outputs (column ``r`` holds ``bank[p_r]`` at row ``d_r``).
 
-    Computing whole periods as one matrix product costs ``K / taps`` more multiplications than
-    needed but runs as one BLAS call, several times faster than gathering window by window.
+    Integer ratios compute it as a convolution (a period is one output, or one input).
     """
     taps = bank.shape[1]
     d, p = period_offsets(up, down, offset)
@@ -87,6 +86,35 @@ def period_matrix(bank: np.ndarray, up: int, down: int, offset: int) -> np.ndarr
     rows = d[None, :] + np.arange(taps)[:, None]
     matrix[rows, np.arange(up)[None, :]] = bank[p].T
     return matrix
+
+
+def group_size(up: int, down: int, taps: int) -> int:
+    """Outputs per group when a period is cut into groups (fractional ratios).
+
+    A period's matrix is a diagonal band ``taps`` rows wide: multiplying it whole wastes
+    ``K / taps`` (about 6 at 44.1 <-> 48 kHz). Groups of about ``taps * up / down`` consecutive
+    outputs each need only a window of about ``2 * taps`` inputs.
+    """
+    return max(1, min(up, -(-taps * up // down)))
+
+
+def group_matrices(bank: np.ndarray, up: int, down: int, offset: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(G, S, size)`` float32 matrices and ``(G,)`` window offsets: group ``g`` of a period
+    (outputs ``g * size ..``) is ``window @ matrices[g]``, its window of ``S`` inputs starting
+    ``starts[g]`` after the period's first window start. Missing columns of the last group are 0.
+    """
+    taps = bank.shape[1]
+    size = group_size(up, down, taps)
+    groups = -(-up // size)
+    d, p = period_offsets(up, down, offset)
+    r = np.arange(up)
+    starts = d[(r // size) * size][::size]
+    rows = d - starts[r // size]
+    span = int(rows.max()) + taps
+    matrices = np.zeros((groups, span, size), dtype=np.float32)
+    index = rows[None, :] + np.arange(taps)[:, None]
+    matrices[(r // size)[None, :], index, (r % size)[None, :]] = bank[p].T
+    return matrices, starts.astype(np.int64)
 
 
 def reduced_ratio(in_rate: int, out_rate: int) -> tuple[int, int]:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tildekit.models.resample_design import period_matrix
+from tildekit.models.resample_design import group_matrices
 
 if TYPE_CHECKING:
     from tildekit.models.resample_plan import MethodPlan
@@ -37,9 +37,9 @@ def produced(count: int, up: int, down: int, offset: int) -> int:
 class PolyphaseStream:
     """A stateful resampler over ``(..., time)`` float32 arrays; leading axes are independent.
 
-    Outputs are computed a period at a time (``up`` outputs from ``down`` inputs) as one matrix
-    product (:func:`~tildekit.models.resample_design.period_matrix`); ``phase`` counts the
-    outputs already given from the current period, which is recomputed and sliced.
+    Outputs are computed a period at a time (``up`` outputs from ``down`` inputs), in groups of
+    consecutive outputs that share a window (:func:`~tildekit.models.resample_design.group_matrices`);
+    ``phase`` counts the outputs already given from the current period, which is recomputed and sliced.
     """
 
     def __init__(self, bank: np.ndarray, up: int, down: int, offset: int = 0) -> None:
@@ -47,7 +47,7 @@ class PolyphaseStream:
             raise ValueError(f"bank must be (up={up}, taps per phase), got {bank.shape}")
         if not 0 <= offset < down:
             raise ValueError(f"offset must be in 0..{down - 1}, got {offset}")
-        self.matrix = period_matrix(bank, up, down, offset)
+        self.matrices, self.starts = group_matrices(bank, up, down, offset)
         self.up, self.down, self.offset = up, down, offset
         self.kept = down + bank.shape[1] - 1  # inputs kept: a period's first window may start this far back
         self.history: np.ndarray | None = None
@@ -63,14 +63,21 @@ class PolyphaseStream:
         lead, length = x.shape[:-1], x.shape[-1]
         if self.history is None or self.history.shape[:-1] != lead:
             self.history = np.zeros(lead + (self.kept,), dtype=np.float32)
-        up, down, span = self.up, self.down, self.matrix.shape[0]
-        extended = np.concatenate([self.history, x, np.zeros(lead + (2 * down,), np.float32)], axis=-1)
+        up, down = self.up, self.down
+        groups, span, size = self.matrices.shape
+        extended = np.concatenate([self.history, x, np.zeros(lead + (span + down,), np.float32)], axis=-1)
         count = produced(length, up, down, self.position)
         start = (self.position - self.phase * down) // up + down  # the period's first window
         periods = max(1, -(-(self.phase + count) // up))
-        segment = extended[..., start:start + (periods - 1) * down + span]
-        windows = np.lib.stride_tricks.sliding_window_view(segment, span, axis=-1)[..., ::down, :]
-        y = (windows @ self.matrix).reshape(lead + (periods * up,))[..., self.phase:self.phase + count]
+        if groups == 1:  # integer ratios: the windows are a strided view, no copy
+            windows = np.lib.stride_tricks.sliding_window_view(extended[..., start:], span, axis=-1)
+            y = windows[..., :periods * down:down, :] @ self.matrices[0]  # (..., periods, size)
+        else:
+            first = start + np.arange(periods)[:, None] * down + self.starts[None, :]  # (periods, G)
+            windows = extended[..., first[..., None] + np.arange(span)]  # (..., periods, G, S)
+            y = np.swapaxes(np.swapaxes(windows, -3, -2) @ self.matrices, -3, -2)  # (..., periods, G, size)
+        y = y.reshape(lead + (periods, groups * size))[..., :up]
+        y = y.reshape(lead + (periods * up,))[..., self.phase:self.phase + count]
         self.history = extended[..., length:length + self.kept]
         self.position += count * down - length * up
         self.phase = (self.phase + count) % up

@@ -13,8 +13,10 @@ import scipy.signal
 import soxr
 import torch
 
-from tildekit.models.resample import ResamplePath, StreamResampler, conv_weight, period_matrix, resample_step
+from tildekit.models.resample import (ResamplePath, StreamResampler, conv_weight, group_matrices, period_matrix,
+                                      resample_step)
 from tildekit.models.resample_design import PASSBAND, STOPBAND_DB, hold_prototype, kaiser_beta, kaiser_length
+from tildekit.models.resample_design import group_matrices as numpy_group_matrices
 from tildekit.models.resample_design import period_matrix as numpy_period_matrix
 from tildekit.models.resample_design import reduced_ratio, sinc_prototype
 from tildekit.models.resample_plan import HOST_RATES, plan_method
@@ -149,7 +151,7 @@ def test_any_split_gives_the_whole_signal_pass(host: int, model: int):
         np.testing.assert_allclose(parts, whole, rtol=0, atol=1e-6)
 
 
-def test_period_matrices_are_identical_in_torch_and_numpy():
+def test_filter_matrices_are_identical_in_torch_and_numpy():
     for host, model in PAIRS:
         for up, down in (reduced_ratio(host, model), reduced_ratio(model, host)):
             for proto in (sinc_prototype(up, down), hold_prototype(up, down)):
@@ -157,6 +159,10 @@ def test_period_matrices_are_identical_in_torch_and_numpy():
                 offset = (up * 7) % down
                 torch_matrix = torch.jit.script(period_matrix)(torch.from_numpy(bank), up, down, offset)
                 np.testing.assert_array_equal(torch_matrix.numpy(), numpy_period_matrix(bank, up, down, offset))
+                matrices, starts = torch.jit.script(group_matrices)(torch.from_numpy(bank), up, down, offset)
+                numpy_matrices, numpy_starts = numpy_group_matrices(bank, up, down, offset)
+                np.testing.assert_array_equal(matrices.numpy(), numpy_matrices)
+                np.testing.assert_array_equal(starts.numpy(), numpy_starts)
 
 
 @pytest.mark.parametrize("in_rate, out_rate", [(44100, 48000), (96000, 16000), (16000, 96000)])
@@ -178,11 +184,13 @@ def test_torch_twin_scripted_and_onnx_agree_with_numpy(in_rate: int, out_rate: i
     class Step(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.register_buffer("matrix", period_matrix(torch.from_numpy(bank), up, down, offset))
-            self.register_buffer("weight", conv_weight(self.matrix, up, down))
+            matrices, starts = group_matrices(torch.from_numpy(bank), up, down, offset)
+            self.register_buffer("matrices", matrices)
+            self.register_buffer("starts", starts)
+            self.register_buffer("weight", conv_weight(period_matrix(torch.from_numpy(bank), up, down, offset), up, down))
 
         def forward(self, x, history, position, phase):
-            return resample_step(x, history, position, phase, self.matrix, self.weight, up, down)
+            return resample_step(x, history, position, phase, self.matrices, self.starts, self.weight, up, down)
 
     kept = down + bank.shape[1] - 1
     scalar = torch.zeros((), dtype=torch.long)
