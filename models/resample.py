@@ -61,17 +61,27 @@ def conv_weight(matrix: Tensor, up: int, down: int) -> Tensor:
     return padded.reshape(taps, down, up).permute(2, 1, 0).contiguous()
 
 
+def window_index(periods: int, starts: Tensor, span: int, down: int) -> Tensor:
+    """``(periods, G, S)``: where each period's group windows read, from the first window start."""
+    first = torch.arange(periods, dtype=torch.long).unsqueeze(1) * down + starts.unsqueeze(0)
+    return first.unsqueeze(2) + torch.arange(span, dtype=torch.long)
+
+
 def resample_block(extended: Tensor, start: int, periods: int, count: int, phase: int, matrices: Tensor,
-                   starts: Tensor, weight: Tensor, up: int, down: int) -> Tensor:
+                   starts: Tensor, weight: Tensor, index: Tensor, up: int, down: int) -> Tensor:
     """The ``count`` outputs from output ``phase`` of ``periods`` periods whose first window
     starts at ``extended[..., start]``. Integers in a TorchScript file; a tracer passes 0-d
-    tensors instead, so the lengths stay dynamic in an ONNX graph (:func:`resample_step`)."""
+    tensors instead, so the lengths stay dynamic in an ONNX graph (:func:`resample_step`).
+    ``index``: :func:`window_index` for at least ``periods`` periods, or an empty tensor."""
     groups, span, size = matrices.size(0), matrices.size(1), matrices.size(2)
     lead: List[int] = list(extended.shape[:-1])
     if groups == 1:
         # integer ratios, short periods: one convolution is faster than gathering the windows
         taps = weight.size(2)
-        segment = extended.index_select(-1, start + torch.arange((periods + taps - 1) * down, dtype=torch.long))
+        if isinstance(start, int):
+            segment = extended.narrow(-1, start, (periods + taps - 1) * down)
+        else:
+            segment = extended.index_select(-1, start + torch.arange((periods + taps - 1) * down, dtype=torch.long))
         if down == 1:
             channels = segment.reshape([-1, 1, segment.size(-1)])
         else:  # decimation: the ``down`` phases of the input become channels
@@ -80,9 +90,11 @@ def resample_block(extended: Tensor, start: int, periods: int, count: int, phase
     else:
         # one window per period and group, gathered (ONNX has no dynamic unfold), then one
         # matrix product per group: (G, rows * periods, S) @ (G, S, size)
-        first = start + torch.arange(periods, dtype=torch.long).unsqueeze(1) * down + starts.unsqueeze(0)
-        index = first.unsqueeze(2) + torch.arange(span, dtype=torch.long)
-        windows = extended.index_select(-1, index.reshape(-1)).reshape([-1, groups, span])
+        if isinstance(periods, int) and index.size(0) >= periods:
+            reads = index[:periods] + start
+        else:
+            reads = window_index(periods, starts, span, down) + start
+        windows = extended.index_select(-1, reads.reshape(-1)).reshape([-1, groups, span])
         y = torch.bmm(windows.transpose(0, 1), matrices).transpose(0, 1)  # (rows * periods, G, size)
         y = y.reshape(lead + [-1, groups * size])[..., :up].reshape(lead + [-1])
     return y.narrow(-1, phase, count) if isinstance(phase, int) else \
@@ -114,9 +126,13 @@ def resample_step(x: Tensor, history: Tensor, position: Tensor, phase: Tensor, m
     count = torch.clamp(torch.div(length * up + down - 1 - position, down, rounding_mode="floor"), min=0)
     start = torch.div(position - phase * down, up, rounding_mode="floor") + down
     periods = torch.clamp(torch.div(phase + count + up - 1, up, rounding_mode="floor"), min=1)
-    y = resample_block(extended, start, periods, count, phase, matrices, starts, weight, up, down)
+    y = resample_block(extended, start, periods, count, phase, matrices, starts, weight,
+                       torch.zeros(0, dtype=torch.long), up, down)
     new_history = extended.narrow(-1, length, history.size(-1))
     return y, new_history, position + count * down - length * up, torch.remainder(phase + count, up)
+
+
+PLANNED_INPUTS = 16384  # larger calls compute their read positions each time
 
 
 def _rows(state: Tensor, batch: int) -> Tensor:
@@ -140,6 +156,8 @@ class StreamResampler(nn.Module):
         self.matrices = torch.ones(1, 1, 1)
         self.starts = torch.zeros(1, dtype=torch.long)
         self.weight = torch.ones(1, 1, 1)
+        self.index = torch.zeros(0, dtype=torch.long)
+        self.planned_inputs = PLANNED_INPUTS
         self.history = torch.zeros(1, channels, 0)
         self.position = 0
         self.phase = 0
@@ -149,6 +167,10 @@ class StreamResampler(nn.Module):
         """``bank``: ``Prototype.bank()``, ``(up, T)``."""
         self.matrices, self.starts = group_matrices(bank, up, down, offset)
         self.weight = conv_weight(period_matrix(bank, up, down, offset), up, down)
+        # read positions for calls of up to PLANNED_INPUTS samples, computed once (groups only)
+        self.index = torch.zeros(0, dtype=torch.long)
+        if self.matrices.size(0) > 1:
+            self.index = window_index(self.planned_inputs // down + 2, self.starts, self.matrices.size(1), down)
         self.up = up
         self.down = down
         self.offset = offset
@@ -167,7 +189,7 @@ class StreamResampler(nn.Module):
         extended = torch.cat([_rows(self.history, x.size(0)), x, pad], -1)
         count, start, periods = resample_counts(length, self.position, self.phase, self.up, self.down)
         y = resample_block(extended, start, periods, count, self.phase, self.matrices, self.starts, self.weight,
-                           self.up, self.down)
+                           self.index, self.up, self.down)
         self.history = extended.narrow(-1, length, self.kept)
         self.position += count * self.down - length * self.up
         self.phase = (self.phase + count) % self.up

@@ -173,9 +173,9 @@ def test_torch_twin_scripted_and_onnx_agree_with_numpy(in_rate: int, out_rate: i
     up, down = reduced_ratio(in_rate, out_rate)
     bank = sinc_prototype(up, down).bank()
     offset = 7 % down
-    x = np.random.default_rng(1).standard_normal((1, 1, 5000)).astype(np.float32)
+    x = np.random.default_rng(1).standard_normal((1, 1, 25000)).astype(np.float32)
     expected = PolyphaseStream(bank, up, down, offset)(x)
-    sizes = [64, 1, 2000, 2935]
+    sizes = [64, 1, 2000, 2935, 20000]  # the last one beyond the precomputed read positions
     scripted = torch.jit.script(StreamResampler(1))
     scripted.configure(torch.from_numpy(bank), up, down, offset)
     got = torch.cat([scripted(torch.from_numpy(p)) for p in _split(x, sizes)], -1).numpy()
