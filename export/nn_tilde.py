@@ -74,7 +74,8 @@ class NNTildeBase(nn.Module):
             self.register_buffer(f"{attribute.name}_params",
                                  torch.tensor(attribute.type_codes, dtype=torch.int))
         self.method_names = list(METHODS)
-        self.attribute_names = [a.name for a in card.attributes] + [HOST_RATE_ATTRIBUTE]
+        host = [HOST_RATE_ATTRIBUTE] if card.host_rates else []  # cards of older exports list none
+        self.attribute_names = [a.name for a in card.attributes] + host
         self.register_buffer(f"{HOST_RATE_ATTRIBUTE}_params", torch.tensor([1], dtype=torch.int))
         self._init_host_rates(card)
 
