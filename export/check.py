@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 from tildekit.errors import TildekitError
 from tildekit.export.card_io import read_card
 from tildekit.export.check_result import CheckResult
+from tildekit.export.nn_host import HOST_RATE_ATTRIBUTE
 from tildekit.models.card import NN_TYPE_CODES, ModelCard
 
 if TYPE_CHECKING:  # torch is imported by the .ts/.nm checks only: .onnx files are checked without it
@@ -293,6 +294,7 @@ def check_torchscript(path: Path) -> list[CheckResult]:
                         f"{card.methods[name].delay} samples)",
                  lambda name=name: _delay_bound(model, card, name, buffers[0]))
         items.extend(_attribute_checks(model, card, path))
+        items.extend(_host_rate_checks(model, card, path, buffers))
     items.extend(_operator_checks(model))
     if _has_method(model, "set_reset") and not derived:
         model.set_reset(True)  # leave the module as loaded
@@ -399,8 +401,9 @@ def _attribute_checks(model: Any, card: ModelCard, path: Path) -> list[CheckResu
 
     def listing() -> str | None:
         names = [n for n in model.get_attributes() if n != "none"]
-        if names != [a.name for a in card.attributes]:
-            return f"get_attributes() gives {names} but the card says {[a.name for a in card.attributes]}"
+        expected = [a.name for a in card.attributes] + ([HOST_RATE_ATTRIBUTE] if card.host_rates else [])
+        if names != expected:
+            return f"get_attributes() gives {names} but the card says {expected}"
         return None
 
     _run(items, "get_attributes", listing)
@@ -477,6 +480,58 @@ def _attribute_checks(model: Any, card: ModelCard, path: Path) -> list[CheckResu
         return None if result == 0 else f"set_sample_rate({card.sample_rate}) returned {result!r}"
 
     _run(items, "set_sample_rate (model rate)", sample_rate)
+    return items
+
+
+# What nn~ 1.6 passes to set_sample_rate on [reload( (uninitialised), and other non-rates.
+NOT_RATES = (-2147483648, -1, 0, 2147483647)
+
+
+def _host_rate_checks(model: Any, card: ModelCard, path: Path, buffers: list[int]) -> list[CheckResult]:
+    """set_sample_rate as nn~ 1.6 calls it, and every method at every host rate of the card."""
+    items: list[CheckResult] = []
+    if not card.host_rates:
+        return items
+
+    def reload_sequence() -> str | None:
+        # [reload(: a fresh load, then set_sample_rate(<uninitialised>); an exception aborts Pd
+        fresh = load_like_nn(path)
+        x = _method_input(card, "forward", 1, buffers[0], seed=6)
+        with torch.inference_mode(), torch.jit.optimized_execution(False):
+            expected = fresh.forward(x)
+            for value in NOT_RATES:
+                result = fresh.set_sample_rate(value)
+                if result != 0:
+                    return f"set_sample_rate({value}) returned {result!r}; nn~ needs 0"
+                fresh.set_reset(True)
+                if not torch.equal(fresh.forward(x), expected):
+                    return f"after set_sample_rate({value}) the model no longer plays at {card.sample_rate} Hz"
+        return None
+
+    _run(items, "set_sample_rate never raises (nn~ [reload( passes -2147483648)", reload_sequence)
+    small, large = buffers[0], min(buffers[-1], max(4096, buffers[0]))
+    for host in card.host_rates:
+        def at_rate(rate: int = host.rate) -> str | None:
+            result = nn_set(model, HOST_RATE_ATTRIBUTE, [rate])
+            if result != 0:
+                return f"set_{HOST_RATE_ATTRIBUTE} {rate} returned {result!r}; nn~ needs 0"
+            for name, spec in card.methods.items():
+                method = getattr(model, name)
+                x = _method_input(card, name, 2, 2 * large, seed=8)
+                model.set_reset(True)
+                a = _stream(method, x, small, spec.in_ratio)
+                model.set_reset(True)
+                b = _stream(method, x, large, spec.in_ratio)
+                want = (2, spec.out_channels, 2 * large // spec.out_ratio)
+                if tuple(a.shape) != want or tuple(b.shape) != want:
+                    return f"{name}: returned {tuple(a.shape)} / {tuple(b.shape)}, nn~ needs {want}"
+                error = float((a - b).abs().max())
+                if not error <= STREAM_TOLERANCE:
+                    return f"{name}: buffers of {small} and {large} differ by {error:.3g} at {rate} Hz"
+            return None
+
+        _run(items, f"{HOST_RATE_ATTRIBUTE} {host.rate}: every method, buffers {small} and {large}", at_rate)
+    nn_set(model, HOST_RATE_ATTRIBUTE, [card.sample_rate])  # leave the module at the model's rate
     return items
 
 

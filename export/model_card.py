@@ -14,6 +14,7 @@ import torch
 
 from tildekit import __version__
 from tildekit.models.card import AttributeSpec, LatentDim, MethodSpec, ModelCard
+from tildekit.models.resample_plan import host_rate_table
 
 if TYPE_CHECKING:
     from tildekit.export.core import ExportCore
@@ -74,13 +75,14 @@ def card_from_core(core: "ExportCore", name: str, latent_stats: "LatentStats | N
     """The model card of an export of ``core`` (its projection already applied)."""
     kept_ratio = (sum(latent_stats.variance_ratio[:core.latent_size])
                   if latent_stats is not None else core.latent_size / core.full_latent_size)
+    methods = methods_table(core)
     return ModelCard(
         name=name,
         sample_rate=core.sample_rate,
         channels=core.channels,
         compression=core.compression,
         latent_size=core.latent_size,
-        methods=methods_table(core),
+        methods=methods,
         attributes=attribute_specs(core.latent_size),
         delay=core.delay,
         latents=latent_dims(core.latent_size, latent_stats),
@@ -91,6 +93,7 @@ def card_from_core(core: "ExportCore", name: str, latent_stats: "LatentStats | N
         extra={"full_latent_size": core.full_latent_size,
                "kept_variance": round(_finite(kept_ratio, 1.0), 6),
                "latent_basis": "pca" if latent_stats is not None else "identity"},
+        host_rates=host_rate_table(core.sample_rate, methods, core.compression),
     ).checked()  # what an exporter embeds passes the readers' validation
 
 

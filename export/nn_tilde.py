@@ -9,6 +9,20 @@ per value, parsed with the type codes of the buffer ``NAME_params``) and 0 on su
 ``latent_bias`` / ``latent_scale`` take one float per exported latent dimension, so their setters'
 signatures depend on K: they are generated from a template for each K (see
 :func:`_vector_setters`). All arithmetic lives in ExportCore; this module only routes calls.
+
+Host sample rate. nn~ 1.6 never tells a model the host's rate on load, and on ``[reload(`` it
+calls ``set_sample_rate`` with an uninitialised value, where an exception would abort Pd. So:
+
+- ``set_host_sample_rate(rate)`` (attribute ``host_sample_rate``, sent by the generated patches on
+  load and whenever DSP starts) switches every method to resample between the host's rate and
+  the model's (plans of :mod:`tildekit.models.resample_plan`, baked in for ``HOST_RATES``); the
+  same rate again changes nothing. A rate the file cannot play raises: nn~ catches exceptions
+  from setters and prints them in the console, and the model stays silent until a playable
+  rate arrives (silence, rather than the wrong pitch).
+- ``set_sample_rate(rate)`` never raises and returns 0: it records the value, adopts a playable
+  rate like the attribute does, ignores values that cannot be a rate (``PLAUSIBLE_RATES``), and
+  for a real but unplayable rate goes silent and prints the reason on the host's standard
+  output (the only channel it has: nn~ ignores its return value).
 """
 
 # No `from __future__ import annotations`: TorchScript reads the class annotations as types.
@@ -22,8 +36,11 @@ from torch import Tensor, nn
 from tildekit.errors import TildekitError
 from tildekit.export.card_io import card_extra_files
 from tildekit.export.core import ExportCore
+from tildekit.export.nn_host import HOST_RATE_ATTRIBUTE, PLAUSIBLE_RATES
 from tildekit.models.atomic import atomic_path
 from tildekit.models.card import ModelCard
+from tildekit.models.resample import ResamplePath
+from tildekit.models.resample_plan import method_plans
 from tildekit.models.streaming import MAX_BATCH_SIZE
 
 METHODS = ("forward", "encode", "decode")
@@ -57,7 +74,35 @@ class NNTildeBase(nn.Module):
             self.register_buffer(f"{attribute.name}_params",
                                  torch.tensor(attribute.type_codes, dtype=torch.int))
         self.method_names = list(METHODS)
-        self.attribute_names = [a.name for a in card.attributes]
+        host = [HOST_RATE_ATTRIBUTE] if card.host_rates else []  # cards of older exports list none
+        self.attribute_names = [a.name for a in card.attributes] + host
+        self.register_buffer(f"{HOST_RATE_ATTRIBUTE}_params", torch.tensor([1], dtype=torch.int))
+        self._init_host_rates(card)
+
+    def _init_host_rates(self, card: ModelCard) -> None:
+        """One resampling path per method, and per playable host rate the tensors to configure them."""
+        self.channels = card.channels
+        self.compression = card.compression
+        self.host_rate = card.sample_rate  # until told otherwise, the host runs at the model's rate
+        self.reported_rate = 0  # the last value passed to set_sample_rate (0: never called)
+        self.resampling = False
+        self.silenced = False
+        self.forward_path = ResamplePath(card.channels, card.channels)
+        self.encode_path = ResamplePath(card.channels, card.latent_size)
+        self.decode_path = ResamplePath(card.latent_size, card.channels)
+        rates = [card.sample_rate] + [h.rate for h in card.host_rates if h.rate != card.sample_rate]
+        self.playable_rates: List[int] = rates
+        self.plausible_rates: List[int] = list(PLAUSIBLE_RATES)
+        # path_ints[3 r + m], path_banks[2 (3 r + m)] (pre) and [.. + 1] (post): rate r, METHODS[m]
+        self.path_ints: List[List[int]] = []
+        self.path_banks: List[torch.Tensor] = []
+        for rate in rates:
+            plans = method_plans(card.sample_rate, rate, card.methods, card.compression)
+            for method in METHODS:
+                plan = plans[method]
+                self.path_ints.append(plan.ints())
+                self.path_banks.append(torch.from_numpy(plan.pre.prototype.bank()))
+                self.path_banks.append(torch.from_numpy(plan.post.prototype.bank()))
 
     # -- methods -------------------------------------------------------------------------------
 
@@ -69,22 +114,47 @@ class NNTildeBase(nn.Module):
             raise ValueError("tildekit: at most " + str(self.max_batch)
                              + " voices (batch rows) per model, got " + str(x.size(0)))
 
+    # Each method calls the model once: TorchScript inlines every call site, and a second one
+    # would double the graph the optimiser works through on the first buffers.
     def forward(self, x: Tensor) -> Tensor:
         """(B, channels, T) audio -> (B, channels, T) audio: encode, scale/bias, decode."""
         self._check_batch(x)
-        return self.core.forward(x)
+        if self.silenced:
+            return torch.zeros(x.size(0), self.channels, x.size(-1))
+        ready = self.forward_path.enter(x) if self.resampling else x
+        if ready.size(-1) > 0:
+            y = self.core.forward(ready)
+        else:
+            y = torch.zeros(x.size(0), self.channels, 0)
+        return self.forward_path.leave(y, x.size(-1)) if self.resampling else y
 
     @torch.jit.export
     def encode(self, x: Tensor) -> Tensor:
         """(B, channels, T) audio -> (B, K, T / compression) latents, most important first."""
         self._check_batch(x)
-        return self.core.encode(x)
+        frames = x.size(-1) // self.compression
+        if self.silenced:
+            return torch.zeros(x.size(0), self.latent_size, frames)
+        ready = self.encode_path.enter(x) if self.resampling else x
+        if ready.size(-1) > 0:
+            z = self.core.encode(ready)
+        else:
+            z = torch.zeros(x.size(0), self.latent_size, 0)
+        return self.encode_path.leave(z, frames) if self.resampling else z
 
     @torch.jit.export
     def decode(self, z: Tensor) -> Tensor:
         """(B, K, F) latents -> (B, channels, F * compression) audio."""
         self._check_batch(z)
-        return self.core.decode(z)
+        samples = z.size(-1) * self.compression
+        if self.silenced:
+            return torch.zeros(z.size(0), self.channels, samples)
+        ready = self.decode_path.enter(z) if self.resampling else z
+        if ready.size(-1) > 0:
+            y = self.core.decode(ready)
+        else:
+            y = torch.zeros(z.size(0), self.channels, 0)
+        return self.decode_path.leave(y, samples) if self.resampling else y
 
     @torch.jit.export
     def get_methods(self) -> List[str]:
@@ -96,11 +166,53 @@ class NNTildeBase(nn.Module):
 
     @torch.jit.export
     def set_sample_rate(self, sample_rate: int) -> int:
-        if sample_rate != self.sample_rate:
-            raise ValueError("tildekit: this model runs at " + str(self.sample_rate)
-                             + " Hz, the host asked for " + str(sample_rate)
-                             + " Hz: set the audio device to " + str(self.sample_rate) + " Hz")
+        """Never raises (nn~ 1.6 aborts Pd on an exception here); always returns 0."""
+        self.reported_rate = sample_rate
+        if self._switch_host_rate(sample_rate):
+            return 0
+        if self.plausible_rates[0] <= sample_rate <= self.plausible_rates[1]:
+            self.silenced = True
+            print(self._unplayable(sample_rate))
         return 0
+
+    @torch.jit.export
+    def get_host_sample_rate(self) -> List[int]:
+        return [self.host_rate]
+
+    @torch.jit.export
+    def set_host_sample_rate(self, rate: int) -> int:
+        if self._switch_host_rate(rate):
+            return 0
+        self.silenced = True
+        raise ValueError(self._unplayable(rate))
+
+    def _unplayable(self, rate: int) -> str:
+        return ("tildekit: the host runs at " + str(rate) + " Hz; this model plays at "
+                + ", ".join([str(r) for r in self.playable_rates])
+                + " Hz: set the audio device to one of them (the model is silent until then)")
+
+    def _switch_host_rate(self, rate: int) -> bool:
+        """Resample for ``rate`` if it is playable (a fresh state unless it is already the rate)."""
+        index = -1
+        for i, playable in enumerate(self.playable_rates):
+            if playable == rate:
+                index = i
+        if index < 0:
+            return False
+        if rate == self.host_rate and not self.silenced:
+            return True  # Pd re-sends the rate whenever its DSP graph changes: keep playing
+        first = 3 * index
+        self.forward_path.configure(self.path_banks[2 * first], self.path_banks[2 * first + 1],
+                                    self.path_ints[first])
+        self.encode_path.configure(self.path_banks[2 * first + 2], self.path_banks[2 * first + 3],
+                                   self.path_ints[first + 1])
+        self.decode_path.configure(self.path_banks[2 * first + 4], self.path_banks[2 * first + 5],
+                                   self.path_ints[first + 2])
+        self.host_rate = rate
+        self.resampling = rate != self.sample_rate
+        self.silenced = False
+        self.core.reset_state()
+        return True
 
     # -- attributes ----------------------------------------------------------------------------
 
@@ -144,6 +256,9 @@ class NNTildeBase(nn.Module):
     def set_reset(self, reset: bool) -> int:
         if reset:
             self.core.reset_state()
+            self.forward_path.reset_state()
+            self.encode_path.reset_state()
+            self.decode_path.reset_state()
         return 0
 
 

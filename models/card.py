@@ -75,6 +75,20 @@ class LatentDim:
 
 
 @dataclass(frozen=True)
+class HostRate:
+    """How the nn~ export plays at one host sample rate (resampled to and from the model's).
+
+    ``delays``: per method, host samples from input to output, the model's own delay included
+    (whole numbers for audio outputs); ``added_ms``: what resampling adds to the method's own
+    delay. At the model's own rate nothing is added.
+    """
+
+    rate: int
+    delays: dict[str, float]
+    added_ms: dict[str, float]
+
+
+@dataclass(frozen=True)
 class ModelCard:
     name: str
     sample_rate: int
@@ -91,6 +105,7 @@ class ModelCard:
     tildekit_version: str = ""
     card_format: int = CARD_FORMAT
     extra: dict[str, Any] = field(default_factory=dict)
+    host_rates: list[HostRate] = field(default_factory=list)  # empty: plays at sample_rate only
 
     @property
     def highest_ratio(self) -> int:
@@ -99,6 +114,9 @@ class ModelCard:
     @property
     def delay_ms(self) -> float:
         return 1000.0 * self.delay / self.sample_rate
+
+    def host_rate(self, rate: int) -> HostRate | None:
+        return next((h for h in self.host_rates if h.rate == rate), None)
 
     def attribute(self, name: str) -> AttributeSpec:
         for attr in self.attributes:
@@ -122,8 +140,11 @@ class ModelCard:
             methods = {k: MethodSpec(**v) for k, v in data["methods"].items()}
             attributes = [AttributeSpec(**a) for a in data.get("attributes", [])]
             latents = [LatentDim(**d) for d in data.get("latents", [])]
-            rest = {k: v for k, v in data.items() if k not in ("methods", "attributes", "latents")}
-            return cls(methods=methods, attributes=attributes, latents=latents, **rest)
+            host_rates = [HostRate(**h) for h in data.get("host_rates", [])]
+            rest = {k: v for k, v in data.items()
+                    if k not in ("methods", "attributes", "latents", "host_rates")}
+            return cls(methods=methods, attributes=attributes, latents=latents, host_rates=host_rates,
+                       **rest)
         except (KeyError, TypeError) as exc:  # not reached for a card that passed the check
             raise CardError(f"malformed model card: {exc}") from None
 

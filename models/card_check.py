@@ -47,12 +47,14 @@ MAX_CARD_BYTES = 1 << 20  # a card is a few kB; bigger is not a card
 
 TOP_FIELDS = {"name", "sample_rate", "channels", "compression", "latent_size", "methods", "attributes",
               "delay", "latents", "profile", "step", "torch_version", "tildekit_version", "card_format",
-              "extra"}
+              "extra", "host_rates"}
 REQUIRED = ("name", "sample_rate", "channels", "compression", "latent_size", "methods", "delay")
 METHOD_FIELDS = {"in_channels", "in_ratio", "out_channels", "out_ratio", "input_labels", "output_labels",
                  "delay"}
 ATTRIBUTE_FIELDS = {"name", "types", "default", "minimum", "maximum", "description"}
 LATENT_FIELDS = {"mean", "std", "minimum", "maximum", "variance_ratio"}
+HOST_RATE_FIELDS = {"rate", "delays", "added_ms"}
+MAX_HOST_RATES = 16
 PER_DIMENSION_ATTRIBUTES = ("latent_bias", "latent_scale")
 
 
@@ -157,6 +159,23 @@ def check_card_data(data: Any) -> None:
         _check_latent(i, dim)
 
     _check_extra(data.get("extra", {}), latent_size)
+
+    rates = _list(data.get("host_rates", []), "host_rates", MAX_HOST_RATES)
+    for i, entry in enumerate(rates):
+        _check_host_rate(i, entry, methods, max_delay)
+
+
+def _check_host_rate(i: int, entry: Any, methods: dict, max_delay: int) -> None:
+    """One host rate: its rate, and per method its delay (host samples) and the added milliseconds."""
+    field = f"host_rates[{i}]"
+    entry = _object(entry, field, HOST_RATE_FIELDS)
+    _int(entry, "rate", f"{field}.rate", *SAMPLE_RATE_RANGE)
+    for key in ("delays", "added_ms"):
+        table = entry.get(key)
+        if not isinstance(table, dict) or set(table) - set(methods):
+            raise _fail(f"{field}.{key}", "must map the card's methods to numbers")
+        for method, value in table.items():
+            _number(value, f"{field}.{key}.{method}", float(max_delay) * 10, low=0.0)
 
 
 def _check_method(name: Any, spec: Any, max_delay: int) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from tildekit.export.nn_host import HOST_RATE_ATTRIBUTE
 from tildekit.patches.graph import Graph
 from tildekit.patches.spec import NnObject, OscRoute, PatchSpec
 from tildekit.scripting.oscmap import OscMap
@@ -89,6 +90,7 @@ def transfer_graph(spec: PatchSpec, host: str) -> Graph:
     y = _output(g, spec, dec, spec.decode.outlets, y)
     sends = [(lat.bias_name, 0) for lat in spec.latents] + [(lat.scale_name, 1) for lat in spec.latents]
     y = _controls(g, spec, ids, [enc, dec], y, sends)
+    _host_rate(g, spec, host, [enc, dec], y)
     return g
 
 
@@ -124,7 +126,8 @@ def forward_graph(spec: PatchSpec, host: str) -> Graph:
         g.connect(pack, 0, first)
         g.connect(last, 0, fwd, 0)
         y += 160
-    _controls(g, spec, ids, [fwd], y, sends)
+    y = _controls(g, spec, ids, [fwd], y, sends)
+    _host_rate(g, spec, host, [fwd], y)
     return g
 
 
@@ -268,6 +271,33 @@ def _controls(g: Graph, spec: PatchSpec, ids: Idioms, targets: list[int], y: int
     g.text(f"OSC in: [{spec.osc_abstraction} PORT] (open it to see every address)", 20, y)
     g.obj(f"{spec.osc_abstraction} {spec.osc_port}", 20, y + 25, 0, 0)
     return y + 60
+
+
+def _host_rate(g: Graph, spec: PatchSpec, host: str, targets: list[int], y: int) -> None:
+    """Tell every nn~ object the host's sample rate, on load and whenever DSP starts.
+
+    nn~ itself never does (CONTRACTS.md §1); exports that resample list their host rates in
+    the card and take the rate as the attribute ``host_sample_rate``.
+    """
+    if not spec.card.host_rates:
+        return
+    rates = ", ".join(f"{h.rate / 1000:g}" for h in spec.card.host_rates)
+    g.text(f"sample rate: the model runs at {spec.card.sample_rate / 1000:g} kHz and is resampled "
+           f"for a host at {rates} kHz; this tells it the host's rate", 20, y)
+    load = g.obj("loadbang", 20, y + 25, 1, 1)
+    message = g.msg(f"set {HOST_RATE_ATTRIBUTE} $1", 20, y + 100)
+    if host == "pd":
+        started = g.obj("r pd-dsp-started", 120, y + 25, 0, 1)
+        rate = g.obj("samplerate~", 20, y + 60, 1, 1)
+        g.connect(load, 0, rate)
+        g.connect(started, 0, rate)
+        g.connect(rate, 0, message)
+    else:  # dspstate~ reports on a bang and whenever audio starts; outlet 1 is the rate
+        state = g.obj("dspstate~", 20, y + 60, 1, 4)
+        g.connect(load, 0, state)
+        g.connect(state, 1, message)
+    for target in targets:
+        g.connect(message, 0, target, 0)
 
 
 def _nn_of(g: Graph, spec: PatchSpec, node: int) -> NnObject | None:

@@ -36,8 +36,8 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(getattr(exc, "strerror", None) or exc).split())[:160]
 
 
-def read_input(path: str | Path, rate: int, channels: int, option: str = "--input") -> np.ndarray:
-    """An audio file as (channels, frames) float32 at the model's rate, or a clear error."""
+def read_audio(path: str | Path, channels: int, option: str = "--input") -> tuple[np.ndarray, int]:
+    """An audio file as ((channels, frames) float32, its sample rate), or a clear error."""
     import soundfile as sf
 
     path = Path(path)
@@ -47,10 +47,16 @@ def read_input(path: str | Path, rate: int, channels: int, option: str = "--inpu
         audio, file_rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (RuntimeError, sf.LibsndfileError, OSError, ValueError) as exc:
         raise TildekitError(f"{option} {path}: not a readable sound file ({_one_line(exc)})") from None
+    return as_channels(audio, channels, f"{option} {path}"), int(file_rate)
+
+
+def read_input(path: str | Path, rate: int, channels: int, option: str = "--input") -> np.ndarray:
+    """An audio file as (channels, frames) float32 at the model's rate, or a clear error."""
+    audio, file_rate = read_audio(path, channels, option)
     if file_rate != rate:
         raise TildekitError(f"{option} {path}: sample rate {file_rate} Hz, the model runs at {rate} Hz: "
                             f"resample it first (e.g. sox in.wav -r {rate} out.wav)")
-    return as_channels(audio, channels, f"{option} {path}")
+    return audio
 
 
 def output_format(path: Path, option: str = "--output") -> tuple[str, str | None]:

@@ -207,10 +207,13 @@ COMMANDS.append(osc)
               help="Samples per buffer (a multiple of the model's compression).")
 @click.option("--threads", type=click.IntRange(min=1, max=256), default=1, show_default=True,
               help="Compute threads for the model.")
+@click.option("--rate", type=click.IntRange(min=1), default=None, metavar="HZ",
+              help="Sound card rate (default: the model's); the model is resampled to and from it. "
+                   "Input files always play at their own rate.")
 @click.option("--realtime", is_flag=True, help="In file mode, pace buffers at real time (for live OSC tests).")
 @click.option("--verbose", "-v", is_flag=True, help="Print statistics every few seconds.")
 def serve(model: str, input_path: str | None, use_device: bool, silence: float | None, output_path: str | None,
-          osc_port: int, osc_host: str, osc_allow: tuple[str, ...], ceiling_db: float, buffer: int, threads: int,
+          osc_port: int, osc_host: str, osc_allow: tuple[str, ...], ceiling_db: float, buffer: int, threads: int, rate: int | None,
           realtime: bool, verbose: bool) -> None:
     """Run an exported MODEL (.ts or .onnx) headless, controlled live over OSC.
 
@@ -227,7 +230,7 @@ def serve(model: str, input_path: str | None, use_device: bool, silence: float |
     import contextlib
     import logging
 
-    from tildekit.scripting.audio_files import AtomicOutput, read_input
+    from tildekit.scripting.audio_files import AtomicOutput, read_audio
     from tildekit.scripting.engine import Engine
     from tildekit.scripting.runner import open_runner
     from tildekit.scripting.safety import check_ceiling
@@ -265,10 +268,12 @@ def serve(model: str, input_path: str | None, use_device: bool, silence: float |
         stack.callback(runner.close)
         if is_derived(runner.card):
             click.echo(f"{Path(model).name}: {FOREIGN_NOTE}", err=True)
-        audio = read_input(input_path, runner.card.sample_rate, runner.card.channels) \
-            if input_path is not None else None
+        # an input file is the host: it plays at its own rate, resampled to the model's if needed
+        audio, file_rate = read_audio(input_path, runner.card.channels) \
+            if input_path is not None else (None, None)
         engine = stack.enter_context(Engine(runner, osc_host, osc_port, allow=allow, buffer=buffer,
-                                            realtime=realtime, verbose=verbose, ceiling_db=ceiling_db))
+                                            realtime=realtime, verbose=verbose, ceiling_db=ceiling_db,
+                                            host_rate=file_rate or rate))
         _warn_if_exposed(osc_host, allow)
         bound_host, bound_port = engine.osc_address
         click.echo(f"{runner.card.name} ({runner.runtime}, buffer {buffer}, {runner.card.sample_rate} Hz): "
@@ -280,9 +285,11 @@ def serve(model: str, input_path: str | None, use_device: bool, silence: float |
                 if audio is not None:
                     result = engine.run_array(audio)
                 else:
-                    result = engine.run_array(None, int(round(float(silence) * runner.card.sample_rate)))
-                written = output.commit(result, runner.card.sample_rate)
-                click.echo(f"wrote {written}", err=True)
+                    result = engine.run_array(None, int(round(float(silence) * engine.host_rate)))
+                written = output.commit(result, engine.host_rate)
+                resampled = (f", resampled from {engine.host_rate} Hz, delay {engine.delay:.0f} samples"
+                             if engine.stage is not None else "")
+                click.echo(f"wrote {written}{resampled}", err=True)
             else:
                 engine.run_device(input_device=use_device)
         except KeyboardInterrupt:

@@ -21,6 +21,9 @@ depends only on the input and on the buffer index at which each Control was appl
 (recorded in ``Engine.applied``). A model that fails there stops the run at once with a
 one-line error and no output file; live on a sound card a failing buffer is played as silence
 (and the model reset) until ``MAX_FAILED_BUFFERS`` fail in a row.
+
+Host rate: buffers are at ``host_rate`` (the sound card's, or the input file's). When it is not
+the model's rate, a :class:`ResampleStage` sits between the engine and the Runner.
 """
 
 from __future__ import annotations
@@ -38,10 +41,11 @@ from typing import Callable, Hashable, Iterable, Iterator
 import numpy as np
 
 from tildekit.errors import DeviceUnavailable, TildekitError
-from tildekit.scripting.audio_files import AtomicOutput, read_input
+from tildekit.scripting.audio_files import AtomicOutput, read_audio, read_input
 from tildekit.scripting.netaccess import DEFAULT_HOST, AllowList, open_udp_socket
 from tildekit.scripting.oscmap import Control, OscMap, UnknownAddressError, OscValueError
 from tildekit.scripting.oscwire import MAX_DATAGRAM, MalformedPacket, decode, osc_framing_problem
+from tildekit.scripting.resample_stage import ResampleStage
 from tildekit.scripting.runner import Runner, check_buffer
 from tildekit.scripting.safety import DEFAULT_CEILING_DB, SafetyStage, to_db
 
@@ -276,13 +280,14 @@ class Engine:
                  allow: AllowList | Iterable[str] | None = None, buffer: int = DEFAULT_BUFFER,
                  realtime: bool = False, verbose: bool = False, report_every: float = 5.0,
                  name: str | None = None, on_buffer: BufferCallback | None = None, queue_limit: int = 1024,
-                 ceiling_db: float = DEFAULT_CEILING_DB, on_packet: Callable[[], None] | None = None) -> None:
+                 ceiling_db: float = DEFAULT_CEILING_DB, on_packet: Callable[[], None] | None = None,
+                 host_rate: int | None = None) -> None:
         check_buffer(runner.card, buffer)
         self.runner = runner
         self.card = runner.card
         self.map = OscMap(runner.card, name)
         self.buffer = buffer
-        self.buffer_seconds = buffer / self.card.sample_rate
+        self.set_host_rate(host_rate or self.card.sample_rate)
         self.realtime = realtime
         self.gain = 1.0
         self.on_buffer = on_buffer
@@ -306,6 +311,23 @@ class Engine:
     @property
     def osc_address(self) -> tuple[str, int]:
         return self.server.address
+
+    # -- the resampling stage ------------------------------------------------------
+    def set_host_rate(self, rate: int) -> None:
+        """Stream buffers at ``rate`` Hz (resampled to and from the model's rate if it differs)."""
+        if not isinstance(rate, int) or rate <= 0:
+            raise TildekitError(f"--rate {rate}: a sample rate is a positive number of Hz, e.g. 48000")
+        try:
+            stage = ResampleStage(self.runner, rate) if rate != self.card.sample_rate else None
+        except ValueError as exc:
+            raise TildekitError(f"--rate {rate}: {exc}") from None
+        self.host_rate, self.stage = rate, stage
+        self.buffer_seconds = self.buffer / rate
+
+    @property
+    def delay(self) -> float:
+        """Host samples from input to output (the model's delay, plus resampling if any)."""
+        return self.stage.delay if self.stage is not None else float(self.card.delay)
 
     # -- the audio loop ------------------------------------------------------------
     def _apply_pending(self, index: int) -> None:
@@ -331,7 +353,8 @@ class Engine:
             block = np.where(bad, np.float32(0.0), block)
             self._trouble("non-finite input", f"buffer {index}: NaN/inf input samples replaced by 0")
         try:
-            out = self.runner.generate(self.buffer) if block is None else self.runner.process(block)
+            audio = self.stage or self.runner
+            out = audio.generate(self.buffer) if block is None else audio.process(block)
             out = np.asarray(out, dtype=np.float32)
             expected = (self.card.channels, self.buffer)
             if out.shape != expected:
@@ -424,8 +447,11 @@ class Engine:
     def warm_up(self, generate: bool) -> None:
         """The runner's warm-up (silent buffers, then a reset): a model that cannot even run on
         silence is reported here, before any input is processed."""
+        # at the model's rate, on buffers of about the host buffer's duration; then a clean state
+        quantum = self.stage.quantum if self.stage is not None else self.card.highest_ratio
+        model_buffer = max(quantum, self.buffer * self.card.sample_rate // self.host_rate // quantum * quantum)
         try:
-            self.runner.warm_up(self.buffer, generate=generate)
+            self.runner.warm_up(model_buffer, generate=generate)
         except TildekitError:
             raise
         except Exception as exc:
@@ -433,6 +459,8 @@ class Engine:
             raise TildekitError(f"{self.runner.path.name}: the model fails on a silent buffer of "
                                 f"{self.buffer} samples ({reason}): re-export it with `tildekit export` "
                                 f"or check it with `tildekit check`") from None
+        if self.stage is not None:
+            self.stage.reset()
         self.safety.reset()
 
     def run_array(self, audio: np.ndarray | None, frames: int | None = None) -> np.ndarray:
@@ -461,21 +489,22 @@ class Engine:
 
         ``out`` may be an ``AtomicOutput`` made (and so checked) before the model was loaded.
         """
-        rate = self.card.sample_rate
         with (out if isinstance(out, AtomicOutput) else AtomicOutput(out)) as target:
             if in_path is not None:
-                audio = read_input(in_path, rate, self.card.channels)
+                audio, file_rate = read_audio(in_path, self.card.channels)
+                if file_rate != self.host_rate:  # the file is the host: play it at its own rate
+                    self.set_host_rate(file_rate)
                 result = self.run_array(audio)
             else:
                 if seconds is None or not math.isfinite(seconds) or seconds <= 0:
                     raise TildekitError("latent-only generation needs a duration: pass --silence SECONDS")
-                result = self.run_array(None, int(round(seconds * rate)))
-            return target.commit(result, rate)
+                result = self.run_array(None, int(round(seconds * self.host_rate)))
+            return target.commit(result, self.host_rate)
 
     def run_device(self, input_device: bool = True, device: str | int | None = None) -> None:
         """Sound card in/out until ``stop()`` or Ctrl-C (blocking read -> compute -> write)."""
         sd = import_sounddevice()
-        channels, rate = self.card.channels, self.card.sample_rate
+        channels, rate = self.card.channels, self.host_rate
         kind = sd.Stream if input_device else sd.OutputStream
         try:
             stream = kind(samplerate=rate, blocksize=self.buffer, channels=channels, dtype="float32",

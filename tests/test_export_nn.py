@@ -203,8 +203,6 @@ def test_attributes_set_as_pd_sends_them_change_the_output(exported: Exported):
         assert torch.equal(module.forward(x[..., :1024]), expected_first)
 
     assert module.set_sample_rate(card.sample_rate) == 0
-    with pytest.raises(Exception, match="runs at 16000 Hz"):
-        module.set_sample_rate(44100)
 
     # the wrong number of values is refused the way nn~ refuses it
     with pytest.raises(Exception):

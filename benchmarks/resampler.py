@@ -1,0 +1,174 @@
+"""Cost and delay of playing an nn~ export at a host rate other than the model's.
+
+    python benchmarks/resampler.py                    # profiles small, raspberry, causal
+    python benchmarks/resampler.py --default          # ... and the (slow) default profile
+    python benchmarks/resampler.py --ms 85 --seconds 2 --rounds 7
+    python benchmarks/resampler.py --same-samples     # 2048 host samples at every rate
+
+For each profile a random-weight model is exported as nn~ TorchScript; one loaded copy plays
+at the model's own rate and one per host rate (``set_host_sample_rate``, as the generated
+patches do). Every round streams the same duration of audio through each copy, in rotating
+order, on one thread; the fastest round of each copy is kept, so the ratios come from one run
+on one machine state. Buffers last the same time at every rate (``--ms``, rounded to whole
+latent frames at the model's rate), so the model runs on the same amount of audio per call and
+the difference is the resampler's; ``--same-samples`` keeps 2048 host samples instead (what a
+patch with a fixed buffer does: at 96 kHz the model then gets half as much audio per call, and
+small calls cost more per sample). Printed per host rate:
+
+- x real time (seconds of audio per second of compute) of the whole export, and its cost
+  relative to the native rate (1.10 = 10 % more CPU), the median of the per-round ratios;
+- the resampling path alone (both resamplers and the FIFOs, with no model in between) as a
+  share of the model's own cost at its rate: what the resampler adds, measured directly;
+- the forward delay from the card, and what resampling adds to it, split into the filters
+  (both directions) and the frame FIFO (waiting for whole latent frames, at most one frame).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import torch
+
+from tildekit.models.resample import ResamplePath
+from tildekit.models.resample_plan import plan_method
+
+PROFILES = ("small", "raspberry", "causal")
+HOST_RATES = (44100, 88200, 96000)
+
+
+def export(profile: str, folder: Path) -> Path:
+    from tildekit.export.card_io import card_extra_files
+    from tildekit.export.core import ExportCore
+    from tildekit.export.model_card import card_from_core
+    from tildekit.export.nn_tilde import script_nn_tilde
+    from tildekit.models.autoencoder import build_model
+    from tildekit.models.config import load_profile
+
+    torch.manual_seed(0)
+    cfg = load_profile(profile).model
+    whole = build_model(cfg, False).eval()
+    streaming = build_model(cfg, True)
+    streaming.load_state_dict(whole.state_dict())
+    core = ExportCore(streaming)
+    card = card_from_core(core, profile, None, profile, 0)
+    path = folder / f"{profile}.ts"
+    torch.jit.save(script_nn_tilde(core, card), str(path), _extra_files=card_extra_files(card))
+    return path
+
+
+def signal(rate: int, seconds: float, buffer: int) -> torch.Tensor:
+    samples = int(seconds * rate) // buffer * buffer
+    t = torch.arange(samples) / rate
+    x = 0.3 * torch.sin(2 * torch.pi * 220 * t) + 0.05 * torch.randn(samples, generator=torch.Generator().manual_seed(0))
+    return x.reshape(1, 1, -1).float()
+
+
+def run(model, x: torch.Tensor, buffer: int) -> float:
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for begin in range(0, x.shape[-1], buffer):
+            model.forward(x[..., begin:begin + buffer])
+    return time.perf_counter() - started
+
+
+class PathOnly(torch.nn.Module):
+    """The forward resampling path with nothing in between (the model's place left empty)."""
+
+    def __init__(self, plan, channels: int) -> None:
+        super().__init__()
+        self.path = ResamplePath(channels, channels)
+        self.path.configure(torch.from_numpy(plan.pre.prototype.bank()),
+                            torch.from_numpy(plan.post.prototype.bank()), plan.ints())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.path.leave(self.path.enter(x), x.size(-1))
+
+    @torch.jit.export
+    def set_reset(self, reset: bool) -> int:
+        self.path.reset_state()
+        return 0
+
+
+def bench_profile(path: Path, ms: float, same_samples: bool, seconds: float, rounds: int) -> list[str]:
+    from tildekit.export.card_io import read_card
+
+    card = read_card(path)
+    rates = [card.sample_rate] + [r for r in HOST_RATES if r != card.sample_rate]
+    frames = max(1, round(ms / 1000 * card.sample_rate / card.compression))
+    buffers = {rate: 2048 if same_samples else round(frames * card.compression * rate / card.sample_rate)
+               for rate in rates}
+    forward = card.methods["forward"]
+    models, inputs = {}, {}
+    for rate in rates:
+        model = torch.jit.load(str(path)).eval()
+        assert model.set_host_sample_rate(rate) == 0
+        models[rate], inputs[rate] = model, signal(rate, seconds, buffers[rate])
+        if rate != card.sample_rate:
+            plan = plan_method("forward", card.sample_rate, rate, 1, 1, forward.delay, card.compression)
+            models[("path", rate)] = torch.jit.script(PathOnly(plan, card.channels))
+            inputs[("path", rate)] = inputs[rate]
+            buffers[("path", rate)] = buffers[rate]
+    keys = list(models)
+    for key in keys:
+        for _ in range(3):  # TorchScript optimises on its first calls
+            run(models[key], inputs[key][..., : 2 * buffers[key]], buffers[key])
+    best = {key: float("inf") for key in keys}
+    per_round: dict = {key: [] for key in keys}
+    for round_index in range(rounds):
+        order = keys[round_index % len(keys):] + keys[: round_index % len(keys)]
+        for key in order:
+            models[key].set_reset(True)
+            spent = run(models[key], inputs[key], buffers[key]) / (inputs[key].shape[-1] / (key[1] if isinstance(key, tuple) else key))
+            per_round[key].append(spent)
+            best[key] = min(best[key], spent)
+    lines = []
+    for rate in rates:
+        ratios = sorted(a / b for a, b in zip(per_round[rate], per_round[card.sample_rate]))
+        cost = ratios[len(ratios) // 2]
+        share = ""
+        if rate != card.sample_rate:
+            shares = sorted(a / b for a, b in zip(per_round[("path", rate)], per_round[card.sample_rate]))
+            share = f"{100 * shares[len(shares) // 2]:>7.1f} %"
+        delay_ms = 1000 * forward.delay / card.sample_rate
+        filters = fifo = 0.0
+        if rate != card.sample_rate:
+            host = card.host_rate(rate)
+            delay_ms = 1000 * host.delays["forward"] / rate
+            plan = plan_method("forward", card.sample_rate, rate, 1, 1, forward.delay, card.compression)
+            filters = 1000 * float(plan.pre.delay + plan.post.delay)
+            fifo = 1000 * float(Fraction(plan.prefill, rate))
+        lines.append(f"{card.name:<10} {rate:>6}{'*' if rate == card.sample_rate else ' '} {buffers[rate]:>6} "
+                     f"{1 / best[rate]:>8.1f}x {cost:>8.3f} {share:>9} "
+                     f"{delay_ms:>9.2f} {delay_ms - 1000 * forward.delay / card.sample_rate:>9.2f} "
+                     f"{filters:>8.2f} {fifo:>8.2f}")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--default", action="store_true", help="also the (slow, large) default profile")
+    parser.add_argument("--ms", type=float, default=42.7, help="buffer duration (default 42.7: 2048 at 48 kHz)")
+    parser.add_argument("--same-samples", action="store_true", help="2048 host samples per call at every rate")
+    parser.add_argument("--seconds", type=float, default=0.5, help="audio per round and rate (default 0.5)")
+    parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds (default 9)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    profiles = PROFILES + (("default",) if args.default else ())
+    size = "2048 host samples" if args.same_samples else f"{args.ms:g} ms (whole frames)"
+    print(f"buffers of {size}, {args.rounds} rounds of {args.seconds:g} s per rate, 1 thread; "
+          f"* = the model's own rate")
+    print(f"{'profile':<10} {'host Hz':>7} {'buffer':>6} {'x r.t.':>9} {'cost':>8} {'resampler':>9} {'delay ms':>9} "
+          f"{'added ms':>9} {'filters':>8} {'frames':>8}")
+    with tempfile.TemporaryDirectory() as folder:
+        for profile in profiles:
+            lines = bench_profile(export(profile, Path(folder)), args.ms, args.same_samples, args.seconds, args.rounds)
+            for line in lines:
+                print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()

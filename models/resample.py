@@ -1,0 +1,252 @@
+"""Streaming resampling in torch, for the files hosts load (TorchScript) and for ONNX graphs.
+
+:func:`resample_step` is the polyphase step of :mod:`tildekit.models.resample_stream` written
+with tensor ops only (the read position is a tensor, so a tracer keeps the output length
+dynamic and the step exports to ONNX), whole periods at a time: batched matrix products over
+groups of outputs, or one convolution for integer ratios. :class:`StreamResampler` holds its state;
+:class:`ResamplePath` puts a method between two of them with the FIFOs of
+:mod:`tildekit.models.resample_plan`. Both can be reconfigured in place (another host rate) from
+tensors and integers stored in the module, because a TorchScript file cannot design filters.
+"""
+
+# No `from __future__ import annotations`: TorchScript reads the annotations as types.
+from typing import List, Tuple
+
+import torch
+from torch import Tensor, nn
+
+
+def period_matrix(bank: Tensor, up: int, down: int, offset: int) -> Tensor:
+    """``(K, up)``: whole periods of outputs as one matrix product (see the numpy twin in
+    :func:`tildekit.models.resample_design.period_matrix`; this one runs inside the file)."""
+    taps = bank.size(1)
+    r = torch.arange(up, dtype=torch.long)
+    d = torch.div(r * down + offset, up, rounding_mode="floor") - offset // up
+    phases = torch.remainder(r * down + offset, up)
+    rows = d.unsqueeze(0) + torch.arange(taps, dtype=torch.long).unsqueeze(1)
+    columns = r.unsqueeze(0).expand(taps, up)
+    matrix = torch.zeros(int(d[up - 1]) + taps, up)
+    matrix[rows, columns] = bank.index_select(0, phases).t()
+    return matrix
+
+
+def group_matrices(bank: Tensor, up: int, down: int, offset: int) -> Tuple[Tensor, Tensor]:
+    """``(G, S, size)`` matrices and ``(G,)`` window offsets for a period cut into groups of
+    consecutive outputs (see the numpy twin in :mod:`tildekit.models.resample_design`)."""
+    taps = bank.size(1)
+    size = max(1, min(up, (taps * up + down - 1) // down))
+    groups = (up + size - 1) // size
+    r = torch.arange(up, dtype=torch.long)
+    d = torch.div(r * down + offset, up, rounding_mode="floor") - offset // up
+    phases = torch.remainder(r * down + offset, up)
+    group = torch.div(r, size, rounding_mode="floor")
+    column = r - group * size
+    starts = d.index_select(0, torch.arange(groups, dtype=torch.long) * size)
+    rows = d - starts.index_select(0, group)
+    span = int(rows.max()) + taps
+    matrices = torch.zeros(groups, span, size)
+    index = rows.unsqueeze(0) + torch.arange(taps, dtype=torch.long).unsqueeze(1)
+    matrices[group.unsqueeze(0).expand(taps, up), index, column.unsqueeze(0).expand(taps, up)] = \
+        bank.index_select(0, phases).t()
+    return matrices, starts
+
+
+def conv_weight(matrix: Tensor, up: int, down: int) -> Tensor:
+    """``(up, down, Q)``: the period matrix as a convolution over ``down`` interleaved input
+    channels (``weight[r, s, q] = matrix[q * down + s, r]``), for integer ratios."""
+    span = matrix.size(0)
+    taps = (span + down - 1) // down
+    padded = torch.zeros(taps * down, up)
+    padded[:span] = matrix
+    return padded.reshape(taps, down, up).permute(2, 1, 0).contiguous()
+
+
+def window_index(periods: int, starts: Tensor, span: int, down: int) -> Tensor:
+    """``(periods, G, S)``: where each period's group windows read, from the first window start."""
+    first = torch.arange(periods, dtype=torch.long).unsqueeze(1) * down + starts.unsqueeze(0)
+    return first.unsqueeze(2) + torch.arange(span, dtype=torch.long)
+
+
+def resample_block(extended: Tensor, start: int, periods: int, count: int, phase: int, matrices: Tensor,
+                   starts: Tensor, weight: Tensor, index: Tensor, up: int, down: int) -> Tensor:
+    """The ``count`` outputs from output ``phase`` of ``periods`` periods whose first window
+    starts at ``extended[..., start]``. Integers in a TorchScript file; a tracer passes 0-d
+    tensors instead, so the lengths stay dynamic in an ONNX graph (:func:`resample_step`).
+    ``index``: :func:`window_index` for at least ``periods`` periods, or an empty tensor."""
+    groups, span, size = matrices.size(0), matrices.size(1), matrices.size(2)
+    lead: List[int] = list(extended.shape[:-1])
+    if groups == 1:
+        # integer ratios, short periods: one convolution is faster than gathering the windows
+        taps = weight.size(2)
+        if isinstance(start, int):
+            segment = extended.narrow(-1, start, (periods + taps - 1) * down)
+        else:
+            segment = extended.index_select(-1, start + torch.arange((periods + taps - 1) * down, dtype=torch.long))
+        if down == 1:
+            channels = segment.reshape([-1, 1, segment.size(-1)])
+        else:  # decimation: the ``down`` phases of the input become channels
+            channels = segment.reshape([-1, segment.size(-1) // down, down]).transpose(1, 2).contiguous()
+        y = torch.conv1d(channels, weight).transpose(1, 2).reshape(lead + [-1])
+    else:
+        # one window per period and group, gathered (ONNX has no dynamic unfold), then one
+        # matrix product per group: (G, rows * periods, S) @ (G, S, size)
+        if isinstance(periods, int) and index.size(0) >= periods:
+            reads = index[:periods] + start
+        else:
+            reads = window_index(periods, starts, span, down) + start
+        windows = extended.index_select(-1, reads.reshape(-1)).reshape([-1, groups, span])
+        y = torch.bmm(windows.transpose(0, 1), matrices).transpose(0, 1)  # (rows * periods, G, size)
+        y = y.reshape(lead + [-1, groups * size])[..., :up].reshape(lead + [-1])
+    return y.narrow(-1, phase, count) if isinstance(phase, int) else \
+        y.index_select(-1, phase + torch.arange(count, dtype=torch.long))
+
+
+def resample_counts(length: int, position: int, phase: int, up: int, down: int) -> Tuple[int, int, int]:
+    """(outputs available, first window start, periods to compute) for a call of ``length``."""
+    count = max(0, (length * up + down - 1 - position) // down)
+    start = (position - phase * down) // up + down  # history holds down + T - 1 inputs
+    periods = max(1, (phase + count + up - 1) // up)
+    return count, start, periods
+
+
+def resample_step(x: Tensor, history: Tensor, position: Tensor, phase: Tensor, matrices: Tensor, starts: Tensor,
+                  weight: Tensor, up: int, down: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One call with the whole state as tensors, for tracing to ONNX (inputs and outputs):
+    ``x`` (..., n) -> (output (..., m), history, position, phase).
+
+    ``history`` holds the previous ``down + T - 1`` inputs, ``position`` (int64, 0-d) the
+    common-rate time of the next output from the start of ``x``, ``phase`` (int64, 0-d) its index
+    within its period. ``matrices``/``starts``: :func:`group_matrices`, ``weight``:
+    :func:`conv_weight` (used when there is a single group). :class:`StreamResampler` does the
+    same with integers (no tensor arithmetic on counts inside a TorchScript file).
+    """
+    length = x.size(-1)
+    lead: List[int] = list(x.shape[:-1])
+    extended = torch.cat([history, x, torch.zeros(lead + [matrices.size(1) + 2 * down], dtype=x.dtype)], -1)
+    count = torch.clamp(torch.div(length * up + down - 1 - position, down, rounding_mode="floor"), min=0)
+    start = torch.div(position - phase * down, up, rounding_mode="floor") + down
+    periods = torch.clamp(torch.div(phase + count + up - 1, up, rounding_mode="floor"), min=1)
+    y = resample_block(extended, start, periods, count, phase, matrices, starts, weight,
+                       torch.zeros(0, dtype=torch.long), up, down)
+    new_history = extended.narrow(-1, length, history.size(-1))
+    return y, new_history, position + count * down - length * up, torch.remainder(phase + count, up)
+
+
+PLANNED_INPUTS = 16384  # larger calls compute their read positions each time
+
+
+def _rows(state: Tensor, batch: int) -> Tensor:
+    """``state`` with exactly ``batch`` rows: extra rows dropped, missing rows zero (silence)."""
+    if state.size(0) >= batch:
+        return state[:batch]
+    missing = torch.zeros([batch - state.size(0)] + list(state.shape[1:]), dtype=state.dtype)
+    return torch.cat([state, missing], 0)
+
+
+class StreamResampler(nn.Module):
+    """A stateful polyphase resampler over (batch, channels, time); identity until configured."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels = channels
+        self.up = 1
+        self.down = 1
+        self.offset = 0
+        self.kept = 0
+        self.matrices = torch.ones(1, 1, 1)
+        self.starts = torch.zeros(1, dtype=torch.long)
+        self.weight = torch.ones(1, 1, 1)
+        self.index = torch.zeros(0, dtype=torch.long)
+        self.planned_inputs = PLANNED_INPUTS
+        self.history = torch.zeros(1, channels, 0)
+        self.position = 0
+        self.phase = 0
+
+    @torch.jit.export
+    def configure(self, bank: Tensor, up: int, down: int, offset: int) -> None:
+        """``bank``: ``Prototype.bank()``, ``(up, T)``."""
+        self.matrices, self.starts = group_matrices(bank, up, down, offset)
+        self.weight = conv_weight(period_matrix(bank, up, down, offset), up, down)
+        # read positions for calls of up to PLANNED_INPUTS samples, computed once (groups only)
+        self.index = torch.zeros(0, dtype=torch.long)
+        if self.matrices.size(0) > 1:
+            self.index = window_index(self.planned_inputs // down + 2, self.starts, self.matrices.size(1), down)
+        self.up = up
+        self.down = down
+        self.offset = offset
+        self.kept = down + bank.size(1) - 1
+        self.reset_state()
+
+    @torch.jit.export
+    def reset_state(self) -> None:
+        self.history = torch.zeros(1, self.channels, self.kept)
+        self.position = self.offset
+        self.phase = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        length = x.size(-1)
+        pad = torch.zeros(x.size(0), x.size(1), self.matrices.size(1) + 2 * self.down)
+        extended = torch.cat([_rows(self.history, x.size(0)), x, pad], -1)
+        count, start, periods = resample_counts(length, self.position, self.phase, self.up, self.down)
+        y = resample_block(extended, start, periods, count, self.phase, self.matrices, self.starts, self.weight,
+                           self.index, self.up, self.down)
+        self.history = extended.narrow(-1, length, self.kept)
+        self.position += count * self.down - length * self.up
+        self.phase = (self.phase + count) % self.up
+        return y
+
+
+class ResamplePath(nn.Module):
+    """The resamplers and FIFOs around one method (see :mod:`tildekit.models.resample_plan`).
+
+    ``enter(x)`` takes host units and returns the whole granules ready for the method (maybe
+    none); ``leave(y, count)`` takes the method's output and returns exactly ``count`` host units.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.pre = StreamResampler(in_channels)
+        self.post = StreamResampler(out_channels)
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.granularity = 1
+        self.step = 1
+        self.prefill = 0
+        self.waiting = torch.zeros(1, in_channels, 0)
+        self.ready = torch.zeros(1, out_channels, 0)
+
+    @torch.jit.export
+    def configure(self, pre_bank: Tensor, post_bank: Tensor, ints: List[int]) -> None:
+        """``ints`` in ``PLAN_INTS`` order (``MethodPlan.ints()``)."""
+        self.pre.configure(pre_bank, ints[0], ints[1], ints[2])
+        self.post.configure(post_bank, ints[3], ints[4], ints[5])
+        self.granularity = ints[6]
+        self.step = ints[7]
+        self.prefill = ints[8]
+        self.reset_state()
+
+    @torch.jit.export
+    def reset_state(self) -> None:
+        self.pre.reset_state()
+        self.post.reset_state()
+        self.waiting = torch.zeros(1, self.in_channels, 0)
+        self.ready = torch.zeros(1, self.out_channels, self.prefill)
+
+    @torch.jit.export
+    def enter(self, x: Tensor) -> Tensor:
+        if x.size(-1) % self.step != 0:
+            raise ValueError("tildekit: at this host rate this method takes multiples of "
+                             + str(self.step) + " input frames, got " + str(x.size(-1)))
+        waiting = torch.cat([_rows(self.waiting, x.size(0)), self.pre(x)], -1)
+        whole = waiting.size(-1) - waiting.size(-1) % self.granularity
+        self.waiting = waiting[..., whole:]
+        return waiting[..., :whole]
+
+    @torch.jit.export
+    def leave(self, y: Tensor, count: int) -> Tensor:
+        ready = torch.cat([_rows(self.ready, y.size(0)), self.post(y)], -1)
+        if ready.size(-1) < count:  # cannot happen with the planned prefill: say so if it does
+            raise RuntimeError("tildekit: resampler FIFO ran dry (" + str(ready.size(-1)) + " of "
+                               + str(count) + " samples): please report this model and host rate")
+        self.ready = ready[..., count:]
+        return ready[..., :count]
