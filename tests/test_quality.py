@@ -110,7 +110,8 @@ def test_exports_compute_what_the_trained_model_computes(trained: Path, tmp_path
     for suffix in (".ts", ".onnx"):
         model = open_model(tmp_path / f"quality{suffix}", buffer=512)
         streamed = play(model, audio[None], 512)[0]
-        # the streaming state needs the receptive field to fill before outputs can agree
+        # away from both ends: the streaming state fills over the receptive field at the start,
+        # and at the end the whole-signal pass pads its last frames where the stream goes on
         skip = 4096
-        error = float(np.max(np.abs(streamed[skip:] - expected[skip:])))
+        error = float(np.max(np.abs(streamed[skip:-skip] - expected[skip:-skip])))
         assert error <= 1e-4 * max(1.0, float(np.max(np.abs(expected)))), (suffix, error)
