@@ -352,6 +352,8 @@ def first_response(method: Any, reset: Callable[[], None], channels: int, in_rat
     ``width = compression`` long holds every phase of the latent frame grid, so the first
     response comes as early as the method can respond to anything.
     """
+    import torch
+
     generator = torch.Generator().manual_seed(17)
     frames = length // in_ratio
     silence = torch.zeros(1, channels, frames)
@@ -489,6 +491,8 @@ NOT_RATES = (-2147483648, -1, 0, 2147483647)
 
 def _host_rate_checks(model: Any, card: ModelCard, path: Path, buffers: list[int]) -> list[CheckResult]:
     """set_sample_rate as nn~ 1.6 calls it, and every method at every host rate of the card."""
+    import torch
+
     items: list[CheckResult] = []
     if not card.host_rates:
         return items
