@@ -4,7 +4,7 @@ listener hears, host buffering included.
 - ``.ts``: every nn~ buffer (powers of two from the highest ratio to 16384). TorchScript via
   ``torch.jit.load``; ONNX Runtime (``intra_op_num_threads=1``) when ``NAME.onnx`` sits beside
   the file. Delays: nn~ with its worker thread at Pd's block of 64 adds ``2B - 64`` samples per
-  object (``4032 + B`` for a 1-in/1-out method without ``[bufsize B(``; CONTRACTS.md §1).
+  object (``4032 + B`` for a 1-in/1-out method without ``[bufsize B(``; docs/contracts.md §1).
   Also the nn~ wrapper overhead: the exported ``forward`` against the bare streaming
   autoencoder inside the same file (its encode + decode), measured interleaved in one run.
 - ``.nm``: Neutone DAW buffers 128..2048 at 48 kHz through the plugin's ``forward``, delay =

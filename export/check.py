@@ -81,7 +81,7 @@ def nn_parse(text: str, code: int) -> Any:
     import torch
 
     if code == NN_TYPE_CODES["bool"]:
-        return text.strip().lower() != "false"  # only the word false is false (CONTRACTS.md §1)
+        return text.strip().lower() != "false"  # only the word false is false (docs/contracts.md §1)
     if code == NN_TYPE_CODES["int"]:
         return int(float(text))
     if code == NN_TYPE_CODES["float"]:
@@ -333,7 +333,7 @@ def _foreign_attribute_checks(model: Any, card: ModelCard, path: Path) -> list[C
         if not _has_method(model, "set_sample_rate"):
             return Note("no set_sample_rate: nothing for nn~ to call on load or reload")
         fresh = load_like_nn(path)
-        # nn~ 1.6: the rate on load, then the uninitialised value on [reload( (CONTRACTS.md §1)
+        # nn~ 1.6: the rate on load, then the uninitialised value on [reload( (docs/contracts.md §1)
         for rate in (card.sample_rate, 48000, -2147483648):
             fresh.set_sample_rate(rate)
         return None

@@ -1,6 +1,6 @@
 """Model cards for nn~ TorchScript files that tildekit did not write (RAVE's exports and others).
 
-Everything a tildekit tool needs is in such a file, by nn~'s own convention (CONTRACTS.md §1):
+Everything a tildekit tool needs is in such a file, by nn~'s own convention (docs/contracts.md §1):
 
 - the methods: ``get_methods()``, or every method with a ``<method>_params`` buffer
   ``[in_channels, in_ratio, out_channels, out_ratio]``;

@@ -1,6 +1,6 @@
 """Export a tildekit streaming autoencoder as a Neutone FX file (``.nm``), without neutone_sdk.
 
-Structure (CONTRACTS.md §2): the saved root is a `NeutoneRoot` (DAW-side queues, resampling,
+Structure (docs/contracts.md §2): the saved root is a `NeutoneRoot` (DAW-side queues, resampling,
 delay reporting) holding the model as submodule ``w2w_base``: a `TildekitW2W`, which runs the
 streaming core on model-rate, model-size buffers and applies the four knobs, as RAVE models have
 them in Neutone. ``w2w_base`` exposes the SDK's whole WaveformToWaveformBase interface

@@ -1,7 +1,7 @@
 """Neutone FX ``metadata.json``: built from a ModelCard, checked against the SDK's schema rules.
 
 The rules below restate what neutone_sdk 1.5.2 enforces with its JSON schema for realtime (FX)
-models (CONTRACTS.md §2), plus the limits its documentation states but the schema does not
+models (docs/contracts.md §2), plus the limits its documentation states but the schema does not
 really check (tag length, at most 3 links, contiguous knobs): the plugin and the website rely
 on those, so an export that breaks them is refused here, before anything is written.
 

@@ -3,7 +3,7 @@
 The Neutone plugin talks to the root of a ``.nm`` file (the SDK calls it the sample-queue wrapper)
 in DAW terms: any sample rate, any buffer size, mono or stereo. The wrapped model
 (``w2w_base``) wants its own rate and buffer size. ``NeutoneRoot`` sits between them, exactly as
-CONTRACTS.md §2 restates the SDK's behaviour:
+docs/contracts.md §2 restates the SDK's behaviour:
 
 - channels are adapted both ways (stereo averaged for a mono model, mono duplicated for stereo);
 - each DAW buffer is resampled on its own to ``io_bs`` model samples (4-point cubic Hermite for

@@ -1,4 +1,4 @@
-"""Facts about the nn~ host that more than one consumer needs (CONTRACTS.md §1).
+"""Facts about the nn~ host that more than one consumer needs (docs/contracts.md §1).
 
 Pure data and arithmetic, no torch: the patch generator and `tildekit bench` both read it.
 """

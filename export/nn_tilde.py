@@ -1,6 +1,6 @@
 """The nn~ export: a TorchScript root module around ExportCore, laid out as nn~ discovers it.
 
-What the host reads (CONTRACTS.md §1, nn~'s backend): ``get_methods()``, one int buffer
+What the host reads (docs/contracts.md §1, nn~'s backend): ``get_methods()``, one int buffer
 ``<method>_params = [in_channels, in_ratio, out_channels, out_ratio]`` per method, the label
 lists ``<method>_input_labels`` / ``<method>_output_labels``, ``get_attributes()`` and, per
 attribute, ``get_NAME()``, ``set_NAME(v1, ..., vN) -> int`` (nn~ passes one positional argument

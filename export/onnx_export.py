@@ -1,6 +1,6 @@
 """Export a tildekit model to ONNX: one graph per method, streaming state as explicit tensors.
 
-ONNX graphs hold no hidden state (CONTRACTS.md §3), so each streaming layer's cache becomes a
+ONNX graphs hold no hidden state (docs/contracts.md §3), so each streaming layer's cache becomes a
 graph input and its updated value a graph output (file format: :mod:`onnx_runtime`)::
 
     x, temperature, ..., state_in.0 .. state_in.N-1 ─► ExportCore.METHOD ─► y, state_out.0 .. N-1

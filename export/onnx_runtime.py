@@ -1,6 +1,6 @@
 """Run a tildekit ONNX export with onnxruntime, one buffer at a time (no torch needed).
 
-The file format (CONTRACTS.md §3) is defined here, the reader's side, so that the exporter and
+The file format (docs/contracts.md §3) is defined here, the reader's side, so that the exporter and
 every runtime agree on it:
 
 - one graph per method (``NAME.onnx`` = forward, ``NAME.encode.onnx``, ``NAME.decode.onnx``);

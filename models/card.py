@@ -18,7 +18,7 @@ CARD_FORMAT = 1
 CARD_FILE_NAME = "tildekit.json"  # extra file in .ts / .nm archives
 CARD_ONNX_KEY = "tildekit.card"  # metadata_props key in .onnx files
 
-# nn~ attribute type codes (CONTRACTS.md §1)
+# nn~ attribute type codes (docs/contracts.md §1)
 NN_TYPE_CODES = {"bool": 0, "int": 1, "float": 2, "str": 3, "tensor": 4}
 
 

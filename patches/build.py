@@ -263,7 +263,7 @@ def _controls(g: Graph, spec: PatchSpec, ids: Idioms, targets: list[int], y: int
         for target in targets:
             obj = _nn_of(g, spec, target)
             if obj is not None and obj.one_in_one_out:
-                # CONTRACTS.md §1: without it a 1-in/1-out nn~ in Pd keeps 4096-sample buffers
+                # docs/contracts.md §1: without it a 1-in/1-out nn~ in Pd keeps 4096-sample buffers
                 fix = g.msg(f"bufsize {obj.buffer}", 220, y + 50)
                 g.connect(load, 0, fix)
                 g.connect(fix, 0, target, 0)
@@ -276,7 +276,7 @@ def _controls(g: Graph, spec: PatchSpec, ids: Idioms, targets: list[int], y: int
 def _host_rate(g: Graph, spec: PatchSpec, host: str, targets: list[int], y: int) -> None:
     """Tell every nn~ object the host's sample rate, on load and whenever DSP starts.
 
-    nn~ itself never does (CONTRACTS.md §1); exports that resample list their host rates in
+    nn~ itself never does (docs/contracts.md §1); exports that resample list their host rates in
     the card and take the rate as the attribute ``host_sample_rate``.
     """
     if not spec.card.host_rates:

@@ -28,7 +28,7 @@ DEFAULT_OSC_HOST = "127.0.0.1"
 FALLBACK_LATENT_RANGE = (-3.0, 3.0)
 SCALE_SLIDER_RANGE = (-2.0, 2.0)  # a usable slider; OSC may send more (the slider clips)
 # nn~ 1-in/1-out methods in Pd keep 4096-sample internal buffers unless told otherwise
-# (CONTRACTS.md §1): a [bufsize N( after creation makes them honour BUFFER.
+# (docs/contracts.md §1): a [bufsize N( after creation makes them honour BUFFER.
 PD_FIXED_BUFFER = 4096
 HOSTS = ("pd", "max")
 
@@ -150,7 +150,7 @@ class PatchSpec:
 
 
 def host_latency(host: str, obj: NnObject) -> int:
-    """Samples the host adds around one nn~ object (CONTRACTS.md §1), block size 64 in Pd."""
+    """Samples the host adds around one nn~ object (docs/contracts.md §1), block size 64 in Pd."""
     if host == "pd":
         # one-in/one-out objects get [bufsize B( from the patch, so 2B - 64 holds for all
         return nn_host_delay(obj.buffer, one_in_one_out=True, bufsize_sent=True)

@@ -193,7 +193,7 @@ def test_pd_bool_words_drive_the_messages(tmp_path: Path) -> None:
     text = (tmp_path / "tiny-forward.pd").read_text()
     assert "#X msg" in text and "set reset true;" in text and "set reset false;" in text
     assert "set temperature 0;" in text
-    assert "bufsize 2048" in text  # 1-in/1-out forward in Pd (CONTRACTS.md §1)
+    assert "bufsize 2048" in text  # 1-in/1-out forward in Pd (docs/contracts.md §1)
 
 
 def _max_boxes(path: Path) -> tuple[dict[str, dict], list[dict]]:
