@@ -56,7 +56,7 @@ class BenchReport:
     def table(self) -> str:
         sr = self.delay_rate or self.card.sample_rate
         target = "Neutone forward" if self.path.suffix == ".nm" else "forward"
-        from tildekit.export.foreign_nn import FOREIGN_NOTE, is_derived
+        from tildekit.export.card_io import FOREIGN_NOTE, is_derived
 
         lines = [f"{self.path.name}: {FOREIGN_NOTE}"] if is_derived(self.card) else []
         lines += [f"{self.path.name}: {self.card.name}, {sr} Hz, compression {self.card.compression}, "
@@ -104,7 +104,7 @@ def seconds_per_call(call: Callable[[], object], min_seconds: float, min_calls: 
 def bench_file(path: str | Path, buffers: Sequence[int] | None = None,
                min_seconds: float = 0.3) -> BenchReport:
     path = Path(path)
-    from tildekit.export.foreign_nn import model_card
+    from tildekit.export.card_io import model_card
 
     card = model_card(path)  # clear errors for missing / corrupt files; nn~ files without a card: derived
     suffix = path.suffix.lower()

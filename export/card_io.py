@@ -56,6 +56,20 @@ def set_onnx_card(model_proto: "onnx.ModelProto", card: ModelCard) -> None:
     prop.value = card.to_json()
 
 
+def model_card(path: str | Path, *, measure_delays: bool = True) -> ModelCard:
+    """The embedded tildekit card, or, for an nn~ ``.ts`` without one, a card derived from the
+    file (export/foreign_nn.py, which loads torch: only then)."""
+    path = Path(path)
+    try:
+        return read_card(path)
+    except MissingCardError:
+        if path.suffix.lower() != ".ts":
+            raise
+    from tildekit.export.foreign_nn import derive_card
+
+    return derive_card(path, measure_delays=measure_delays)
+
+
 def read_card(path: str | Path) -> ModelCard:
     """The model card embedded in an exported model file (or a bare ``.json`` card)."""
     path = Path(path)

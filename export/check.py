@@ -175,7 +175,7 @@ def _method_input(card: ModelCard, method: str, batch: int, samples: int, seed: 
 def check_torchscript(path: Path) -> list[CheckResult]:
     import torch
 
-    from tildekit.export.foreign_nn import FOREIGN_NOTE, is_derived, model_card
+    from tildekit.export.card_io import FOREIGN_NOTE, is_derived, model_card
 
     # Truncated / newer card: TildekitError before loading. No card: derived from the file.
     card = model_card(path)

@@ -23,7 +23,7 @@ def describe_file(path: str | Path) -> str:
     An nn~ ``.ts`` without a tildekit card (RAVE's exports and others) is described from its
     own methods, buffers and attributes, its delays measured with an impulse (loads torch).
     """
-    from tildekit.export.foreign_nn import FOREIGN_NOTE, is_derived, model_card
+    from tildekit.export.card_io import FOREIGN_NOTE, is_derived, model_card
 
     path = Path(path)
     card = model_card(path)

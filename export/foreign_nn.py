@@ -30,8 +30,8 @@ from typing import Any, Callable
 import torch
 
 from tildekit.errors import TildekitError
-from tildekit.export.card_io import (
-    DERIVED_CARD_SOURCE, FOREIGN_NOTE, MissingCardError, is_derived, read_card,
+from tildekit.export.card_io import (  # noqa: F401  (model_card and the note: what callers import)
+    DERIVED_CARD_SOURCE, FOREIGN_NOTE, MissingCardError, is_derived, model_card, read_card,
 )
 from tildekit.export.check import load_like_nn
 from tildekit.export.model_card import channel_labels
@@ -46,17 +46,6 @@ UNKNOWN_VALUE = {"bool": False, "int": 0, "float": 0.0, "str": ""}
 SETTABLE_CODES = {code: name for name, code in NN_TYPE_CODES.items() if name in ("bool", "int", "float", "str")}
 
 _CACHE: dict[tuple[str, int, int, bool], ModelCard] = {}
-
-
-def model_card(path: str | Path, *, measure_delays: bool = True) -> ModelCard:
-    """The embedded tildekit card, or, for an nn~ ``.ts`` without one, a card derived from the file."""
-    path = Path(path)
-    try:
-        return read_card(path)
-    except MissingCardError:
-        if path.suffix.lower() != ".ts":
-            raise
-    return derive_card(path, measure_delays=measure_delays)
 
 
 def derive_card(path: str | Path, *, measure_delays: bool = True) -> ModelCard:

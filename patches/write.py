@@ -80,7 +80,7 @@ def write_patches(model_path_or_card: str | Path | ModelCard, out_dir: str | Pat
         if not model.is_absolute():
             model = base / model
     else:
-        from tildekit.export.foreign_nn import model_card
+        from tildekit.export.card_io import model_card
 
         model = Path(model_path_or_card)
         card = model_card(model)  # an nn~ file without a tildekit card: derived from its methods

@@ -161,7 +161,7 @@ def read_model_card(path: str | Path) -> ModelCard:
                             f"(tildekit export RUN_DIR writes one)")
     if path.suffix.lower() == ".ts":
         try:  # an nn~ file without a tildekit card: its card is derived from its methods (torch)
-            from tildekit.export.foreign_nn import model_card
+            from tildekit.export.card_io import model_card
         except ImportError as exc:
             raise TildekitError(f"cannot read nn~ TorchScript files in this install ({exc})") from None
         return model_card(path, measure_delays=False)

@@ -239,8 +239,7 @@ class OnnxRunner(Runner):
 
 def open_runner(path: str | Path, threads: int = 1) -> Runner:
     """A Runner for an exported ``.ts`` (nn~ TorchScript) or ``.onnx`` model file."""
-    from tildekit.export.card_io import read_card
-    from tildekit.export.foreign_nn import model_card
+    from tildekit.export.card_io import model_card, read_card
 
     path = Path(path)
     runtime = RUNTIMES.get(path.suffix.lower())
