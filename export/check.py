@@ -476,6 +476,11 @@ def _attribute_checks(model: Any, card: ModelCard, path: Path) -> list[CheckResu
         _run(items, "reset true restores the initial state", reset)
 
     def sample_rate() -> str | None:
+        # set_sample_rate accepts any value (nn~ passes garbage on reload), so the rate the file
+        # itself was built for is what can contradict the card
+        own = getattr(model, "sample_rate", None)
+        if isinstance(own, int) and own != card.sample_rate:
+            return f"the file runs at {own} Hz but its card says {card.sample_rate} Hz: re-export the model"
         if not _has_method(model, "set_sample_rate"):
             return None
         result = model.set_sample_rate(card.sample_rate)

@@ -128,7 +128,8 @@ def check_card_data(data: Any) -> None:
     rate = _int(data, "sample_rate", "sample_rate", *SAMPLE_RATE_RANGE)
     channels = _int(data, "channels", "channels", 1, MAX_CHANNELS)
     compression = _int(data, "compression", "compression", 1, MAX_RATIO)
-    latent_size = _int(data, "latent_size", "latent_size", 1, MAX_LATENT_SIZE)
+    # 0: a forward-only model (no encode/decode; their method specs need channels >= 1)
+    latent_size = _int(data, "latent_size", "latent_size", 0, MAX_LATENT_SIZE)
     max_delay = MAX_DELAY_SECONDS * rate
     delay = _int(data, "delay", "delay", 0, max_delay)
     _int(data, "step", "step", 0, MAX_STEP, 0)
