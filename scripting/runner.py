@@ -127,8 +127,12 @@ class TorchScriptRunner(Runner):
         self._bind_setters()
         self._values: dict[str, list[Any]] = {}  # attributes set so far (re-set after a reload)
         methods = set(card.methods)
-        self.latent_path = ("latent_bias" not in self._setters and {"encode", "decode"} <= methods
-                            and card.latent_size > 0)
+        from tildekit.export.card_io import is_derived
+
+        # a file tildekit did not write, without latent attributes: latent controls go through
+        # decode(encode(x) * scale + bias); tildekit's own files always play their forward
+        self.latent_path = (is_derived(card) and "latent_bias" not in self._setters
+                            and {"encode", "decode"} <= methods and card.latent_size > 0)
 
     def _load(self) -> Any:
         try:

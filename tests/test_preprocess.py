@@ -73,14 +73,14 @@ def test_synthetic_generators_are_deterministic_float32_in_range() -> None:
 
 
 def test_example_folder_preprocesses(tmp_path: Path) -> None:
-    paths = synthetic.write_example_folder(tmp_path / "in", seconds=12.0, sample_rate=SR, seed=1)
+    paths = synthetic.write_example_folder(tmp_path / "in", seconds=14.0, sample_rate=SR, seed=1)
     assert any(p.parent.name == "more" for p in paths) and len(paths) >= 4
-    again = synthetic.write_example_folder(tmp_path / "again", seconds=12.0, sample_rate=SR, seed=1)
+    again = synthetic.write_example_folder(tmp_path / "again", seconds=14.0, sample_rate=SR, seed=1)
     assert all(np.array_equal(sf.read(a)[0], sf.read(b)[0]) for a, b in zip(paths, again))
 
     report = preprocess(tmp_path / "in", tmp_path / "ds", SR, min_samples=SR, progress=False)
     assert len(report.kept) == len(paths) and not report.skipped
-    assert report.total_samples == 12 * SR
+    assert report.total_samples == len(paths) * round(14.0 / len(paths) * SR)
     assert "more/" in " ".join(k.path for k in report.kept)
 
 
