@@ -17,7 +17,7 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
 from tildekit.models.config import ModelConfig
-from tildekit.models.blocks import LEAKY_SLOPE
+from tildekit.models.blocks import LEAKY_SLOPE, Residual
 from tildekit.models.decoder import Decoder
 from tildekit.models.encoder import Encoder
 from tildekit.models.noise import NoiseTable
@@ -88,6 +88,7 @@ def _learned_convs(model: nn.Module) -> list[nn.Module]:
 
 
 OUTPUT_LAYER_GAIN = 0.05
+RESIDUAL_BRANCH_GAIN = 0.1
 
 
 def initialise_weights(model: "AutoEncoder") -> None:
@@ -109,9 +110,14 @@ def initialise_weights(model: "AutoEncoder") -> None:
         nn.init.normal_(conv.weight, 0.0, gain / math.sqrt(fan_in))
         if conv.bias is not None:
             nn.init.zeros_(conv.bias)
-    # The decoder starts quiet but responsive (its output layer scaled down): a loud random
-    # first output makes the first steps shrink everything, the latent's influence first.
     with torch.no_grad():
+        # Each residual adds its branch to its input: at full gain the variance doubles per
+        # block (a random `causal` model peaked at 60). Branches start small, blocks near identity.
+        for module in model.modules():
+            if isinstance(module, Residual):
+                module.branch.layers[-1].weight.mul_(RESIDUAL_BRANCH_GAIN)
+        # The decoder starts quiet but responsive (its output layer scaled down): a loud random
+        # first output makes the first steps shrink everything, the latent's influence first.
         model.decoder.net.layers[-1].weight.mul_(OUTPUT_LAYER_GAIN)
 
 
