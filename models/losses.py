@@ -94,12 +94,20 @@ class MultiScaleMelDistance(nn.Module):
 
     def __init__(self, sample_rate: int, max_window: int) -> None:
         super().__init__()
-        scales = [(n, bands) for n, bands in MEL_SCALES if n <= max_window]
-        self.losses = nn.ModuleList(
-            auraloss.freq.STFTLoss(fft_size=n, hop_size=n // 4, win_length=n, sample_rate=sample_rate,
-                                   scale="mel", n_bins=bands, w_sc=0.0, w_log_mag=1.0, w_lin_mag=0.0,
-                                   eps=_MEL_POWER_FLOOR)
-            for n, bands in scales)
+        losses = []
+        for n, bands in MEL_SCALES:
+            if n > max_window:
+                continue
+            loss = auraloss.freq.STFTLoss(fft_size=n, hop_size=n // 4, win_length=n, sample_rate=sample_rate,
+                                          scale="mel", n_bins=bands, w_sc=0.0, w_log_mag=1.0,
+                                          w_lin_mag=0.0, eps=_MEL_POWER_FLOOR)
+            # at high rates a short window's lowest mel bands fall between FFT bins: an empty band
+            # has zero magnitude, log 0 is -inf and the loss NaN. Such a scale is left out.
+            if bool((loss.fb.sum(-1) > 0).all()):
+                losses.append(loss)
+        if not losses:
+            raise ValueError(f"no mel scale fits {sample_rate} Hz and windows up to {max_window}")
+        self.losses = nn.ModuleList(losses)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         total = x.new_zeros(())
