@@ -42,7 +42,7 @@ from tildekit.models.discriminator import (MultiDiscriminator, discriminator_hin
                                            split_real_fake)
 from tildekit.models.latent_stats import FILE_NAME as LATENT_STATS_FILE
 from tildekit.models.latent_stats import compute_latent_stats
-from tildekit.models.losses import (MultiScaleSTFTDistance, ReconstructionLoss, kl_divergence,
+from tildekit.models.losses import (ReconstructionLoss, kl_divergence,
                                     kl_weight)
 from tildekit.models.run import (CHECKPOINT_DIR, CHECKPOINT_FORMAT, METRICS_FILE, PLOTS_DIR,
                                  PROFILE_FILE, load_checkpoint, newest_checkpoint, read_metrics,
@@ -267,7 +267,6 @@ class Trainer:
         _seed_everything(cfg.seed)  # same initial weights on every rank
         self.model = build_model(profile.model, streaming=False).to(device).train()
         self.discriminator = MultiDiscriminator(cfg, profile.model.channels).to(device).train()
-        self.distance = MultiScaleSTFTDistance(cfg.stft_scales).to(device)  # validation metric
         self.loss = ReconstructionLoss(cfg.stft_scales, profile.model.sample_rate, profile.model.n_band,
                                        cfg.multiband_weight, cfg.mel_weight).to(device)
         self.gen_opt = torch.optim.Adam(self.model.parameters(), cfg.learning_rate, betas=ADAM_BETAS)
@@ -428,22 +427,33 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> float | None:
-        """Reconstruction distance (posterior mean, no noise) on the held-out windows; plots."""
+        """The reconstruction loss (posterior mean, no noise) on the held-out windows; plots.
+
+        The same weighted distance that training lowers, so a falling curve means the model
+        generalises what it learns, not that it found a quieter output for another metric.
+        """
         if not self.validation:
             return None
         self.model.eval()
-        noise = self.model.decoder.noise
-        if noise is not None:
-            noise.offset = 0
-        inputs, outputs = [], []
+        decoder = self.model.decoder
+        if decoder.noise is not None:
+            decoder.noise.offset = 0
+        analysis = self.model.encoder.pqmf
+        inputs, outputs, input_bands, output_bands = [], [], [], []
         batch = self.profile.train.batch_size
         for start in range(0, len(self.validation), batch):
             x = torch.stack(self.validation[start:start + batch]).to(self.device)
+            bands = decoder.bands_of(self.model.encode(x, 0.0))
             inputs.append(x)
-            outputs.append(self.model.decode(self.model.encode(x, 0.0)))
+            output_bands.append(bands)
+            outputs.append(bands if decoder.pqmf is None else decoder.pqmf(bands))
+            if analysis is not None:
+                input_bands.append(analysis(x))
         self.model.train()
         # One distance over every window: a quiet window cannot dominate as it would alone.
-        distance = float(self.distance(torch.cat(inputs), torch.cat(outputs)))
+        x_bands = torch.cat(input_bands) if input_bands else None
+        y_bands = torch.cat(output_bands) if input_bands else None
+        distance = float(self.loss(torch.cat(inputs), torch.cat(outputs), x_bands, y_bands)["distance"])
         first = (inputs[0][0].mean(0).cpu().numpy(), outputs[0][0].mean(0).cpu().numpy())
         if self.first_validation is None:
             self.first_validation = distance
