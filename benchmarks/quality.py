@@ -93,6 +93,10 @@ RESULT_FORMAT = "tildekit-quality-benchmark"
 # ----------------------------------------------------------------------------- commands
 
 
+class StageFailed(Exception):
+    """One system's step failed (training, export, evaluation): the row says so, the run goes on."""
+
+
 def nice(command: list[str]) -> list[str]:
     return (["nice", "-n", "10"] if shutil.which("nice") else []) + command
 
@@ -109,8 +113,8 @@ def run(command: list[str], what: str, log: Path, env: dict[str, str] | None = N
     seconds = time.perf_counter() - began
     text = log.read_text(encoding="utf-8", errors="replace")
     if result.returncode != 0:
-        tail = "\n".join(text.strip().splitlines()[-15:])
-        raise SystemExit(f"{what} failed (exit {result.returncode}); log {log}:\n{tail}")
+        last = [line for line in text.strip().splitlines()[1:] if line.strip()][-1:] or ["(no output)"]
+        raise StageFailed(f"{what} failed (exit {result.returncode}): {last[0].strip()[:300]} (log {log})")
     return text, seconds
 
 
@@ -187,7 +191,8 @@ def corpus_folder(work: Path, given: Path | None, quick: bool, seed: int) -> Pat
 # ----------------------------------------------------------------------------- tildekit
 
 
-def train_tildekit(pair: dict, corpus: Path, work: Path, threads: int, overrides: list[str]) -> dict:
+def train_tildekit(pair: dict, corpus: Path, work: Path, threads: int, overrides: list[str], result: dict) -> None:
+    """Preprocess, train and export; fills ``result`` as it goes (a failure keeps what was measured)."""
     name = pair["profile"]
     base = work / "tildekit" / name
     data, run_dir, export = base / "data", base / "run", base / "export"
@@ -207,12 +212,13 @@ def train_tildekit(pair: dict, corpus: Path, work: Path, threads: int, overrides
                              if pair["window"] != pair["profile_window"] else [])],
                      f"tildekit train ({name})", logs / f"tildekit-{name}-train.log", env)
     speed = re.search(r"speed: ([0-9.]+) steps/s", text)
+    result.update({"train_wall_seconds": wall, "steps_per_second": float(speed.group(1)) if speed else None,
+                   "loadavg_before_training": load})
     if export.exists():
         shutil.rmtree(export)
     run(tk + ["export", str(run_dir), "--target", "nn", "--out", str(export), "--name", f"tildekit-{name}"],
         f"tildekit export ({name})", logs / f"tildekit-{name}-export.log", env)
-    return {"system": "tildekit", "model": str(export / f"tildekit-{name}.ts"), "train_wall_seconds": wall,
-            "steps_per_second": float(speed.group(1)) if speed else None, "loadavg_before_training": load}
+    result["model"] = str(export / f"tildekit-{name}.ts")
 
 
 # ----------------------------------------------------------------------------- RAVE
@@ -234,7 +240,8 @@ def rave_python(venv: Path) -> Path:
     return python
 
 
-def train_rave(pair: dict, corpus: Path, work: Path, threads: int, python: Path) -> dict:
+def train_rave(pair: dict, corpus: Path, work: Path, threads: int, python: Path, result: dict) -> None:
+    """RAVE's preprocess, train and export; fills ``result`` as it goes."""
     name = pair["profile"]
     rate, window, steps = pair["sample_rate"], pair["window"], pair["steps"]
     base = work / "rave" / name
@@ -249,7 +256,7 @@ def train_rave(pair: dict, corpus: Path, work: Path, threads: int, python: Path)
              "--output_path", str(data), "--sampling_rate", str(rate), "--num_signal", str(window),
              "--channels", "1"], f"rave preprocess ({rate} Hz)", log, env)
         if not (data / "metadata.yaml").is_file():
-            raise SystemExit(f"rave preprocess wrote no dataset in {data}: see {log}")
+            raise StageFailed(f"rave preprocess wrote no dataset in {data}: see {log}")
     if base.exists():
         shutil.rmtree(base)
     timings = base / "timings.json"
@@ -262,16 +269,17 @@ def train_rave(pair: dict, corpus: Path, work: Path, threads: int, python: Path)
     load = os.getloadavg()[0]
     _, wall = run(command, f"rave train ({'+'.join(PAIRS[name])})", logs / f"rave-{name}-train.log", env)
     timed = json.loads(timings.read_text())
+    result.update({"train_wall_seconds": wall, "steps_per_second": timed["steps_per_second"],
+                   "loadavg_before_training": load})
     if timed["steps"] != steps:
-        raise SystemExit(f"rave train ({name}) ran {timed['steps']} steps instead of {steps}: see "
+        raise StageFailed(f"rave train ({name}) ran {timed['steps']} steps instead of {steps}: see "
                          f"{logs / f'rave-{name}-train.log'}")
     run_dirs = [p for p in runs.iterdir() if p.is_dir()]
     if len(run_dirs) != 1:
-        raise SystemExit(f"rave train ({name}): expected one run folder in {runs}, found {len(run_dirs)}")
+        raise StageFailed(f"rave train ({name}): expected one run folder in {runs}, found {len(run_dirs)}")
     run([str(python), "-m", "scripts.export", f"--run={run_dirs[0]}", f"--output={export}", f"--name=rave-{name}",
          "--streaming"], f"rave export ({name})", logs / f"rave-{name}-export.log", env)
-    return {"system": "rave", "model": str(export / f"rave-{name}_streaming.ts"), "train_wall_seconds": wall,
-            "steps_per_second": timed["steps_per_second"], "loadavg_before_training": load}
+    result["model"] = str(export / f"rave-{name}_streaming.ts")
 
 
 def rave_window(python: Path, pair: dict, work: Path) -> int:
@@ -285,7 +293,7 @@ def rave_window(python: Path, pair: dict, work: Path) -> int:
         cache.parent.mkdir(parents=True, exist_ok=True)
         lines = [line for line in text.splitlines() if line.startswith('{"left"')]
         if not lines:
-            raise SystemExit(f"RAVE's receptive field ({pair['profile']}): no result; see the log in {work / 'logs'}")
+            raise StageFailed(f"RAVE's receptive field ({pair['profile']}): no result; see the log in {work / 'logs'}")
         cache.write_text(lines[-1])
     field = json.loads(cache.read_text())
     window = pair["window"]
@@ -416,18 +424,19 @@ def table(rows: list[dict], quick: bool, overrides: list[str]) -> str:
     lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     references: dict[int, dict] = {}
     for row in rows:
-        label = (f"tildekit `{row['profile']}`" if row["system"] == "tildekit"
-                 else f"RAVE `{'` + `'.join(row['rave_configs'])}`")
+        label = _label(row)
         figures = row["figures"]
         lines.append("| " + " | ".join([
             label, str(row["steps"]), str(row["batch"]),
-            str(row["window"]) + (f" (profile: {row['profile_window']})" if row["window"] != row["profile_window"]
+            str(row["window"]) + (f" (raised from {row['profile_window']})" if row["window"] != row["profile_window"]
                                   else ""),
             f"{row['sample_rate'] // 1000} kHz",
             *[_cell(figures.get(name)) for name in FIGURES],
-            _cell(row["steps_per_second"]), f"{row['train_wall_seconds']:.0f}",
-            f"{1000 * row['delay'] / row['sample_rate']:.0f}"]) + " |")
-        references.setdefault(row["sample_rate"], row["references"])
+            _cell(row["steps_per_second"]),
+            "n/a" if row["train_wall_seconds"] is None else f"{row['train_wall_seconds']:.0f}",
+            "n/a" if row["delay"] is None else f"{1000 * row['delay'] / row['sample_rate']:.0f}"]) + " |")
+        if row["references"]:
+            references.setdefault(row["sample_rate"], row["references"])
     for rate, refs in sorted(references.items()):
         for name, label in REFERENCES.items():
             lines.append("| " + " | ".join([f"{label} ({rate // 1000} kHz)", "", "", "", f"{rate // 1000} kHz",
@@ -436,7 +445,14 @@ def table(rows: list[dict], quick: bool, overrides: list[str]) -> str:
              if quick else "Quality at equal steps")
     if overrides:
         title += "; tildekit profiles with " + ", ".join(f"`--set {o}`" for o in overrides)
-    return f"{title}\n\n" + "\n".join(lines)
+    failures = [f"- {_label(row)}: {row['error']}" for row in rows if row["error"]]
+    notes = ("\n\nFailed (n/a in the table):\n\n" + "\n".join(failures)) if failures else ""
+    return f"{title}\n\n" + "\n".join(lines) + notes
+
+
+def _label(row: dict) -> str:
+    return (f"tildekit `{row['profile']}`" if row["system"] == "tildekit"
+            else f"RAVE `{'` + `'.join(row['rave_configs'])}`")
 
 
 def markdown(result: dict) -> str:
@@ -445,7 +461,7 @@ def markdown(result: dict) -> str:
                      f"{result['wall_seconds'] / 60:.1f} min in all, {result['date']}, {result['host']}")
     return "\n".join([f"# tildekit vs RAVE {result['rave_version'] or ''}".rstrip(), "", settings_line, "",
                       result["table"], "", "Figures: see `tildekit eval --help`. Eval reports: "
-                      + ", ".join(f"`{Path(r['eval_dir']).name}`" for r in result["rows"]), ""])
+                      + ", ".join(f"`{Path(r['eval_dir']).name}`" for r in result["rows"] if r.get("eval_dir")), ""])
 
 
 # ----------------------------------------------------------------------------- main
@@ -458,6 +474,7 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "rave-receptive-field":
         rave_receptive_field_entry(sys.argv[2:])
         return
+    from tildekit.errors import TildekitError
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("work", type=Path, help="working folder: corpus, datasets, runs, exports, eval reports, "
                                                 "quality.md / quality.json")
@@ -503,19 +520,29 @@ def main() -> None:
     for name in profiles:
         pair = settings(name, steps[name], batch, args.overrides)
         if python is not None:
-            pair["window"] = rave_window(python, pair, work)
+            try:
+                pair["window"] = rave_window(python, pair, work)
+            except StageFailed as exc:  # RAVE's row will say what fails; tildekit keeps the profile's window
+                print(f"  could not measure RAVE's receptive field: {exc}", flush=True)
         for system in systems:
             print(f"{system} {name}: {pair['steps']} steps, batch {pair['batch']}, window {pair['window']}, "
                   f"{pair['sample_rate']} Hz ...", flush=True)
-            if system == "tildekit":
-                result = train_tildekit(pair, corpus, work, args.threads, args.overrides)
+            result = {"system": system, **pair, "steps_per_second": None, "train_wall_seconds": None,
+                      "figures": {}, "references": None, "delay": None, "error": None}
+            try:
+                if system == "tildekit":
+                    train_tildekit(pair, corpus, work, args.threads, args.overrides, result)
+                else:
+                    train_rave(pair, corpus, work, args.threads, python, result)
+                result.update(evaluate_export(result, pair, corpus, work))
+            except (StageFailed, TildekitError) as exc:
+                result["error"] = str(exc)
+                print(f"  FAILED: {exc}", flush=True)
             else:
-                result = train_rave(pair, corpus, work, args.threads, python)
-            result.update(pair)
-            result.update(evaluate_export(result, pair, corpus, work))
-            print(f"  {result['steps_per_second'] or 0:.3f} steps/s, trained in {result['train_wall_seconds']:.0f} s; "
-                  + ", ".join(f"{h} {_cell(result['figures'].get(f))}" for h, f in zip(FIGURE_HEADS, FIGURES)),
-                  flush=True)
+                print(f"  {result['steps_per_second'] or 0:.3f} steps/s, trained in "
+                      f"{result['train_wall_seconds']:.0f} s; "
+                      + ", ".join(f"{h} {_cell(result['figures'].get(f))}" for h, f in zip(FIGURE_HEADS, FIGURES)),
+                      flush=True)
             rows.append(result)
 
     rave_version = None
@@ -533,6 +560,8 @@ def main() -> None:
     print()
     print(result["table"])
     print(f"\nwrote {work / 'quality.md'} and {work / 'quality.json'}")
+    if any(row["error"] for row in rows):
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":
