@@ -82,7 +82,7 @@ PAIRS = {
 STEPS = ["600", "default=150"]  # `default` vs `v2` on a short budget: both are slow on a CPU
 QUICK_STEPS = ["3", "default=2"]
 QUICK_BATCH = 2
-DEFAULT_RAVE_VENV = Path("/tmp/rave/venv")
+DEFAULT_RAVE_VENV = Path.home() / "rave-venv"  # as docs/quality.md installs it
 EVAL_BUFFER = 2048
 FIGURES = ("stft_distance", "mel_distance_db", "loudness_correlation", "f0_error_cents")
 FIGURE_HEADS = ("log-STFT L1", "log-mel dB", "loudness corr", "f0 cents")
@@ -114,7 +114,8 @@ def run(command: list[str], what: str, log: Path, env: dict[str, str] | None = N
     text = log.read_text(encoding="utf-8", errors="replace")
     if result.returncode != 0:
         last = [line for line in text.strip().splitlines()[1:] if line.strip()][-1:] or ["(no output)"]
-        raise StageFailed(f"{what} failed (exit {result.returncode}): {last[0].strip()[:300]} (log {log})")
+        shown = log.relative_to(log.parent.parent)  # logs/NAME.log inside the working folder
+        raise StageFailed(f"{what} failed (exit {result.returncode}): {last[0].strip()[:400]} (log {shown})")
     return text, seconds
 
 
@@ -130,7 +131,7 @@ def thread_env(threads: int, extra: dict[str, str] | None = None) -> dict[str, s
 
 
 def parse_steps(items: list[str], profiles: list[str]) -> dict[str, int]:
-    """``["600", "default=150"]`` -> steps per profile (a bare number sets every profile)."""
+    """``["600", "default=150"]`` -> steps per profile, in order (a bare number sets every profile)."""
     steps: dict[str, int] = {}
     for item in items:
         name, _, value = item.rpartition("=")
@@ -141,7 +142,7 @@ def parse_steps(items: list[str], profiles: list[str]) -> dict[str, int]:
         if count < 1:
             raise SystemExit(f"--steps {item}: at least 1 step")
         if not name:
-            steps = {p: count for p in profiles} | {k: v for k, v in steps.items() if k not in profiles}
+            steps.update({p: count for p in PAIRS})
         elif name in PAIRS:
             steps[name] = count
         else:
@@ -439,7 +440,7 @@ def table(rows: list[dict], quick: bool, overrides: list[str]) -> str:
             references.setdefault(row["sample_rate"], row["references"])
     for rate, refs in sorted(references.items()):
         for name, label in REFERENCES.items():
-            lines.append("| " + " | ".join([f"{label} ({rate // 1000} kHz)", "", "", "", f"{rate // 1000} kHz",
+            lines.append("| " + " | ".join([label, "", "", "", f"{rate // 1000} kHz",
                                             *[_cell(refs[name].get(f)) for f in FIGURES], "", "", ""]) + " |")
     title = ("Smoke run (--quick: tiny corpus, a few steps; the figures say nothing about quality)"
              if quick else "Quality at equal steps")
@@ -483,8 +484,9 @@ def main() -> None:
     parser.add_argument("--profiles", default=",".join(PAIRS),
                         help=f"tildekit profiles to compare (each with its RAVE config): {', '.join(PAIRS)}")
     parser.add_argument("--steps", action="append", metavar="N|PROFILE=N",
-                        help=f"training steps of both systems, for every profile or one (repeatable) "
-                             f"[default: {' '.join(STEPS)}]")
+                        help=f"training steps of both systems, for every profile (N) or one (PROFILE=N); "
+                             f"repeatable, applied after the defaults [default: {' '.join(STEPS)}; --quick: "
+                             f"{' '.join(QUICK_STEPS)}]")
     parser.add_argument("--batch", type=int, help="batch size of both systems [default: the profile's; "
                                                   f"--quick: {QUICK_BATCH}]")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per training [default: 1]")
@@ -507,7 +509,7 @@ def main() -> None:
         raise SystemExit(f"--systems {args.systems}: tildekit, rave or tildekit,rave")
     if args.batch is not None and args.batch < 1 or args.threads < 1:
         raise SystemExit("--batch and --threads must be at least 1")
-    steps = parse_steps(args.steps or (QUICK_STEPS if args.quick else STEPS), profiles)
+    steps = parse_steps((QUICK_STEPS if args.quick else STEPS) + (args.steps or []), profiles)
     batch = args.batch or (QUICK_BATCH if args.quick else None)
     python = rave_python(args.rave_venv) if "rave" in systems else None
 
