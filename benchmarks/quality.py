@@ -228,7 +228,8 @@ def train_tildekit(pair: dict, corpus: Path, work: Path, threads: int, overrides
 def rave_python(venv: Path) -> Path:
     python = venv / "bin" / "python"
     if not python.is_file() or not (venv / "bin" / "rave").is_file():
-        raise SystemExit(f"--rave-venv {venv}: no bin/python: install RAVE 2.3.1 there first (docs/quality.md), "
+        raise SystemExit(f"--rave-venv {venv}: no bin/python or bin/rave: install RAVE 2.3.1 there first "
+                         f"(docs/quality.md), "
                          f"or pass --systems tildekit")
     check = subprocess.run([str(python), "-c", "import rave, scripts.export, tensorboardX"], capture_output=True,
                            text=True)
@@ -351,10 +352,10 @@ def rave_train_entry(argv: list[str]) -> None:
             self.seconds.append(time.perf_counter() - self.began)
 
         def on_train_end(self, trainer, pl_module) -> None:
-            timed = self.seconds[1:] or self.seconds  # the first step pays for allocation, as tildekit's
+            total = sum(self.seconds)  # every step, as tildekit's `speed` counts them
             timings.write_text(json.dumps({
                 "steps": len(self.seconds), "global_step": int(trainer.global_step),
-                "steps_per_second": len(timed) / sum(timed) if sum(timed) > 0 else None,
+                "steps_per_second": len(self.seconds) / total if total > 0 else None,
                 "step_seconds": self.seconds}))
 
     timer = StepTimer()
