@@ -395,7 +395,7 @@ def rave_train_entry(argv: list[str]) -> None:
 def evaluate_export(result: dict, pair: dict, corpus: Path, work: Path) -> dict:
     """The test split through the file's streaming model with `tildekit eval`'s code."""
     from tildekit.export.evaluate import evaluate, resolve_audio
-    from tildekit.export.foreign_nn import model_card
+    from tildekit.export.card_io import model_card
 
     path = Path(result["model"])
     card = model_card(path)  # a RAVE file: derived, its delay measured with an impulse

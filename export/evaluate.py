@@ -33,7 +33,7 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 
 from tildekit.errors import TildekitError
-from tildekit.export.card_io import FOREIGN_NOTE, is_derived
+from tildekit.export.card_io import FOREIGN_NOTE, is_derived, model_card
 from tildekit.export.targets import DEFAULT_ONNX_BUFFER
 from tildekit.models import metrics
 from tildekit.models.card import ModelCard
@@ -103,7 +103,6 @@ class _TorchScriptModel:
         import torch
 
         from tildekit.export.check import load_like_nn
-        from tildekit.export.foreign_nn import model_card
 
         self.card = model_card(path)
         self.foreign = is_derived(self.card)
