@@ -33,6 +33,7 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 
 from tildekit.errors import TildekitError
+from tildekit.export.card_io import FOREIGN_NOTE, is_derived, model_card
 from tildekit.export.targets import DEFAULT_ONNX_BUFFER
 from tildekit.models import metrics
 from tildekit.models.card import ModelCard
@@ -93,17 +94,19 @@ class _CoreModel:
 
 
 class _TorchScriptModel:
-    """An nn~ export, loaded as nn~ loads it."""
+    """An nn~ file, loaded as nn~ loads it: tildekit's exports, or any nn~ model (RAVE's exports)
+    whose card is derived from the file, its delay measured with an impulse (export/foreign_nn.py)."""
 
     kind = "torchscript"
 
     def __init__(self, path: Path) -> None:
         import torch
 
-        from tildekit.export.card_io import read_card
         from tildekit.export.check import load_like_nn
 
-        self.card = read_card(path)
+        self.card = model_card(path)
+        self.foreign = is_derived(self.card)
+        self._path = path
         self.module = load_like_nn(path)
         self._torch = torch
 
@@ -112,7 +115,12 @@ class _TorchScriptModel:
             return self.module.forward(self._torch.from_numpy(block)[None])[0].numpy()
 
     def reset(self) -> None:
-        self.module.set_reset(True)
+        if self.foreign:  # nn~ has no reset convention: a fresh load, as nn~'s [reload( does
+            from tildekit.export.check import load_like_nn
+
+            self.module = load_like_nn(self._path)
+        else:
+            self.module.set_reset(True)
 
 
 class _OnnxModel:
@@ -224,7 +232,8 @@ class EvalReport:
             "format": REPORT_FORMAT, "version": REPORT_VERSION,
             "model": self.model, "model_kind": self.model_kind,
             "card": {"name": card.name, "sample_rate": card.sample_rate, "channels": card.channels,
-                     "delay": card.delay, "profile": card.profile, "step": card.step},
+                     "delay": card.delay, "profile": card.profile, "step": card.step,
+                     "source": card.extra.get("card_source", "tildekit")},
             "buffer": self.buffer, "transfer": self.transfer,
             "figures": {name: metrics.FIGURE_LABELS[name][0] for name in self.figure_names},
             "overall": {system: _figures_json(f, self.figure_names) for system, f in self.overall.items()},
@@ -238,7 +247,9 @@ class EvalReport:
         card = self.card
         mode = ("out-of-domain input (--transfer): loudness and pitch following only"
                 if self.transfer else "reconstruction of the input")
-        return (f"{model or self.model} ({self.model_kind}): {card.name}, {card.sample_rate} Hz, step {card.step}, "
+        origin = (f"{FOREIGN_NOTE}, delay measured with an impulse" if is_derived(card)
+                  else f"step {card.step}")
+        return (f"{model or self.model} ({self.model_kind}): {card.name}, {card.sample_rate} Hz, {origin}, "
                 f"delay {card.delay} samples, played in buffers of {self.buffer}; {len(self.files)} "
                 f"file(s), {sum(r.seconds for r in self.files):.1f} s; {mode}")
 

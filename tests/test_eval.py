@@ -297,3 +297,39 @@ def test_bad_inputs_are_one_line_errors_and_leave_no_folder(models, audio, tmp_p
                                                 "--out", str(foreign)]))
     assert "does not hold a tildekit eval report" in line
     assert [p.name for p in foreign.iterdir()] == ["keep.txt"]
+
+
+def test_an_nn_file_without_a_tildekit_card_is_evaluated_by_its_derived_card(audio, tmp_path: Path) -> None:
+    """RAVE's exports carry no tildekit card: its delay is measured with an impulse, the file reloaded
+    before each sound (nn~ has no reset convention), and the figures are the same as for tildekit's."""
+    from tests import nn_convention as nnc
+    from tildekit.export.card_io import FOREIGN_NOTE
+
+    path = nnc.save(nnc.RaveLike(), tmp_path / "ravelike.ts")  # forward: the input, FORWARD_DELAY late
+    report = evaluate(path, [audio["tone"], audio["bursts"]], tmp_path / "report", buffer=512)
+    assert report.card.delay == nnc.FORWARD_DELAY and report.card.sample_rate == nnc.SAMPLE_RATE
+    for result in report.files:  # aligned by the measured delay: a perfect reconstruction
+        figures = result.figures["model"]
+        assert figures.stft_distance == pytest.approx(0.0, abs=1e-6), result.path
+        assert figures.loudness_correlation == pytest.approx(1.0, abs=1e-6), result.path
+    data = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert data["card"]["source"] == "nn~ methods" and data["card"]["delay"] == nnc.FORWARD_DELAY
+    assert FOREIGN_NOTE in (tmp_path / "report" / "report.md").read_text()
+
+    # a delay the card got wrong would show: the same file with a shifted delay is far from perfect
+    class Misaligned:
+        kind = "torchscript"
+
+        def __init__(self, model) -> None:
+            self.model, self.card = model, replace(model.card, delay=model.card.delay + 200)
+
+        def process(self, block: np.ndarray) -> np.ndarray:
+            return self.model.process(block)
+
+        def reset(self) -> None:
+            self.model.reset()
+
+    from tildekit.export.evaluate import open_model
+
+    shifted = evaluate_model(Misaligned(open_model(path, 512)), "shifted", [audio["bursts"]], None, False, 512)
+    assert shifted.files[0].figures["model"].stft_distance > 0.05
