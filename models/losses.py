@@ -6,7 +6,7 @@ so both transients (short FFTs) and pitch (long FFTs) count. At each scale it ad
 - a log-magnitude L1 term, which weighs quiet partials as much as loud ones, and
 - the linear spectral convergence ``||S_y - S_x||_F / ||S_x||_F``, which keeps the loud ones exact,
 
-and averages the scales. It is also the validation metric ("reconstruction distance").
+and averages the scales.
 
 Training adds two views of the same error (``ReconstructionLoss``):
 
@@ -17,6 +17,9 @@ Training adds two views of the same error (``ReconstructionLoss``):
   any output that follows the input's loudness but not yet its partials, so an early model
   settles on the average spectrum and ignores its latent; pooled mel bands reward following
   the envelope from the first steps.
+
+The trainer validates with the same weighted sum on held-out windows (posterior mean), so the
+validation curve measures what training lowers.
 """
 
 from __future__ import annotations
