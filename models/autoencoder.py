@@ -28,7 +28,10 @@ from tildekit.models.streaming import Layers, Stateful
 class AutoEncoder(Stateful):
     def __init__(self, cfg: ModelConfig, streaming: bool) -> None:
         super().__init__()
-        layers = Layers(streaming)
+        # No conv has a bias: every activation maps 0 to 0, so zero in gives zero out.
+        # Silence then plays as silence from step 0 (biases made a constant hum and a DC offset
+        # that 300 steps did not train away, and a latent for silence far from the origin).
+        layers = Layers(streaming, bias=False)
         self.encoder = Encoder(cfg, layers)
         self.decoder = Decoder(cfg, layers)
         self.posterior_noise = NoiseTable(cfg.latent_size, self.encoder.delay, streaming, "normal", seed=2)
@@ -92,7 +95,7 @@ RESIDUAL_BRANCH_GAIN = 0.1
 
 
 def initialise_weights(model: "AutoEncoder") -> None:
-    """He initialisation for the leaky ReLU slope, zero biases.
+    """He initialisation for the leaky ReLU slope (zero biases where a conv has one).
 
     PyTorch's default conv init shrinks the signal by about 1/sqrt(3) per layer, so after the
     encoder's 15-20 layers its output is the biases alone and the same latent comes out for
@@ -136,3 +139,21 @@ def remove_weight_norm(model: nn.Module) -> None:
 
 def build_model(cfg: ModelConfig, streaming: bool) -> AutoEncoder:
     return AutoEncoder(cfg, streaming)
+
+
+class EarlierLayout(ValueError):
+    """Weights of a model layout this version no longer builds."""
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Strict ``load_state_dict``; ValueError naming the cause when ``state`` is from another layout."""
+    expected = model.state_dict()
+    stale = [key for key in state if key.endswith(".bias") and key not in expected]
+    if stale:
+        raise EarlierLayout(f"written by an earlier tildekit whose convolutions had biases "
+                         f"({len(stale)} bias tensors, e.g. '{stale[0]}'); retrain with this version")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ValueError(str(exc).splitlines()[0]) from None
+

@@ -168,14 +168,16 @@ class RunDir:
 
     def load_model(self, streaming: bool):
         """The checkpoint's autoencoder in eval mode (weight norm still applied)."""
-        from tildekit.models.autoencoder import build_model
+        from tildekit.models.autoencoder import EarlierLayout, build_model, load_weights
 
         model = build_model(self.profile.model, streaming)
         try:
-            model.load_state_dict(self.checkpoint["model"], strict=True)
-        except RuntimeError as exc:
+            load_weights(model, self.checkpoint["model"])
+        except EarlierLayout as exc:
+            raise TildekitError(f"checkpoint '{self.checkpoint_path}' was {exc}") from None
+        except ValueError as exc:
             raise TildekitError(f"checkpoint '{self.checkpoint_path}' does not fit the run's profile "
-                                f"({str(exc).splitlines()[0]}): was {PROFILE_FILE} edited?") from None
+                                f"({exc}): was {PROFILE_FILE} edited?") from None
         return model.eval()
 
     @property

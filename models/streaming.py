@@ -321,12 +321,14 @@ class Layers:
     of the layer and include the delay of the layer's input (``delay_in``).
     """
 
-    def __init__(self, streaming: bool) -> None:
+    def __init__(self, streaming: bool, bias: bool = True) -> None:
         self.streaming = streaming
+        self.bias = bias  # the default of every conv built here
 
     def conv(self, in_channels: int, out_channels: int, kernel_size: int, delay_in: int, *,
              stride: int = 1, dilation: int = 1, causal: bool = False, groups: int = 1,
-             bias: bool = True, padding: tuple[int, int] | None = None) -> tuple[nn.Module, int]:
+             bias: bool | None = None, padding: tuple[int, int] | None = None) -> tuple[nn.Module, int]:
+        bias = self.bias if bias is None else bias
         if padding is None:
             padding = padding_for(kernel_size, dilation, causal, stride)
         delay_out = conv_delay(delay_in, padding[1], stride)
@@ -341,8 +343,9 @@ class Layers:
 
     def conv_transpose(self, in_channels: int, out_channels: int, stride: int, delay_in: int, *,
                        overlap: bool = True, groups: int = 1, kernel_size: int | None = None,
-                       bias: bool = True) -> tuple[nn.Module, int]:
+                       bias: bool | None = None) -> tuple[nn.Module, int]:
         """Upsampling by ``stride``; with ``overlap`` the kernel spans about two strides."""
+        bias = self.bias if bias is None else bias
         if kernel_size is None:
             kernel_size = (2 * stride - stride % 2) if overlap else stride
         if (kernel_size - stride) % 2:

@@ -34,7 +34,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Sampler
 
 from tildekit.errors import TildekitError
-from tildekit.models.autoencoder import AutoEncoder, build_model
+from tildekit.models.autoencoder import AutoEncoder, EarlierLayout, build_model, load_weights
 from tildekit.models.config import RESUMABLE_SETTINGS, Profile
 from tildekit.models.dataset import AudioDataset, RandomWindows, SequentialWindows
 from tildekit.models.discriminator import (MultiDiscriminator, discriminator_hinge_loss,
@@ -297,10 +297,12 @@ class Trainer:
 
     def _load(self, checkpoint: dict) -> None:
         try:
-            self.model.load_state_dict(checkpoint["model"], strict=True)
+            load_weights(self.model, checkpoint["model"])
             self.discriminator.load_state_dict(checkpoint["discriminator"], strict=True)
             self.gen_opt.load_state_dict(checkpoint["generator_optimizer"])
             self.dis_opt.load_state_dict(checkpoint["discriminator_optimizer"])
+        except EarlierLayout as exc:
+            raise TildekitError(f"the checkpoint in '{self.run_dir}' was {exc}: start a new run dir") from None
         except (KeyError, RuntimeError, ValueError) as exc:
             raise TildekitError(f"the checkpoint in '{self.run_dir}' does not fit the run's profile "
                                 f"({str(exc).splitlines()[0]}): start a new run dir") from None

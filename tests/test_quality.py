@@ -6,8 +6,8 @@ example folder), then judged on held-out tones and noise bursts of other seeds, 
 levels, with the figures of ``tildekit eval`` (models/metrics.py):
 
 (a) loudness-envelope correlation with the input >= 0.8,
-(b) multi-scale log-STFT distance below the silence reference, and an output for silence far
-    quieter than for sound (the input low-passed at 4 kHz, the stronger reference, is not yet
+(b) multi-scale log-STFT distance below the silence reference, and an output for silence at
+    least 30 dB quieter than for sound (the input low-passed at 4 kHz, the stronger reference, is not yet
     beaten at this budget: the test prints both figures),
 (c) the exported .ts (as nn~ runs it) and .onnx (ONNX Runtime), played in host buffers, equal the
     training build's whole-signal output after the reported delay, with these trained weights.
@@ -35,6 +35,7 @@ from tildekit.models.trainer import train, training_window
 STEPS = 300
 SECONDS_OF_AUDIO = 90.0
 MIN_LOUDNESS_CORRELATION = 0.8
+SILENCE_MARGIN = 10 ** (30 / 20)  # output RMS for the sound over output RMS for digital silence
 
 
 @pytest.fixture(scope="module")
@@ -97,9 +98,9 @@ def test_trained_model_follows_its_input_and_beats_the_references(trained: Path,
     print(f"\n{kind}: loudness corr {correlation:.3f}; log-STFT L1 model {distance:.3f}, "
           f"low-pass 4 kHz {lowpass:.3f}, silence {silence:.3f}")
     assert distance < silence, (distance, silence)
-    # the output is not the same for every input: silence in, (nearly) silence out
+    # the output is not the same for every input: silence in, silence out (30 dB quieter at least)
     other = _whole_signal(trained, np.zeros_like(audio))
-    assert np.sqrt(np.mean(output ** 2)) > 10 * np.sqrt(np.mean(other ** 2))
+    assert np.sqrt(np.mean(output ** 2)) > SILENCE_MARGIN * np.sqrt(np.mean(other ** 2))
 
 
 def test_exports_compute_what_the_trained_model_computes(trained: Path, tmp_path: Path) -> None:

@@ -117,13 +117,17 @@ def test_latent_stats_find_the_principal_axis(tmp_path: Path) -> None:
 def test_short_run_lowers_the_reconstruction_distance_and_fills_the_run_dir(dataset: Path,
                                                                             tmp_path: Path) -> None:
     run = tmp_path / "run"
-    # a higher learning rate than the profiles': 30 steps of a tiny model must show the trend
-    profile = tiny("train.checkpoint_every=10", "train.validate_every=15", "train.learning_rate=0.003")
+    profile = tiny("train.checkpoint_every=10", "train.validate_every=10")
     summary = train(dataset, run, profile, steps=30, progress=False)
     assert summary.step == 30 and summary.phase == "representation"
-    assert summary.validation_distance < 0.95 * summary.first_validation_distance
-    print(f"\nvalidation distance {summary.first_validation_distance:.3f} -> "
-          f"{summary.validation_distance:.3f}, {summary.steps_per_second:.2f} steps/s")
+    records = read_metrics(run)
+    # the training distance falls steadily; a tiny model's few held-out windows are noisier,
+    # so the held-out distance must fall below its start at some validation, not at each
+    trained = [r["distance"] for r in records if r["kind"] == "train"]
+    held_out = [r["distance"] for r in records if r["kind"] == "validation"]
+    print(f"\ntraining distance {trained}, validation {held_out}, {summary.steps_per_second:.2f} steps/s")
+    assert trained[-1] < 0.9 * trained[0]
+    assert min(held_out[1:]) < held_out[0] == summary.first_validation_distance
 
     names = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert names == ["last.pt", "step-00000020.pt", "step-00000030.pt"]  # only the last two kept
@@ -131,9 +135,8 @@ def test_short_run_lowers_the_reconstruction_distance_and_fills_the_run_dir(data
     assert checkpoint["step"] == 30 and isinstance(checkpoint["rng"]["torch"], torch.Tensor)
     assert (run / "plots" / "losses.png").stat().st_size > 0
     assert (run / "plots" / "spectrogram.png").stat().st_size > 0
-    records = read_metrics(run)
     validation = [r["step"] for r in records if r["kind"] == "validation"]
-    assert validation == [0, 15, 30]
+    assert validation == [0, 10, 20, 30]
     assert all(np.isfinite(r["distance"]) for r in records if r["kind"] == "train")
 
     reader = RunDir(run)
@@ -362,6 +365,20 @@ def test_run_dir_reader_errors(dataset: Path, tmp_path: Path) -> None:
         RunDir(tmp_path).step
     result = CliRunner().invoke(cli, ["info", str(tmp_path)])
     assert result.exit_code == 2 and "no checkpoint yet" in result.output
+
+
+def test_a_checkpoint_of_the_earlier_layout_with_conv_biases_is_named_as_such(dataset: Path,
+                                                                             tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(dataset, run, tiny("train.batch_size=2", "train.checkpoint_every=1"), steps=1, progress=False)
+    path = run / "checkpoints" / "last.pt"
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["model"]["decoder.net.layers.0.bias"] = torch.zeros(1)
+    torch.save(checkpoint, path)
+    with pytest.raises(TildekitError, match="earlier tildekit whose convolutions had biases"):
+        RunDir(run).load_model(streaming=False)
+    with pytest.raises(TildekitError, match="earlier tildekit.*start a new run dir"):
+        train(dataset, run, None, steps=2, resume=True, progress=False)
 
 
 def test_a_second_fresh_start_in_a_used_run_dir_is_refused(dataset: Path, tmp_path: Path) -> None:
