@@ -26,8 +26,15 @@ if TYPE_CHECKING:  # torch is imported by the .ts/.nm checks only: .onnx files a
 
 MAX_HOST_BUFFER = 16384
 BATCHES = (1, 2)
-STREAM_TOLERANCE = 1e-5
+# Streaming equality, as a fraction of full scale or of the output's peak if larger (-80 dB):
+# float32 sums taken in another order differ by up to 3e-5 between buffer sizes in the deep
+# profiles, while a state that does not carry over errs by the size of the signal itself.
+STREAM_TOLERANCE = 1e-4
 STREAM_SECONDS_MIN = 16384  # samples streamed by the buffer-size equality check
+
+
+def _stream_limit(reference: "torch.Tensor") -> float:
+    return STREAM_TOLERANCE * max(1.0, float(reference.abs().max()))
 
 
 def format_results(results: Iterable[CheckResult]) -> str:
@@ -264,8 +271,8 @@ def check_torchscript(path: Path) -> list[CheckResult]:
             a = _stream(getattr(fresh(), name), x, small, spec.in_ratio)
             torch.manual_seed(0)
             b = _stream(getattr(fresh(), name), x, large, spec.in_ratio)
-            error = float((a - b).abs().max())
-            if error > STREAM_TOLERANCE and card.extra.get("stochastic"):
+            error, limit = float((a - b).abs().max()), _stream_limit(b)
+            if error > limit and card.extra.get("stochastic"):
                 # Random draws (sampling, noise) differ with the buffer size, so equality cannot
                 # hold sample for sample: the difference must stay within what the seed alone moves.
                 torch.manual_seed(1)
@@ -276,9 +283,9 @@ def check_torchscript(path: Path) -> list[CheckResult]:
                                 f"within what its random draws alone move ({spread:.3g})")
                 return (f"buffers of {small} and {large} samples differ by {error:.3g}, more than its "
                         f"random draws explain ({spread:.3g}): state does not carry over between calls")
-            if error > STREAM_TOLERANCE:
+            if error > limit:
                 return (f"buffers of {small} and {large} samples differ by {error:.3g} "
-                        f"(> {STREAM_TOLERANCE}): state does not carry over between calls")
+                        f"(> {limit:.3g}): state does not carry over between calls")
             return None
 
         _run(items, f"{name}_params", params)
@@ -535,7 +542,7 @@ def _host_rate_checks(model: Any, card: ModelCard, path: Path, buffers: list[int
                 if tuple(a.shape) != want or tuple(b.shape) != want:
                     return f"{name}: returned {tuple(a.shape)} / {tuple(b.shape)}, nn~ needs {want}"
                 error = float((a - b).abs().max())
-                if not error <= STREAM_TOLERANCE:
+                if not error <= _stream_limit(b):
                     return f"{name}: buffers of {small} and {large} differ by {error:.3g} at {rate} Hz"
             return None
 
