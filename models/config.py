@@ -81,6 +81,9 @@ class ModelConfig:
             raise bad("max_centered_hop", "must be >= 0")
 
 
+MIN_DISCRIMINATOR_WINDOW = 2048  # the period nets stride 3^4 over columns of up to 11 samples
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation settings for the two training phases."""
@@ -95,6 +98,9 @@ class TrainConfig:
     discriminator_scales: int = 3
     discriminator_periods: list[int] = field(default_factory=lambda: [2, 3, 5, 7, 11])
     discriminator_capacity: int = 16
+    # the critic judges one random crop of each window (the same for real and generated audio):
+    # its losses are local, and its cost, which dominates phase 2, falls with the crop
+    discriminator_window: int = 32768
     stft_scales: list[int] = field(default_factory=lambda: [2048, 1024, 512, 256, 128])
     multiband_weight: float = 1.0  # the spectral distance on the PQMF sub-bands (models/losses.py)
     mel_weight: float = 1.0  # the multi-scale log-mel distance (models/losses.py)
@@ -138,6 +144,9 @@ class TrainConfig:
                                      f"got {self.stft_scales}")
         if len(set(self.stft_scales)) != len(self.stft_scales):
             raise bad("stft_scales", f"lists a size twice: {self.stft_scales}")
+        if self.discriminator_window < MIN_DISCRIMINATOR_WINDOW:
+            raise bad("discriminator_window", f"must be >= {MIN_DISCRIMINATOR_WINDOW} samples, "
+                                              f"got {self.discriminator_window}")
         if not self.discriminator_periods or any(p < 1 for p in self.discriminator_periods):
             raise bad("discriminator_periods", f"must be a non-empty list of integers >= 1, "
                                                f"got {self.discriminator_periods}")

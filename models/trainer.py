@@ -358,6 +358,14 @@ class Trainer:
         if noise is not None:  # a new stretch of the noise table each step, not always the first
             noise.offset = int(torch.randint(noise.table_length, ()).item())
 
+    def _critic_view(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One random crop of ``train.discriminator_window`` samples, the same in real and generated."""
+        length = self.profile.train.discriminator_window
+        if length >= x.shape[-1]:
+            return x, y
+        start = int(torch.randint(x.shape[-1] - length + 1, ()).item())
+        return x[..., start:start + length], y[..., start:start + length]
+
     def train_step(self, x: torch.Tensor) -> dict[str, float]:
         cfg = self.profile.train
         x = x.to(self.device, non_blocking=True)
@@ -379,7 +387,8 @@ class Trainer:
             values["kl_weight"] = weight
             return values
 
-        real, fake = split_real_fake(self.dis_step(torch.cat([x, y])), x.shape[0])
+        x_seen, y_seen = self._critic_view(x, y)
+        real, fake = split_real_fake(self.dis_step(torch.cat([x_seen, y_seen])), x.shape[0])
         adversarial = generator_hinge_loss(fake)
         matching = feature_matching_loss(real, fake)
         loss = distance + adversarial + cfg.feature_matching_weight * matching
@@ -391,7 +400,7 @@ class Trainer:
         self.gen_opt.step()
 
         self.dis_opt.zero_grad(set_to_none=True)  # drop what the generator's loss left there
-        real, fake = split_real_fake(self.dis_step(torch.cat([x, y.detach()])), x.shape[0])
+        real, fake = split_real_fake(self.dis_step(torch.cat([x_seen, y_seen.detach()])), x.shape[0])
         dis_loss = discriminator_hinge_loss(real, fake)
         values.update(self._reduce({"discriminator": dis_loss}))
         dis_loss.backward()

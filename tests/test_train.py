@@ -159,7 +159,9 @@ def test_short_run_lowers_the_reconstruction_distance_and_fills_the_run_dir(data
 
 def test_resume_replays_an_uninterrupted_run_through_the_adversarial_phase(dataset: Path,
                                                                            tmp_path: Path) -> None:
-    profile = tiny("train.batch_size=2", "train.checkpoint_every=2", "train.adversarial_start=3")
+    # the critic sees a random crop of half of each window: drawn from the replayed random state
+    profile = tiny("train.batch_size=2", "train.checkpoint_every=2", "train.adversarial_start=3",
+                   "train.discriminator_window=2048")
     straight = train(dataset, tmp_path / "straight", profile, steps=5, progress=False)
     assert straight.phase == "adversarial"
     assert {"adversarial", "feature_matching", "discriminator"} <= set(straight.losses)
@@ -182,7 +184,7 @@ def test_resume_replays_an_uninterrupted_run_through_the_adversarial_phase(datas
     with pytest.raises(TildekitError, match=r"cannot change train\.seed \(run: 0, given: 5\)"):
         train(dataset, tmp_path / "split", tiny("train.batch_size=2", "train.checkpoint_every=2",
                                                 "train.adversarial_start=3", "train.seed=5",
-                                                "train.learning_rate=0.5"),
+                                                "train.discriminator_window=2048", "train.learning_rate=0.5"),
               steps=6, resume=True, progress=False)
 
 
@@ -288,6 +290,7 @@ def test_the_non_finite_stop_message_gives_a_command_that_works(dataset: Path, t
     ("train.feature_matching_weight=-2", "train.feature_matching_weight must be >= 0"),
     ("train.kl_warmup=-5", "train.kl_warmup must be >= 0"),
     ("train.discriminator_periods=[2, 0]", "train.discriminator_periods must be"),
+    ("train.discriminator_window=1000", "train.discriminator_window must be >= 2048 samples"),
     ("train.learning_rate=[", "the value is not valid YAML"),
 ])
 def test_training_settings_are_finite_and_sign_checked(dataset: Path, tmp_path: Path, override: str,
