@@ -151,9 +151,8 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     stale = [key for key in state if key.endswith(".bias") and key not in expected]
     if stale:
         raise EarlierLayout(f"written by an earlier tildekit whose convolutions had biases "
-                         f"({len(stale)} bias tensors, e.g. '{stale[0]}'); retrain with this version")
+                            f"({len(stale)} bias tensors, e.g. '{stale[0]}'); retrain with this version")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise ValueError(str(exc).splitlines()[0]) from None
-
