@@ -224,10 +224,11 @@ def test_kill_9_during_training_then_resume_continues_at_the_checkpointed_step(
 def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
         dataset: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    # An absurd learning rate blows the weights up after the first update.
+    # Adam's first step moves every weight by the learning rate: at 10 the loss is NaN at step 2.
+    # (A far larger rate is no surer: the amplitude sigmoids saturate and the output goes silent.)
     with pytest.raises(TildekitError) as caught:
         train(dataset, run, tiny("train.batch_size=2", "train.checkpoint_every=1",
-                                 "train.learning_rate=1.0e+30"), steps=20, progress=False)
+                                 "train.learning_rate=10"), steps=20, progress=False)
     message = str(caught.value)
     bad_step = int(message.split("training stopped at step ")[1].split(":")[0])
     assert bad_step >= 2 and ("nan" in message or "inf" in message)
@@ -235,7 +236,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
     assert kept["step"] == bad_step - 1
     # that checkpoint's weights gave the bad loss: the message says so and starts a new run dir
     assert f"the newest checkpoint (step {bad_step - 1}" in message and "holds the weights" in message
-    assert f"{run.name}-lr1e+29" in message and "--profile" in message and "--resume" not in message
+    assert f"{run.name}-lr1 " in message and "--profile" in message and "--resume" not in message
 
 
 def follow_the_advice(message: str, rounds: int = 3) -> tuple[list[str], subprocess.CompletedProcess]:
