@@ -341,13 +341,24 @@ class Trainer:
 
     # ---- one step
 
-    def _reduce(self, values: dict[str, torch.Tensor]) -> dict[str, float]:
-        """Average over ranks; raise NonFiniteLoss (on every rank alike) on NaN or inf."""
-        stacked = torch.stack([v.detach().float() for v in values.values()])
+    def _reduce(self, values: dict[str, torch.Tensor],
+                latent: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, float]:
+        """Average over ranks; raise NonFiniteLoss (on every rank alike) on NaN or inf, or when
+        ``latent`` = (input, posterior mean) is exactly zero for sound in on every rank."""
+        parts = [v.detach().float() for v in values.values()]
+        if latent is not None:
+            # weights blown up by a huge step can leave the encoder giving exactly 0 whatever
+            # comes in (seen at learning rate 1e30) while the loss stays finite: training would
+            # go on with a model that ignores its input
+            x, mean = latent
+            parts.append(((mean.detach().abs().amax() == 0) & (x.abs().amax() > 0)).float())
+        stacked = torch.stack(parts)
         if self.processes.distributed:
             dist.all_reduce(stacked)
             stacked = stacked / self.processes.world
         numbers = stacked.cpu().tolist()
+        if latent is not None and numbers.pop() == 1.0:
+            raise NonFiniteLoss("the encoder's latent is exactly zero for sound in (its weights collapsed)")
         for name, number in zip(values, numbers):
             if not math.isfinite(number):
                 raise NonFiniteLoss(f"the {name} loss is {number}")
@@ -380,7 +391,7 @@ class Trainer:
             weight = kl_weight(self.step, cfg.kl_beta, cfg.kl_warmup)
             kl = kl_divergence(mean, scale)
             loss = distance + weight * kl
-            values = self._reduce({"total": loss, **terms, "kl": kl})
+            values = self._reduce({"total": loss, **terms, "kl": kl}, (x, mean))
             self.gen_opt.zero_grad(set_to_none=True)
             loss.backward()
             self.gen_opt.step()
@@ -393,7 +404,7 @@ class Trainer:
         matching = feature_matching_loss(real, fake)
         loss = distance + adversarial + cfg.feature_matching_weight * matching
         values = self._reduce({"total": loss, **terms, "adversarial": adversarial,
-                               "feature_matching": matching})
+                               "feature_matching": matching}, (x, mean))
         self.gen_opt.zero_grad(set_to_none=True)
         self.dis_opt.zero_grad(set_to_none=True)
         loss.backward()

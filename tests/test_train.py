@@ -225,7 +225,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
         dataset: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     # Adam's first step moves every weight by the learning rate: at 10 the loss is NaN at step 2.
-    # (A far larger rate is no surer: the amplitude sigmoids saturate and the output goes silent.)
+    # (A far larger rate collapses the encoder instead, with a finite loss: see the next test.)
     with pytest.raises(TildekitError) as caught:
         train(dataset, run, tiny("train.batch_size=2", "train.checkpoint_every=1",
                                  "train.learning_rate=10"), steps=20, progress=False)
@@ -237,6 +237,15 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
     # that checkpoint's weights gave the bad loss: the message says so and starts a new run dir
     assert f"the newest checkpoint (step {bad_step - 1}" in message and "holds the weights" in message
     assert f"{run.name}-lr1 " in message and "--profile" in message and "--resume" not in message
+
+
+def test_a_collapsed_encoder_stops_training_as_loudly_as_a_nan(dataset: Path, tmp_path: Path) -> None:
+    # at 1e30 every weight is huge after one step: the latent comes out exactly 0 for any input
+    # while the loss stays finite; training on would learn nothing, silently
+    with pytest.raises(TildekitError, match=r"training stopped at step \d+: the encoder's latent is "
+                                            r"exactly zero for sound in"):
+        train(dataset, tmp_path / "run", tiny("train.batch_size=2", "train.learning_rate=1.0e+30"),
+              steps=20, progress=False)
 
 
 def follow_the_advice(message: str, rounds: int = 3) -> tuple[list[str], subprocess.CompletedProcess]:
