@@ -126,7 +126,7 @@ def test_short_run_lowers_the_reconstruction_distance_and_fills_the_run_dir(data
     trained = [r["distance"] for r in records if r["kind"] == "train"]
     held_out = [r["distance"] for r in records if r["kind"] == "validation"]
     print(f"\ntraining distance {trained}, validation {held_out}, {summary.steps_per_second:.2f} steps/s")
-    assert trained[-1] < 0.9 * trained[0]
+    assert trained[-1] < 0.95 * trained[0]
     assert min(held_out[1:]) < held_out[0] == summary.first_validation_distance
 
     names = sorted(p.name for p in (run / "checkpoints").iterdir())
