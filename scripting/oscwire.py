@@ -37,6 +37,10 @@ class Message(NamedTuple):
     args: tuple[Any, ...]
 
 
+# type tag -> its fixed-size field: f float32, i int32, d float64, h int64, t time tag, r RGBA
+_FIXED = {"f": _FLOAT, "i": _INT, "d": _DOUBLE, "h": _INT64, "t": _UINT64, "r": _UINT32}
+
+
 def _string(data: bytes, start: int, what: str) -> tuple[str, int]:
     """The NUL-terminated, 4-byte padded UTF-8 string at ``start`` and the index after it."""
     nul = data.find(b"\0", start)
@@ -65,38 +69,19 @@ def _message(data: bytes) -> Message:
     args: list[Any] = []
     stack = [args]
     for tag in tags:
-        if tag == "f":
+        fixed = _FIXED.get(tag)
+        if fixed is not None:  # numbers, time tags, colours: one fixed-size big-endian field
+            _need(data, index, fixed.size, tags)
+            value: Any = fixed.unpack_from(data, index)[0]
+            index += fixed.size
+        elif tag == "m":
             _need(data, index, 4, tags)
-            value: Any = _FLOAT.unpack_from(data, index)[0]
-            index += 4
-        elif tag == "i":
-            _need(data, index, 4, tags)
-            value = _INT.unpack_from(data, index)[0]
+            value = tuple(data[index:index + 4])
             index += 4
         elif tag == "s":
             if index >= len(data):
                 raise MalformedPacket(f"arguments ({tags[:40]}) longer than the packet")
             value, index = _string(data, index, "string argument")
-        elif tag == "d":
-            _need(data, index, 8, tags)
-            value = _DOUBLE.unpack_from(data, index)[0]
-            index += 8
-        elif tag == "h":
-            _need(data, index, 8, tags)
-            value = _INT64.unpack_from(data, index)[0]
-            index += 8
-        elif tag == "t":
-            _need(data, index, 8, tags)
-            value = _UINT64.unpack_from(data, index)[0]
-            index += 8
-        elif tag == "r":
-            _need(data, index, 4, tags)
-            value = _UINT32.unpack_from(data, index)[0]
-            index += 4
-        elif tag == "m":
-            _need(data, index, 4, tags)
-            value = tuple(data[index:index + 4])
-            index += 4
         elif tag == "b":
             _need(data, index, 4, tags)
             size = _INT.unpack_from(data, index)[0]
