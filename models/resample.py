@@ -1,10 +1,12 @@
 """Streaming resampling in torch, for the files hosts load (TorchScript) and for ONNX graphs.
 
-:func:`resample_step` is the polyphase step of :mod:`tildekit.models.resample_stream` written
-with tensor ops only (the read position is a tensor, so a tracer keeps the output length
-dynamic and the step exports to ONNX), whole periods at a time: batched matrix products over
-groups of outputs, or one convolution for integer ratios. :class:`StreamResampler` holds its state;
-:class:`ResamplePath` puts a method between two of them with the FIFOs of
+:class:`StreamResampler` (the TorchScript files) computes each call as one matrix product over
+an unfolded view of the input: blocks of whole periods of at least ``BLOCK_OUTPUTS`` outputs.
+:func:`resample_step` is the same step for ONNX graphs, written with tensor ops only (the read
+position is a tensor, so a tracer keeps the output length dynamic; ONNX has no dynamic unfold):
+gathered windows and batched matrix products over groups of outputs, or one convolution for
+integer ratios. Both are twins of :mod:`tildekit.models.resample_stream` (numpy), tested equal.
+:class:`ResamplePath` puts a method between two resamplers with the FIFOs of
 :mod:`tildekit.models.resample_plan`. Both can be reconfigured in place (another host rate) from
 tensors and integers stored in the module, because a TorchScript file cannot design filters.
 """
@@ -16,18 +18,34 @@ import torch
 from torch import Tensor, nn
 
 
-def period_matrix(bank: Tensor, up: int, down: int, offset: int) -> Tensor:
-    """``(K, up)``: whole periods of outputs as one matrix product (see the numpy twin in
-    :func:`tildekit.models.resample_design.period_matrix`; this one runs inside the file)."""
+def period_matrix(bank: Tensor, up: int, down: int, offset: int, periods: int = 1) -> Tensor:
+    """``(K, periods * up)``: ``periods`` whole periods of outputs as one matrix product, from a
+    window of ``K`` inputs (see the numpy twin in :func:`tildekit.models.resample_design.period_matrix`,
+    one period; this one runs inside the file). Every period has the same structure, so the
+    block may start at any period boundary."""
     taps = bank.size(1)
-    r = torch.arange(up, dtype=torch.long)
+    outputs = periods * up
+    r = torch.arange(outputs, dtype=torch.long)
     d = torch.div(r * down + offset, up, rounding_mode="floor") - offset // up
     phases = torch.remainder(r * down + offset, up)
     rows = d.unsqueeze(0) + torch.arange(taps, dtype=torch.long).unsqueeze(1)
-    columns = r.unsqueeze(0).expand(taps, up)
-    matrix = torch.zeros(int(d[up - 1]) + taps, up)
+    columns = r.unsqueeze(0).expand(taps, outputs)
+    matrix = torch.zeros(int(d[outputs - 1]) + taps, outputs)
     matrix[rows, columns] = bank.index_select(0, phases).t()
     return matrix
+
+
+def block_periods(up: int, outputs: int) -> int:
+    """Periods per block of :meth:`StreamResampler.forward`: at least ``outputs`` outputs,
+    so that each call is one matrix product of a useful size (a period of an integer decimation
+    is a single output, a matrix-vector product that runs at a fraction of the speed)."""
+    return max(1, (outputs + up - 1) // up)
+
+
+# Outputs per row of the file's block matrix product (see block_periods; a module attribute in
+# the file: TorchScript cannot read a global). 32 to 64 ran the
+# fastest on one core for 2:1 and 1:2; 44.1 <-> 48 kHz periods (147 or 160 outputs) stay whole.
+BLOCK_OUTPUTS = 32
 
 
 def group_matrices(bank: Tensor, up: int, down: int, offset: int) -> Tuple[Tensor, Tensor]:
@@ -132,9 +150,6 @@ def resample_step(x: Tensor, history: Tensor, position: Tensor, phase: Tensor, m
     return y, new_history, position + count * down - length * up, torch.remainder(phase + count, up)
 
 
-PLANNED_INPUTS = 16384  # larger calls compute their read positions each time
-
-
 def _rows(state: Tensor, batch: int) -> Tensor:
     """``state`` with exactly ``batch`` rows: extra rows dropped, missing rows zero (silence)."""
     if state.size(0) >= batch:
@@ -144,7 +159,14 @@ def _rows(state: Tensor, batch: int) -> Tensor:
 
 
 class StreamResampler(nn.Module):
-    """A stateful polyphase resampler over (batch, channels, time); identity until configured."""
+    """A stateful polyphase resampler over (batch, channels, time); identity until configured.
+
+    Each call is one matrix product: the windows of whole blocks of ``block_periods`` periods
+    (an unfolded view of the input, no copy) times the block's matrix. That is fewer and larger
+    operations than :func:`resample_step`'s gathered groups (an ONNX graph cannot unfold a
+    dynamic length), which matters because a TorchScript call costs a few microseconds per
+    operation whatever its size. Same outputs, same state.
+    """
 
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -153,11 +175,10 @@ class StreamResampler(nn.Module):
         self.down = 1
         self.offset = 0
         self.kept = 0
-        self.matrices = torch.ones(1, 1, 1)
-        self.starts = torch.zeros(1, dtype=torch.long)
-        self.weight = torch.ones(1, 1, 1)
-        self.index = torch.zeros(0, dtype=torch.long)
-        self.planned_inputs = PLANNED_INPUTS
+        self.block = torch.ones(1, 1)
+        self.block_outputs = 1
+        self.block_inputs = 1
+        self.block_target = BLOCK_OUTPUTS
         self.history = torch.zeros(1, channels, 0)
         self.position = 0
         self.phase = 0
@@ -165,12 +186,10 @@ class StreamResampler(nn.Module):
     @torch.jit.export
     def configure(self, bank: Tensor, up: int, down: int, offset: int) -> None:
         """``bank``: ``Prototype.bank()``, ``(up, T)``."""
-        self.matrices, self.starts = group_matrices(bank, up, down, offset)
-        self.weight = conv_weight(period_matrix(bank, up, down, offset), up, down)
-        # read positions for calls of up to PLANNED_INPUTS samples, computed once (groups only)
-        self.index = torch.zeros(0, dtype=torch.long)
-        if self.matrices.size(0) > 1:
-            self.index = window_index(self.planned_inputs // down + 2, self.starts, self.matrices.size(1), down)
+        periods = block_periods(up, self.block_target)
+        self.block = period_matrix(bank, up, down, offset, periods)
+        self.block_outputs = periods * up
+        self.block_inputs = periods * down
         self.up = up
         self.down = down
         self.offset = offset
@@ -185,16 +204,20 @@ class StreamResampler(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         length = x.size(-1)
-        pad = torch.zeros(x.size(0), x.size(1), self.matrices.size(1) + 2 * self.down)
-        extended = torch.cat([_rows(self.history, x.size(0)), x, pad], -1)
-        count, start, periods = resample_counts(length, self.position, self.phase, self.up, self.down)
-        y = resample_block(extended, start, periods, count, self.phase, self.matrices, self.starts, self.weight,
-                           self.index, self.up, self.down)
+        phase = self.phase
+        count, start, _ = resample_counts(length, self.position, phase, self.up, self.down)
+        blocks = max(1, (phase + count + self.block_outputs - 1) // self.block_outputs)
+        window = self.block.size(0)
+        needed = start + (blocks - 1) * self.block_inputs + window  # beyond the input: zeros,
+        pad = max(0, needed - self.kept - length)  # which only reach outputs not given yet
+        extended = torch.cat([_rows(self.history, x.size(0)), x,
+                              torch.zeros(x.size(0), x.size(1), pad)], -1)
+        windows = extended.narrow(-1, start, needed - start).unfold(-1, window, self.block_inputs)
+        y = windows.reshape(-1, window).mm(self.block).reshape(x.size(0), x.size(1), blocks * self.block_outputs)
         self.history = extended.narrow(-1, length, self.kept)
         self.position += count * self.down - length * self.up
         self.phase = (self.phase + count) % self.up
-        return y
-
+        return y.narrow(-1, phase, count)
 
 class ResamplePath(nn.Module):
     """The resamplers and FIFOs around one method (see :mod:`tildekit.models.resample_plan`).
