@@ -541,6 +541,14 @@ def _host_rate_checks(model: Any, card: ModelCard, path: Path, buffers: list[int
                 want = (2, spec.out_channels, 2 * large // spec.out_ratio)
                 if tuple(a.shape) != want or tuple(b.shape) != want:
                     return f"{name}: returned {tuple(a.shape)} / {tuple(b.shape)}, nn~ needs {want}"
+                # each buffer size has its own delay (the card's buffer_delays): align by them
+                lead = round((host.delay(name, small) - host.delay(name, large)) / spec.out_ratio)
+                if not abs(lead) < a.shape[-1] // 2:
+                    return (f"{name}: the card's delays for buffers of {small} and {large} at {rate} Hz "
+                            f"({host.delay(name, small)}, {host.delay(name, large)}) are not plausible")
+                if lead < 0:
+                    a, b = b, a
+                a, b = a[..., abs(lead):], b[..., : b.shape[-1] - abs(lead)]
                 error = float((a - b).abs().max())
                 if not error <= _stream_limit(b):
                     return f"{name}: buffers of {small} and {large} differ by {error:.3g} at {rate} Hz"

@@ -79,13 +79,23 @@ class HostRate:
     """How the nn~ export plays at one host sample rate (resampled to and from the model's).
 
     ``delays``: per method, host samples from input to output, the model's own delay included
-    (whole numbers for audio outputs); ``added_ms``: what resampling adds to the method's own
-    delay. At the model's own rate nothing is added.
+    (whole numbers for audio outputs), whatever the sizes of the host's calls; ``added_ms``:
+    what resampling adds to the method's own delay then. ``buffer_delays``: the same delays
+    when every call brings one buffer of host samples (what hosts do), keyed by that buffer
+    size as a decimal string; they are never more than ``delays``, and less when the buffer
+    holds whole latent frames at the model's rate. At the model's own rate nothing is added.
     """
 
     rate: int
     delays: dict[str, float]
     added_ms: dict[str, float]
+    buffer_delays: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def delay(self, method: str, buffer: int | None = None) -> float:
+        """Host samples from input to output of ``method`` for calls of ``buffer`` host samples
+        (any sizes when None, or when the card has no figure for that buffer)."""
+        table = self.buffer_delays.get(str(buffer), {}) if buffer is not None else {}
+        return table.get(method, self.delays[method])
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,8 @@ METHOD_FIELDS = {"in_channels", "in_ratio", "out_channels", "out_ratio", "input_
                  "delay"}
 ATTRIBUTE_FIELDS = {"name", "types", "default", "minimum", "maximum", "description"}
 LATENT_FIELDS = {"mean", "std", "minimum", "maximum", "variance_ratio"}
-HOST_RATE_FIELDS = {"rate", "delays", "added_ms"}
+HOST_RATE_FIELDS = {"rate", "delays", "added_ms", "buffer_delays"}
+MAX_BUFFER_DELAYS = 16  # buffer sizes with their own delays, per host rate
 MAX_HOST_RATES = 16
 PER_DIMENSION_ATTRIBUTES = ("latent_bias", "latent_scale")
 
@@ -172,11 +173,22 @@ def _check_host_rate(i: int, entry: Any, methods: dict, max_delay: int) -> None:
     entry = _object(entry, field, HOST_RATE_FIELDS)
     _int(entry, "rate", f"{field}.rate", *SAMPLE_RATE_RANGE)
     for key in ("delays", "added_ms"):
-        table = entry.get(key)
-        if not isinstance(table, dict) or set(table) - set(methods):
-            raise _fail(f"{field}.{key}", "must map the card's methods to numbers")
-        for method, value in table.items():
-            _number(value, f"{field}.{key}.{method}", float(max_delay) * 10, low=0.0)
+        _check_method_numbers(entry.get(key), f"{field}.{key}", methods, max_delay)
+    buffers = entry.get("buffer_delays", {})
+    if not isinstance(buffers, dict) or len(buffers) > MAX_BUFFER_DELAYS:
+        raise _fail(f"{field}.buffer_delays", f"must map at most {MAX_BUFFER_DELAYS} buffer sizes to delays")
+    for size, table in buffers.items():
+        if not (isinstance(size, str) and size.isdigit() and size.isascii() and 0 < int(size) <= MAX_RATIO):
+            raise _fail(f"{field}.buffer_delays", f"has a key {shown(size)}, not a buffer size in samples")
+        _check_method_numbers(table, f"{field}.buffer_delays.{size}", methods, max_delay)
+
+
+def _check_method_numbers(table: Any, field: str, methods: dict, max_delay: int) -> None:
+    """A table from some of the card's methods to non-negative numbers (delays, milliseconds)."""
+    if not isinstance(table, dict) or set(table) - set(methods):
+        raise _fail(field, "must map the card's methods to numbers")
+    for method, value in table.items():
+        _number(value, f"{field}.{method}", float(max_delay) * 10, low=0.0)
 
 
 def _check_method(name: Any, spec: Any, max_delay: int) -> None:

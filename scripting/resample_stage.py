@@ -40,8 +40,9 @@ class ResampleStage:
 
     @property
     def delay(self) -> float:
-        """Host samples from input to output, the model's own delay included."""
-        return float(self.plan.delay)
+        """Host samples from input to output, the model's own delay included (for the engine's
+        buffer size once it has played one; the any-size figure before)."""
+        return float(self.path.delay)
 
     def process(self, block: np.ndarray) -> np.ndarray:
         """(channels, n) at the host rate -> (channels, n): the model's forward, resampled."""
