@@ -222,6 +222,7 @@ class StreamResampler(nn.Module):
         self.phase = (self.phase + count) % self.up
         return y.narrow(-1, phase, count)
 
+
 def call_cycle(ints: List[int], call: int, limit: int) -> int:
     """Twin of :func:`tildekit.models.resample_plan.call_cycle` (the file cannot import numpy code)."""
     pre_up, pre_down, post_up, post_down, g = ints[0], ints[1], ints[3], ints[4], ints[6]
@@ -271,7 +272,7 @@ class ResamplePath(nn.Module):
         self.post = StreamResampler(out_channels)
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.ints: List[int] = [1, 1, 0, 1, 1, 0, 1, 1, 0, 1, 1]
+        self.ints = [1, 1, 0, 1, 1, 0, 1, 1, 0, 1, 1]  # PLAN_INTS of the identity
         self.granularity = 1
         self.step = 1
         self.prefill = 0
