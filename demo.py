@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from tildekit.errors import TildekitError
-from tildekit.models.atomic import atomic_write_text
+from tildekit.models.contract.atomic import atomic_write_text
 from tildekit.models.outputs import output_dir, refuse_foreign_file
 
 DEMO_NAME = "demo"

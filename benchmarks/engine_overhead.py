@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from tildekit.scripting.engine import Engine
-from tildekit.scripting.oscmap import Control
+from tildekit.models.contract.oscmap import Control
 from tildekit.scripting.runner import Runner, open_runner
 
 BUFFER = 2048

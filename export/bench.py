@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
-from tildekit.export.nn_host import NN_FIXED_BUFFER, nn_host_delay
+from tildekit.models.contract.nn_host import NN_FIXED_BUFFER, nn_host_delay
 from tildekit.errors import TildekitError
 from tildekit.export.check import host_buffers, load_like_nn
-from tildekit.models.card import ModelCard
+from tildekit.models.contract.card import ModelCard
 
 if TYPE_CHECKING:  # .ts and .nm only: an .onnx file is timed without torch
     import torch

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tildekit.errors import TildekitError
-from tildekit.models.card import CARD_FILE_NAME, CARD_ONNX_KEY, CardError, ModelCard
-from tildekit.models.card_check import MAX_CARD_BYTES
+from tildekit.models.contract.card import CARD_FILE_NAME, CARD_ONNX_KEY, CardError, ModelCard
+from tildekit.models.contract.card_check import MAX_CARD_BYTES
 
 if TYPE_CHECKING:  # onnx is only imported when an .onnx file is actually read
     import onnx
@@ -93,7 +93,7 @@ def read_card(path: str | Path) -> ModelCard:
     try:
         return ModelCard.from_json(text)
     except CardError as exc:
-        # One validation point (models/card_check.py): nothing downstream sees a bad card.
+        # One validation point (models/contract/card_check.py): nothing downstream sees a bad card.
         raise TildekitError(f"{path}: {exc}") from None
 
 

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 from tildekit.errors import TildekitError
 from tildekit.export.card_io import read_card
 from tildekit.export.check_result import CheckResult
-from tildekit.export.nn_host import HOST_RATE_ATTRIBUTE
-from tildekit.models.card import NN_TYPE_CODES, ModelCard
+from tildekit.models.contract.nn_host import HOST_RATE_ATTRIBUTE
+from tildekit.models.contract.card import NN_TYPE_CODES, ModelCard
 
 if TYPE_CHECKING:  # torch is imported by the .ts/.nm checks only: .onnx files are checked without it
     import torch

@@ -246,4 +246,22 @@ def eval_command(model: Path, audio: tuple[Path, ...], out_dir: Path | None, tra
     click.echo(f"report: {out / 'report.md'} (spectrograms, excerpts and report.json beside it)")
 
 
-COMMANDS.extend([export_command, check_command, bench_command, convert_command, eval_command])
+@click.command("info")
+@click.argument("path", type=click.Path(path_type=Path))
+def info_command(path: Path) -> None:
+    """Describe a training run dir, or an exported model file (.ts, .nm, .onnx).
+
+    For a run: profile, step, losses, sample rate, latent size, compression, receptive field,
+    streaming delay and parameter count. For a file: its embedded model card (no training code
+    or checkpoint needed).
+    """
+    if path.is_file():
+        click.echo(describe_file(path))
+        return
+    from tildekit.models.cli import describe_run
+    from tildekit.models.run import RunDir
+
+    click.echo(describe_run(RunDir(path)))
+
+
+COMMANDS.extend([export_command, check_command, bench_command, convert_command, eval_command, info_command])

@@ -36,7 +36,7 @@ from tildekit.errors import TildekitError
 from tildekit.export.card_io import FOREIGN_NOTE, is_derived, model_card
 from tildekit.export.targets import DEFAULT_ONNX_BUFFER
 from tildekit.models import metrics
-from tildekit.models.card import ModelCard
+from tildekit.models.contract.card import ModelCard
 
 DEFAULT_BUFFER = DEFAULT_ONNX_BUFFER  # a host's usual buffer, and the one ONNX exports take by default
 REPORT_FORMAT = "tildekit-eval"

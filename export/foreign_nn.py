@@ -35,7 +35,7 @@ from tildekit.export.card_io import (  # noqa: F401  (model_card and the note: w
 )
 from tildekit.export.check import load_like_nn
 from tildekit.export.model_card import channel_labels
-from tildekit.models.card import NN_TYPE_CODES, AttributeSpec, MethodSpec, ModelCard
+from tildekit.models.contract.card import NN_TYPE_CODES, AttributeSpec, MethodSpec, ModelCard
 
 ASSUMED_SAMPLE_RATE = 44100  # when the file names no rate (nn~ 1.6 has no standard for it)
 SEED = 1234

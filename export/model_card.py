@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from tildekit import __version__
-from tildekit.models.card import AttributeSpec, LatentDim, MethodSpec, ModelCard
+from tildekit.models.contract.card import AttributeSpec, LatentDim, MethodSpec, ModelCard
 from tildekit.models.resample_plan import host_rate_table
 
 if TYPE_CHECKING:

@@ -40,7 +40,7 @@ from tildekit.export.neutone_contract import (
 )
 from tildekit.export.neutone_queue import N_PARAMS, NeutoneRoot, ROOT_PRESERVED_ATTRIBUTES
 from tildekit.export.ops import HOSTS, require_host_operators
-from tildekit.models.card import ModelCard
+from tildekit.models.contract.card import ModelCard
 
 CHAOS_MAX_STD = 2.0  # chaos at 1 adds noise of 2 latent stds
 SCALE_MAX = 2.0  # dim scale knob 0..1 -> gain 0..2

@@ -33,7 +33,7 @@ from tildekit.export.neutone import NeutoneCheck, NeutoneW2WBase, export_neutone
 from tildekit.export.neutone_metadata import (
     MAX_KNOBS, MAX_NAME_CHARS, MAX_REALTIME_SAMPLE_RATE, Knob, NeutoneInfo, build_metadata, model_type,
 )
-from tildekit.models.card import MethodSpec, ModelCard
+from tildekit.models.contract.card import MethodSpec, ModelCard
 
 LATENT_SPAN_STDS = 2.0  # a latent knob at either end shifts its dimension by 2 std
 MIN_LATENT_SPAN = 0.1

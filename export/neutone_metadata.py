@@ -19,7 +19,7 @@ from typing import Any, Mapping
 from urllib.parse import urlparse
 
 from tildekit.errors import TildekitError
-from tildekit.models.card import ModelCard
+from tildekit.models.contract.card import ModelCard
 
 # The SDK release whose host contract we implement (written into every file we export).
 NEUTONE_SDK_VERSION = "1.5.2"

@@ -49,7 +49,7 @@ from tildekit.export.onnx_runtime import (
     states_to_json,
 )
 from tildekit.models.autoencoder import build_model, remove_weight_norm
-from tildekit.models.card import ModelCard
+from tildekit.models.contract.card import ModelCard
 from tildekit.models.config import ModelConfig
 from tildekit.models.streaming import MAX_BATCH_SIZE, Stateful, set_functional, set_gemm, stateful_layers
 

@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from tildekit.errors import TildekitError
-from tildekit.models.card import CARD_ONNX_KEY, CardError, ModelCard
+from tildekit.models.contract.card import CARD_ONNX_KEY, CardError, ModelCard
 
 META_METHOD = "tildekit.method"
 META_STATE = "tildekit.state"

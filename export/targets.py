@@ -15,8 +15,8 @@ from typing import Callable
 
 from tildekit.errors import TildekitError
 from tildekit.export.core import ExportCore
-from tildekit.models.card import ModelCard
-from tildekit.models.names import check_name
+from tildekit.models.contract.card import ModelCard
+from tildekit.models.contract.names import check_name
 from tildekit.models.outputs import (output_dir, pid_alive, refuse_foreign_file, remove_owned, stale_folders,
                                      write_error, write_marker)
 

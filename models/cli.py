@@ -155,25 +155,3 @@ def describe_run(run: "RunDir") -> str:
             f"{k} {v:.4g}" for k, v in losses.items() if isinstance(v, (int, float))))
     lines.append(f"latent statistics: {'yes' if run.latent_stats is not None else 'not yet'}")
     return "\n".join(lines)
-
-
-@click.command("info")
-@click.argument("path", type=click.Path(path_type=Path))
-def info_command(path: Path) -> None:
-    """Describe a training run dir, or an exported model file (.ts, .nm, .onnx).
-
-    For a run: profile, step, losses, sample rate, latent size, compression, receptive field,
-    streaming delay and parameter count. For a file: its embedded model card (no training code
-    or checkpoint needed).
-    """
-    if path.is_file():
-        from tildekit.export.cli import describe_file
-
-        click.echo(describe_file(path))
-        return
-    from tildekit.models.run import RunDir
-
-    click.echo(describe_run(RunDir(path)))
-
-
-COMMANDS.append(info_command)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from tildekit.errors import TildekitError
-from tildekit.models.atomic import atomic_write_text
+from tildekit.models.contract.atomic import atomic_write_text
 
 FILE_NAME = "latent_stats.json"
 LOW_PERCENTILE = 0.5  # slider ranges cover the central 99 % of the frames

@@ -752,8 +752,3 @@ def _truncate_metrics(run_dir: Path, step: int) -> None:
     temporary.write_text("".join(json.dumps(r) + "\n" for r in kept))
     os.replace(temporary, path)
 
-
-if __name__ == "__main__":  # torchrun -m tildekit.models.trainer DATASET_DIR RUN_DIR ...
-    from tildekit.cli import main
-
-    main(["train", *sys.argv[1:]], prog_name="tildekit")

@@ -11,10 +11,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from tildekit.export.nn_host import HOST_RATE_ATTRIBUTE
+from tildekit.models.contract.nn_host import HOST_RATE_ATTRIBUTE
 from tildekit.patches.graph import Graph
 from tildekit.patches.spec import NnObject, OscRoute, PatchSpec
-from tildekit.scripting.oscmap import OscMap
+from tildekit.models.contract.oscmap import OscMap
 
 LINE = 20  # comment line height
 COLUMN = 140  # width of one latent / attribute column

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 from tildekit.errors import TildekitError
-from tildekit.models.names import shown
+from tildekit.models.contract.names import shown
 
 # Punctuation a word in an object or message box may use besides letters and digits (any
 # script): enough for object names, relative paths, OSC addresses and numbers, and nothing

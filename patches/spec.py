@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tildekit.export.card_io import is_derived
-from tildekit.export.nn_host import nn_host_delay
+from tildekit.models.contract.nn_host import nn_host_delay
 from tildekit.errors import TildekitError
-from tildekit.models.card import AttributeSpec, ModelCard
-from tildekit.models.names import shown
+from tildekit.models.contract.card import AttributeSpec, ModelCard
+from tildekit.models.contract.names import shown
 from tildekit.patches.graph import ATOM_PUNCTUATION
-from tildekit.scripting.oscmap import GAIN_RANGE, OscMap
+from tildekit.models.contract.oscmap import GAIN_RANGE, OscMap
 
 DEFAULT_BUFFER = 2048
 DEFAULT_OSC_PORT = 9000

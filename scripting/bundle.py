@@ -27,13 +27,13 @@ import time
 import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
 
 from tildekit.errors import TildekitError
-from tildekit.models.card import ModelCard
-from tildekit.scripting.oscmap import OscMap, model_slug
+from tildekit.models.contract.card import ModelCard
+from tildekit.models.contract.oscmap import OscMap, model_slug
 from tildekit.scripting.pi_service import (
     CONFIG_ERROR_STATUS, DEFAULT_OSC_HOST, DEFAULT_OSC_PORT, DEVICE_STATUS, RESTART_SEC, START_LIMIT_BURST,
     START_LIMIT_INTERVAL_SEC, START_SCRIPT, UNIT_FILE, ServiceSettings, service_settings, service_unit, start_script,
@@ -53,6 +53,13 @@ WHEELS_DIR = "wheels"
 SERVED_RUNTIME = "onnx"  # what the Pi runs: the runtime install has ONNX Runtime, not torch
 
 Progress = Callable[[str], None]
+
+
+class PatchWriter(Protocol):
+    """Writes Pd patches for a model file (:func:`tildekit.patches.write.write_patches`). The caller
+    passes it: scripting and patches are sibling layers, and neither imports the other."""
+
+    def __call__(self, model: Path, out_dir: Path, *, host: str, buffer: int, osc_port: int) -> list[Path]: ...
 
 
 @dataclass
@@ -200,13 +207,14 @@ def measure_buffers(runner, buffers: list[int], min_seconds: float = 0.2, min_ca
     return compute
 
 
-def _pd_patches(ts_path: Path | None, bundle: Path, buffer: int, osc_port: int) -> tuple[list[str], str]:
+def _pd_patches(ts_path: Path | None, bundle: Path, buffer: int, osc_port: int,
+                write_patches: PatchWriter | None) -> tuple[list[str], str]:
     """Copy the ``.ts`` and write Pd patches for it: (patch file names, "") or ([], why not).
     The engine does not need them: a name Pd cannot carry leaves them out, with the reason."""
     if ts_path is None:
         return [], "there is no .ts export beside the model (nn~ loads TorchScript)"
-    from tildekit.patches.write import write_patches
-
+    if write_patches is None:
+        return [], "no patch writer was given"
     copy = bundle / ts_path.name
     shutil.copy2(ts_path, copy)
     try:
@@ -380,8 +388,9 @@ over-runs (`journalctl`), raise `BUFFER` in the override (`Environment=BUFFER=..
 def make_bundle(run_or_model: str | Path, out_dir: str | Path, target: str = "raspberry", user: str = "pi",
                 install_dir: str | None = None, osc_port: int = DEFAULT_OSC_PORT,
                 osc_host: str = DEFAULT_OSC_HOST, osc_allow: tuple[str, ...] | list[str] = (),
-                progress: Progress | None = None) -> BundleReport:
-    """Build the bundle folder ``out_dir`` (see the module docstring); returns what was measured."""
+                progress: Progress | None = None, write_patches: PatchWriter | None = None) -> BundleReport:
+    """Build the bundle folder ``out_dir`` (see the module docstring); returns what was measured.
+    ``write_patches`` writes the Pd patches beside the ``.ts`` (none without it)."""
     from tildekit.export.card_io import read_card
     from tildekit.scripting.runner import open_runner
 
@@ -448,7 +457,8 @@ def make_bundle(run_or_model: str | Path, out_dir: str | Path, target: str = "ra
         bundle.mkdir()
         for path in dict.fromkeys([served, *_onnx_companions(served)]):
             shutil.copy2(path, bundle / path.name)
-        patches, no_patches = _pd_patches(models.get("torchscript"), bundle, pi_buffer, osc_port)
+        patches, no_patches = _pd_patches(models.get("torchscript"), bundle, pi_buffer, osc_port,
+                                          write_patches)
         if no_patches:
             say(f"no Pd patches: {no_patches}")
         (bundle / WHEELS_DIR).mkdir()

@@ -155,7 +155,7 @@ def monitor(osc_host: str, port: int, osc_allow: tuple[str, ...], count: int | N
     osc_map = None
     if model is not None:
         from tildekit.scripting.controller import read_model_card
-        from tildekit.scripting.oscmap import OscMap
+        from tildekit.models.contract.oscmap import OscMap
 
         osc_map = OscMap(read_model_card(model))
     allow = _allow_list(osc_allow)
@@ -297,33 +297,4 @@ def serve(model: str, input_path: str | None, use_device: bool, silence: float |
         click.echo(engine.summary(), err=True)
 
 
-@click.command("bundle")
-@click.argument("run_or_model", type=click.Path(exists=True))
-@click.option("--target", type=click.Choice(["raspberry"]), default="raspberry", show_default=True)
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
-              help="Folder to create (must not exist yet, or be empty).")
-@click.option("--user", default="pi", show_default=True, help="Account that runs the service on the Pi.")
-@click.option("--install-dir", default=None,
-              help="Where the folder will live on the Pi (default /home/USER/<folder name>).")
-@click.option("--osc-port", type=click.IntRange(1, 65535), default=9000, show_default=True,
-              help="UDP port for OSC control on the Pi.")
-@click.option("--osc-host", default="127.0.0.1", show_default=True,
-              help="Address the Pi's engine listens on: 127.0.0.1 the Pi only, 0.0.0.0 (IPv4) or :: (IPv6) "
-                   "the network.")
-@click.option("--osc-allow", multiple=True, metavar="IP",
-              help="Accept OSC only from this sender, IPv4 or IPv6 (repeatable).")
-def bundle(run_or_model: str, target: str, out_dir: str, user: str, install_dir: str | None, osc_port: int,
-           osc_host: str, osc_allow: tuple[str, ...]) -> None:
-    """A self-contained folder for a Raspberry Pi: the tildekit runtime as a wheel (no torch), the
-    ONNX model, Pd patches, start script, systemd unit, README."""
-    from tildekit.scripting.bundle import make_bundle
-
-    report = make_bundle(run_or_model, out_dir, target=target, user=user, install_dir=install_dir,
-                         osc_port=osc_port, osc_host=osc_host, osc_allow=osc_allow,
-                         progress=lambda line: click.echo(line, err=True))
-    click.echo(f"wrote {report.out_dir} ({report.model_file}, {report.realtime_factor:.1f}x real time here "
-               f"at 1 thread; Pi 4 buffer {report.pi_buffer})")
-
-
 COMMANDS.append(serve)
-COMMANDS.append(bundle)

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from tildekit.errors import TildekitError
-from tildekit.models.card import ModelCard
-from tildekit.scripting.oscmap import OscMap, OscValueError
+from tildekit.models.contract.card import ModelCard
+from tildekit.models.contract.oscmap import OscMap, OscValueError
 from tildekit.scripting.schedule import PlayReport, Scheduler, TimedMessage
 
 if TYPE_CHECKING:

@@ -43,7 +43,7 @@ import numpy as np
 from tildekit.errors import DeviceUnavailable, TildekitError
 from tildekit.scripting.audio_files import AtomicOutput, read_audio, read_input
 from tildekit.scripting.netaccess import DEFAULT_HOST, AllowList, open_udp_socket
-from tildekit.scripting.oscmap import Control, OscMap, UnknownAddressError, OscValueError
+from tildekit.models.contract.oscmap import Control, OscMap, UnknownAddressError, OscValueError
 from tildekit.scripting.oscwire import MAX_DATAGRAM, MalformedPacket, decode, osc_framing_problem
 from tildekit.scripting.resample_stage import ResampleStage
 from tildekit.scripting.runner import Runner, check_buffer

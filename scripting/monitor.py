@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from tildekit.scripting.netaccess import DEFAULT_HOST, AllowList, open_udp_socket
-from tildekit.scripting.oscmap import OscMap, OscValueError
+from tildekit.models.contract.oscmap import OscMap, OscValueError
 from tildekit.scripting.oscwire import MAX_DATAGRAM, MalformedPacket, decode
 
 # How often a waiting monitor wakes up, so that Ctrl-C is prompt.

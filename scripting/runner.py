@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from tildekit.errors import TildekitError
-from tildekit.models.card import ModelCard
-from tildekit.scripting.oscmap import Control
+from tildekit.models.contract.card import ModelCard
+from tildekit.models.contract.oscmap import Control
 
 RUNTIMES = {".ts": "torchscript", ".onnx": "onnx"}
 

@@ -30,10 +30,10 @@ from typing import Any, Callable, Union
 import numpy as np
 
 from tildekit.errors import TildekitError
-from tildekit.models.card import AttributeSpec, ModelCard
+from tildekit.models.contract.card import AttributeSpec, ModelCard
 from tildekit.scripting.controller import Controller, full_address, read_model_card
 from tildekit.scripting.interpolate import INTERPOLATION_CURVES, encode_audio, interpolation_messages
-from tildekit.scripting.oscmap import OscMap, OscValueError, UnknownAddressError
+from tildekit.models.contract.oscmap import OscMap, OscValueError, UnknownAddressError
 from tildekit.scripting.schedule import (CURVES, DEFAULT_RATE_HZ, LFO_SHAPES, MAX_LFO_HZ, MAX_RATE_HZ,
                                          MAX_SECONDS, PlayReport, Scheduler, TimedMessage, lfo_values,
                                          merge, ramp_values, timed, update_count)

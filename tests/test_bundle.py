@@ -23,7 +23,8 @@ from click.testing import CliRunner
 from tildekit import runtime
 from tildekit.cli import main
 from tildekit.errors import TildekitError
-from tildekit.models.card import CARD_ONNX_KEY
+from tildekit.models.contract.card import CARD_ONNX_KEY
+from tildekit.patches.write import write_patches
 from tildekit.scripting.bundle import make_bundle
 from tildekit.scripting.runtime_wheel import runtime_files, wheel_name, write_runtime_wheel
 
@@ -233,6 +234,8 @@ def test_runtime_modules_import_only_the_runtime():
     assert runtime_files().keys() == {f"tildekit/{m}" for m in runtime.MODULES} | {f"tildekit/{runtime.MARKER}"}
     assert not runtime.is_runtime_install()  # this is the full install: every command is there
     assert {"train", "export", "bundle"} <= set(main.commands)
+    # runtime.py declares which install has which command: every command is in exactly one list.
+    assert sorted(main.commands) == sorted(runtime.COMMANDS + runtime.FULL_INSTALL_COMMANDS)
 
 
 # -- the sound card ------------------------------------------------------------------------------
@@ -269,7 +272,7 @@ def test_bundle_from_a_run_dir_exports_onnx_for_the_pi_buffer(tmp_path):
     lines: list[str] = []
     with pytest.warns(UserWarning, match="no latent statistics"):
         report = make_bundle(run, tmp_path / "voice-pi", user="alice", install_dir="/opt/voice",
-                             progress=lines.append)
+                             progress=lines.append, write_patches=write_patches)
     assert {"voice.ts", "voice.onnx", "voice.decode.onnx", "voice-transfer.pd", "start.sh", "tildekit.service",
             "README.md", "budget.json", f"wheels/{wheel_name()}"} <= set(report.files)
     assert report.runtime == "onnx" and report.model_file == "voice.onnx"

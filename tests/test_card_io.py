@@ -15,7 +15,7 @@ import torch
 
 from tildekit.errors import TildekitError
 from tildekit.export.card_io import card_extra_files, read_card, set_onnx_card
-from tildekit.models.card import CARD_FILE_NAME, CARD_FORMAT, ModelCard
+from tildekit.models.contract.card import CARD_FILE_NAME, CARD_FORMAT, ModelCard
 
 from tests.conftest import make_card
 

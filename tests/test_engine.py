@@ -23,7 +23,7 @@ from tildekit.cli import main
 from tildekit.errors import TildekitError
 from tildekit.scripting.controller import Controller
 from tildekit.scripting.engine import ControlQueue, Engine, osc_framing_problem
-from tildekit.scripting.oscmap import Control
+from tildekit.models.contract.oscmap import Control
 from tildekit.scripting.runner import open_runner
 
 from tests.conftest import export_tiny_model

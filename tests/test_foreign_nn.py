@@ -23,7 +23,7 @@ from tildekit.export.foreign_nn import derive_card, model_card
 from tildekit.export.neutone_foreign import attribute_range, convert_to_neutone
 from tildekit.patches.write import write_patches
 from tildekit.scripting.controller import ControlError, Controller
-from tildekit.scripting.oscmap import OscMap
+from tildekit.models.contract.oscmap import OscMap
 from tildekit.scripting.runner import open_runner
 from tests import nn_convention as nnc
 from tests.test_patches import _free_udp_port, _problems, _run_pd, needs_pd

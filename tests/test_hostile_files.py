@@ -30,8 +30,8 @@ from tildekit.cli import main
 from tildekit.errors import TildekitError
 from tildekit.export.card_io import card_extra_files, read_card
 from tildekit.export.check import check_file
-from tildekit.models.card import CARD_FILE_NAME, ModelCard
-from tildekit.models.card_check import MAX_CARD_BYTES
+from tildekit.models.contract.card import CARD_FILE_NAME, ModelCard
+from tildekit.models.contract.card_check import MAX_CARD_BYTES
 from tildekit.models.outputs import MARKER_FILE
 from tildekit.models.preprocess import INDEX_FILE, preprocess
 from tests.conftest import make_card
@@ -341,7 +341,7 @@ def test_export_refuses_hostile_names_before_any_work(tmp_path: Path, name: str)
 
 
 def test_default_export_name_from_a_run_folder_is_made_safe(tmp_path: Path) -> None:
-    from tildekit.models.names import slug_name
+    from tildekit.models.contract.names import slug_name
 
     assert slug_name("my run; rm -rf ~") == "my_run_rm_-rf"
     assert slug_name("../../..") == "model" and slug_name("caf\u00e9") == "caf"

@@ -37,7 +37,7 @@ from tildekit.scripting.audio_files import AtomicOutput
 from tildekit.scripting.engine import LOG_INTERVAL, Engine, RateLimitedLog
 from tildekit.scripting.monitor import Monitor
 from tildekit.scripting.netaccess import AllowList
-from tildekit.scripting.oscmap import (BIAS_RANGE, GAIN_RANGE, SCALE_RANGE, BadValueError, OscMap,
+from tildekit.models.contract.oscmap import (BIAS_RANGE, GAIN_RANGE, SCALE_RANGE, BadValueError, OscMap,
                                        OscValueError, UnknownAddressError, attribute_range)
 from tildekit.scripting.oscwire import MalformedPacket, decode
 from tildekit.scripting.runner import open_runner

@@ -38,7 +38,7 @@ from tildekit.export.neutone_queue import (
     ROOT_PRESERVED_ATTRIBUTES, BlockResampler, NeutoneRoot, SampleFifo, buffering_delay_samples,
     max_daw_queue_size, saturation_samples, select_model_buffer_size, select_model_sample_rate,
 )
-from tildekit.models.card import ModelCard
+from tildekit.models.contract.card import ModelCard
 
 from tests.conftest import make_card
 
@@ -793,7 +793,7 @@ def test_export_refuses_a_card_name_too_long_for_neutone():
 def test_real_tiny_model_exports_and_matches_the_core_forward(tmp_path):
     from tildekit.export.core import ExportCore
     from tildekit.models.autoencoder import AutoEncoder
-    from tildekit.models.card import MethodSpec
+    from tildekit.models.contract.card import MethodSpec
     from tildekit.models.config import ModelConfig
 
     cfg = ModelConfig(sample_rate=MODEL_SR, n_band=2, pqmf_taps_per_band=4, capacity=4,

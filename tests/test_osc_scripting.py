@@ -27,7 +27,7 @@ from tildekit.scripting.interpolate import (crossfade_weights, decode_latents, e
                                             interpolate_latents, interpolation_messages,
                                             render_interpolation, send_interpolation)
 from tildekit.scripting.monitor import Monitor
-from tildekit.scripting.oscmap import OscValueError
+from tildekit.models.contract.oscmap import OscValueError
 from tildekit.scripting.schedule import (CURVES, LFO_SHAPES, Scheduler, TimedMessage, lfo_values,
                                          ramp_values)
 from tildekit.scripting.score import ScoreError, compile_score, load_score, parse_score, play_score

@@ -21,9 +21,9 @@ from pythonosc.udp_client import SimpleUDPClient
 from tildekit.cli import main
 from tildekit.errors import TildekitError
 from tildekit.export.card_io import card_extra_files
-from tildekit.models.card import LatentDim, MethodSpec, ModelCard
+from tildekit.models.contract.card import LatentDim, MethodSpec, ModelCard
 from tildekit.patches.write import write_patches
-from tildekit.scripting.oscmap import OscMap, model_slug
+from tildekit.models.contract.oscmap import OscMap, model_slug
 from tests.conftest import make_card
 
 pytestmark = pytest.mark.filterwarnings(r"ignore:.torch\.(jit|onnx):DeprecationWarning")

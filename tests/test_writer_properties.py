@@ -26,9 +26,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from tildekit.errors import TildekitError
-from tildekit.models.atomic import atomic_path, atomic_write_text
-from tildekit.models.card import CardError, ModelCard
-from tildekit.models.names import MAX_NAME_LENGTH, check_name, name_problem, slug_name
+from tildekit.models.contract.atomic import atomic_path, atomic_write_text
+from tildekit.models.contract.card import CardError, ModelCard
+from tildekit.models.contract.names import MAX_NAME_LENGTH, check_name, name_problem, slug_name
 from tildekit.patches.graph import Graph
 from tildekit.patches.maxpat import max_comment, render_maxpat
 from tildekit.patches.pd import pd_comment, render_pd

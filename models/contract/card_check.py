@@ -1,7 +1,7 @@
 """The one validation point of model cards read from files.
 
 Every card that comes from outside (a ``.ts``/``.nm`` archive, ONNX metadata, a ``.json`` file)
-goes through :func:`check_card_data` before a :class:`~tildekit.models.card.ModelCard` is built,
+goes through :func:`check_card_data` before a :class:`~tildekit.models.contract.card.ModelCard` is built,
 so every consumer (info, patch, serve, bench, check, osc) only ever sees cards whose
 
 - fields have the right JSON types (an int is an int, not ``"abc"``, ``true`` or ``16000.5``),
@@ -22,8 +22,8 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
-from tildekit.models.card import CARD_FORMAT, NN_TYPE_CODES, CardError
-from tildekit.models.names import NAME_ALPHABET, identifier_problem, name_problem, shown, text_problem
+from tildekit.models.contract.card import CARD_FORMAT, NN_TYPE_CODES, CardError
+from tildekit.models.contract.names import NAME_ALPHABET, identifier_problem, name_problem, shown, text_problem
 
 # Ranges: generous for any real model, small enough that nothing downstream can blow up.
 SAMPLE_RATE_RANGE = (1000, 768000)

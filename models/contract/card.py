@@ -133,7 +133,7 @@ class ModelCard:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelCard":
         """A card from its JSON form, validated first (``card_check``): raises CardError."""
-        from tildekit.models.card_check import check_card_data  # it imports this module
+        from tildekit.models.contract.card_check import check_card_data  # it imports this module
 
         check_card_data(data)
         try:
@@ -150,7 +150,7 @@ class ModelCard:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> "ModelCard":
-        from tildekit.models.card_check import MAX_CARD_BYTES
+        from tildekit.models.contract.card_check import MAX_CARD_BYTES
 
         if len(text) > MAX_CARD_BYTES:
             raise CardError(f"model card is {len(text)} bytes long (a card is a few kB, at most "
@@ -165,7 +165,7 @@ class ModelCard:
 
     def checked(self) -> "ModelCard":
         """This card if it passes the reader's validation (writers call it before embedding)."""
-        from tildekit.models.card_check import check_card_data
+        from tildekit.models.contract.card_check import check_card_data
 
         check_card_data(json.loads(self.to_json()))
         return self

@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from tildekit.models.card import AttributeSpec, ModelCard
+from tildekit.models.contract.card import AttributeSpec, ModelCard
 
 GAIN_RANGE = (0.0, 16.0)
 SCALE_RANGE = (-16.0, 16.0)
