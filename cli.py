@@ -10,8 +10,9 @@ import click
 
 from tildekit import __version__, runtime
 from tildekit.errors import TildekitError
-from tildekit.models.contract.card import CardError
 from tildekit.models.config import ProfileError
+from tildekit.models.contract.card import CardError
+from tildekit.models.contract.hosts import DEFAULT_OSC_HOST, DEFAULT_OSC_PORT
 
 USER_ERRORS = (TildekitError, ProfileError, CardError)
 ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR,
@@ -94,9 +95,9 @@ def demo(out_dir: Path, steps: int | None, seconds_of_audio: float) -> None:
 @click.option("--user", default="pi", show_default=True, help="Account that runs the service on the Pi.")
 @click.option("--install-dir", default=None,
               help="Where the folder will live on the Pi (default /home/USER/<folder name>).")
-@click.option("--osc-port", type=click.IntRange(1, 65535), default=9000, show_default=True,
+@click.option("--osc-port", type=click.IntRange(1, 65535), default=DEFAULT_OSC_PORT, show_default=True,
               help="UDP port for OSC control on the Pi.")
-@click.option("--osc-host", default="127.0.0.1", show_default=True,
+@click.option("--osc-host", default=DEFAULT_OSC_HOST, show_default=True,
               help="Address the Pi's engine listens on: 127.0.0.1 the Pi only, 0.0.0.0 (IPv4) or :: (IPv6) "
                    "the network.")
 @click.option("--osc-allow", multiple=True, metavar="IP",

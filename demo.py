@@ -8,18 +8,19 @@ its input?), then how to play it all.
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from tildekit.errors import TildekitError
 from tildekit.models.contract.atomic import atomic_write_text
+from tildekit.models.contract.hosts import DEFAULT_OSC_PORT
 from tildekit.models.outputs import output_dir, refuse_foreign_file
 
 DEMO_NAME = "demo"
 DEMO_STEPS = 300  # enough for the `small` model to follow its input (tests/test_quality.py)
 # A short score for the demo model. Written with yaml.safe_dump: the model path is quoted
 # whatever characters the output folder's path holds.
-DEMO_SCORE_HEADER = "# A short score for the demo model: `tildekit osc play score.yaml --port 9000`\n"
+DEMO_SCORE_HEADER = f"# A short score for the demo model: `tildekit osc play score.yaml --port {DEFAULT_OSC_PORT}`\n"
 DEMO_EVENTS = [
     {"at": 0.0, "set": "latent/0", "value": 0.0},
     {"at": 0.5, "ramp": "latent/0", "from": -1.5, "to": 1.5, "over": 4.0, "curve": "smoothstep"},
@@ -139,11 +140,11 @@ def run_demo(out_dir: str | Path, steps: int = DEMO_STEPS, seconds_of_audio: flo
 
     echo(textwrap.dedent(f"""
         Done. To play it:
-          Pure Data + nn~:  pd {exports / (DEMO_NAME + '-transfer.pd')}   (turn DSP on; the patch listens for OSC on 9000)
+          Pure Data + nn~:  pd {exports / (DEMO_NAME + '-transfer.pd')}   (turn DSP on; the patch listens for OSC on {DEFAULT_OSC_PORT})
           Max + nn~:        open {exports / (DEMO_NAME + '-transfer.maxpat')}
           Neutone FX:       load {exports / (DEMO_NAME + '.nm')} in the plugin (any DAW)
-          headless:         tildekit serve {onnx} --input {audio / 'melody.wav'} --output {out / 'out.wav'} --osc-port 9000 --realtime
-          score over OSC:   tildekit osc play {score} --port 9000
+          headless:         tildekit serve {onnx} --input {audio / 'melody.wav'} --output {out / 'out.wav'} --osc-port {DEFAULT_OSC_PORT} --realtime
+          score over OSC:   tildekit osc play {score} --port {DEFAULT_OSC_PORT}
           measure:          tildekit eval {run} YOUR_SOUNDS/   (or the .ts / .onnx file)
         """))
     return {"run": run, "exports": exports, "model": model, "score": score, "dataset": dataset}

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tildekit.scripting.engine import Engine
 from tildekit.models.contract.oscmap import Control
+from tildekit.scripting.engine import Engine
 from tildekit.scripting.runner import Runner, open_runner
 
 BUFFER = 2048

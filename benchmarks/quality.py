@@ -309,10 +309,9 @@ def rave_receptive_field_entry(argv: list[str]) -> None:
     receptive field measurement (rave.core.get_rave_receptive_field), band count and largest STFT."""
     import cached_conv as cc
     import gin
-    import torch
-
     import rave
     import rave.core
+    import torch
 
     torch.set_num_threads(1)
     cc.use_cached_conv(False)  # as in training
@@ -334,9 +333,8 @@ def rave_train_entry(argv: list[str]) -> None:
     import pytorch_lightning as pl
     import torch
     from absl import app
-    from torch.utils.data import DataLoader, Subset
-
     from scripts import train as rave_train
+    from torch.utils.data import DataLoader, Subset
 
     torch.set_num_threads(threads)
 
@@ -394,8 +392,8 @@ def rave_train_entry(argv: list[str]) -> None:
 
 def evaluate_export(result: dict, pair: dict, corpus: Path, work: Path) -> dict:
     """The test split through the file's streaming model with `tildekit eval`'s code."""
-    from tildekit.export.evaluate import evaluate, resolve_audio
     from tildekit.export.card_io import model_card
+    from tildekit.export.evaluate import evaluate, resolve_audio
 
     path = Path(result["model"])
     card = model_card(path)  # a RAVE file: derived, its delay measured with an impulse

@@ -17,21 +17,22 @@ x-real-time = buffer duration / compute time per buffer: above 1 keeps up with t
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tildekit.models.contract.nn_host import NN_FIXED_BUFFER, nn_host_delay
 from tildekit.errors import TildekitError
 from tildekit.export.check import host_buffers, load_like_nn
 from tildekit.models.contract.card import ModelCard
+from tildekit.models.contract.hosts import NEUTONE_DAW_BUFFERS
+from tildekit.models.contract.nn_host import NN_FIXED_BUFFER, nn_host_delay
 
 if TYPE_CHECKING:  # .ts and .nm only: an .onnx file is timed without torch
     import torch
 
-NEUTONE_DAW_BUFFERS = (128, 256, 512, 1024, 2048)
 NEUTONE_DAW_RATE = 48000
 
 

@@ -46,7 +46,7 @@ def card_extra_files(card: ModelCard) -> dict[str, str]:
     return {CARD_FILE_NAME: card.to_json()}
 
 
-def set_onnx_card(model_proto: "onnx.ModelProto", card: ModelCard) -> None:
+def set_onnx_card(model_proto: onnx.ModelProto, card: ModelCard) -> None:
     """Store the card in ``model_proto.metadata_props`` (replacing any previous card)."""
     for prop in list(model_proto.metadata_props):
         if prop.key == CARD_ONNX_KEY:

@@ -14,8 +14,9 @@ import base64
 import binascii
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import urlparse
 
 from tildekit.errors import TildekitError

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-
-from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from tildekit.models.run import RunDir
@@ -127,7 +126,7 @@ COMMANDS.append(train_command)
 # --------------------------------------------------------------------------- info
 
 
-def describe_run(run: "RunDir") -> str:
+def describe_run(run: RunDir) -> str:
     """A readable summary of a training run: profile, step, losses and the model's shape."""
     model = run.load_model(streaming=True)
     cfg = run.profile.model

@@ -9,9 +9,9 @@ per-dimension ranges. Every per-dimension field is in the PCA basis, in that ord
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import torch
@@ -56,7 +56,7 @@ class LatentStats:
         atomic_write_text(path, self.to_json())
 
     @classmethod
-    def load(cls, path: str | Path) -> "LatentStats":
+    def load(cls, path: str | Path) -> LatentStats:
         path = Path(path)
         try:
             data = json.loads(path.read_text())

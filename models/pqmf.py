@@ -54,7 +54,7 @@ def _round_trip(h: np.ndarray, n_band: int, x: np.ndarray) -> np.ndarray:
     return y[len(h) - 1: len(h) - 1 + len(x)]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def design_prototype(n_band: int, taps: int) -> np.ndarray:
     """Kaiser-windowed low-pass, cutoff and window searched for the best reconstruction.
 

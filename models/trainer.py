@@ -23,9 +23,10 @@ import random
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,16 +38,28 @@ from tildekit.errors import TildekitError
 from tildekit.models.autoencoder import AutoEncoder, EarlierLayout, build_model, load_weights
 from tildekit.models.config import RESUMABLE_SETTINGS, Profile
 from tildekit.models.dataset import AudioDataset, RandomWindows, SequentialWindows
-from tildekit.models.discriminator import (MultiDiscriminator, discriminator_hinge_loss,
-                                           feature_matching_loss, generator_hinge_loss,
-                                           split_real_fake)
+from tildekit.models.discriminator import (
+    MultiDiscriminator,
+    discriminator_hinge_loss,
+    feature_matching_loss,
+    generator_hinge_loss,
+    split_real_fake,
+)
 from tildekit.models.latent_stats import FILE_NAME as LATENT_STATS_FILE
 from tildekit.models.latent_stats import compute_latent_stats
-from tildekit.models.losses import (ReconstructionLoss, kl_divergence,
-                                    kl_weight)
-from tildekit.models.run import (CHECKPOINT_DIR, CHECKPOINT_FORMAT, METRICS_FILE, PLOTS_DIR,
-                                 PROFILE_FILE, load_checkpoint, newest_checkpoint, read_metrics,
-                                 read_profile, write_checkpoint)
+from tildekit.models.losses import ReconstructionLoss, kl_divergence, kl_weight
+from tildekit.models.run import (
+    CHECKPOINT_DIR,
+    CHECKPOINT_FORMAT,
+    METRICS_FILE,
+    PLOTS_DIR,
+    PROFILE_FILE,
+    load_checkpoint,
+    newest_checkpoint,
+    read_metrics,
+    read_profile,
+    write_checkpoint,
+)
 
 VALIDATION_WINDOWS = 16  # fixed windows: the distance is comparable across a run
 STATS_WINDOWS = 128  # windows, spread over the whole dataset, for the latent statistics

@@ -11,10 +11,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from tildekit.models.contract.attributes import LATENT_BIAS, LATENT_SCALE
 from tildekit.models.contract.nn_host import HOST_RATE_ATTRIBUTE
+from tildekit.models.contract.oscmap import OscMap
 from tildekit.patches.graph import Graph
 from tildekit.patches.spec import NnObject, OscRoute, PatchSpec
-from tildekit.models.contract.oscmap import OscMap
 
 LINE = 20  # comment line height
 COLUMN = 140  # width of one latent / attribute column
@@ -104,7 +105,7 @@ def forward_graph(spec: PatchSpec, host: str) -> Graph:
     y = _output(g, spec, fwd, spec.forward.outlets, y + 90)
     sends: list[tuple[str, float]] = []
     # Per-dimension OSC bias/scale reach the forward method through its latent_* attributes.
-    for attr_name, default, pick in (("latent_bias", 0.0, "bias_name"), ("latent_scale", 1.0, "scale_name")):
+    for attr_name, default, pick in ((LATENT_BIAS, 0.0, "bias_name"), (LATENT_SCALE, 1.0, "scale_name")):
         attr = spec.attribute(attr_name)
         if attr is None or len(attr.types) != len(spec.latents) or not spec.latents:
             continue

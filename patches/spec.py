@@ -12,19 +12,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from tildekit.export.card_io import is_derived
-from tildekit.models.contract.nn_host import nn_host_delay
 from tildekit.errors import TildekitError
+from tildekit.export.card_io import is_derived
 from tildekit.models.contract.card import AttributeSpec, ModelCard
+from tildekit.models.contract.hosts import DEFAULT_BUFFER, DEFAULT_OSC_HOST, DEFAULT_OSC_PORT, check_buffer
 from tildekit.models.contract.names import shown
-from tildekit.patches.graph import ATOM_PUNCTUATION
+from tildekit.models.contract.nn_host import nn_host_delay
 from tildekit.models.contract.oscmap import GAIN_RANGE, OscMap
+from tildekit.patches.graph import ATOM_PUNCTUATION
 
-DEFAULT_BUFFER = 2048
-DEFAULT_OSC_PORT = 9000
-# The generated OSC receivers listen on this machine only unless told otherwise (same default
-# as `tildekit serve --osc-host`); docs/patches.md says how to open them to a LAN.
-DEFAULT_OSC_HOST = "127.0.0.1"
 FALLBACK_LATENT_RANGE = (-3.0, 3.0)
 SCALE_SLIDER_RANGE = (-2.0, 2.0)  # a usable slider; OSC may send more (the slider clips)
 # nn~ 1-in/1-out methods in Pd keep 4096-sample internal buffers unless told otherwise
@@ -182,17 +178,9 @@ def check_listen_address(host: str) -> str:
                             f"only), this machine's LAN address, or 0.0.0.0 / :: (every interface)") from None
 
 
-def check_buffer(card: ModelCard, buffer: int) -> None:
-    ratio = card.highest_ratio
-    if buffer < 1 or buffer & (buffer - 1) or buffer < ratio:
-        raise TildekitError(
-            f"--buffer {buffer}: nn~ needs a power of two >= the model's highest ratio {ratio} "
-            f"(e.g. {max(ratio, DEFAULT_BUFFER)})")
-
-
 def build_spec(card: ModelCard, model_ref: str, stem: str, buffer: int = DEFAULT_BUFFER,
                osc_port: int = DEFAULT_OSC_PORT, osc_host: str = DEFAULT_OSC_HOST) -> PatchSpec:
-    check_buffer(card, buffer)
+    check_buffer(card, buffer, host="nn")
     if not 1 <= osc_port <= 65535:
         raise TildekitError(f"--osc-port {osc_port}: must be a UDP port in 1..65535")
     osc_host = check_listen_address(osc_host)

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from tildekit.errors import TildekitError
 from tildekit.models.contract.atomic import atomic_write_text
 from tildekit.models.contract.card import ModelCard
 from tildekit.models.contract.names import check_name
-from tildekit.models.outputs import output_dir, refuse_foreign_file, write_error
 from tildekit.models.contract.oscmap import model_slug
+from tildekit.models.outputs import output_dir, refuse_foreign_file, write_error
 from tildekit.patches.build import forward_graph, osc_graph, transfer_graph
 from tildekit.patches.graph import Graph
-from tildekit.patches.spec import (DEFAULT_BUFFER, DEFAULT_OSC_HOST, DEFAULT_OSC_PORT, HOSTS, PatchSpec, build_spec,
-                                   model_reference)
+from tildekit.patches.spec import (
+    DEFAULT_BUFFER,
+    DEFAULT_OSC_HOST,
+    DEFAULT_OSC_PORT,
+    HOSTS,
+    PatchSpec,
+    build_spec,
+    model_reference,
+)
 
 PATCH_SIGNATURE = b"tildekit"
 

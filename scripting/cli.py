@@ -11,12 +11,12 @@ import sys
 import click
 
 from tildekit.errors import TildekitError
-from tildekit.scripting.netaccess import DEFAULT_HOST
+from tildekit.models.contract.hosts import DEFAULT_BUFFER, DEFAULT_OSC_HOST, DEFAULT_OSC_PORT
 
 COMMANDS: list[click.Command] = []
 
-_host = click.option("--host", default="127.0.0.1", show_default=True, help="Where to send OSC messages.")
-_port = click.option("--port", "-p", type=click.IntRange(1, 65535), default=9000, show_default=True,
+_host = click.option("--host", default=DEFAULT_OSC_HOST, show_default=True, help="Where to send OSC messages.")
+_port = click.option("--port", "-p", type=click.IntRange(1, 65535), default=DEFAULT_OSC_PORT, show_default=True,
                      help="UDP port of the receiver (patch or engine).")
 
 
@@ -114,7 +114,7 @@ def send(address: str, args: tuple[str, ...], host: str, port: int, model: str |
 
 
 _osc_host = click.option(
-    "--osc-host", "--host", "osc_host", default=DEFAULT_HOST, show_default=True, metavar="ADDRESS",
+    "--osc-host", "--host", "osc_host", default=DEFAULT_OSC_HOST, show_default=True, metavar="ADDRESS",
     help="Interface to listen on: 127.0.0.1 is this machine only; 0.0.0.0 (IPv4) or :: (IPv6 and "
          "IPv4) every interface, or one interface's address. Pair it with --osc-allow.")
 _osc_allow = click.option(
@@ -139,7 +139,7 @@ def _warn_if_exposed(host: str, allow) -> None:
 
 @osc.command("monitor")
 @_osc_host
-@click.option("--port", "-p", type=click.IntRange(0, 65535), default=9000, show_default=True,
+@click.option("--port", "-p", type=click.IntRange(0, 65535), default=DEFAULT_OSC_PORT, show_default=True,
               help="UDP port to listen on (0 picks a free one and prints it).")
 @_osc_allow
 @click.option("--count", "-n", type=click.IntRange(min=1), help="Stop after this many messages.")
@@ -154,8 +154,8 @@ def monitor(osc_host: str, port: int, osc_allow: tuple[str, ...], count: int | N
 
     osc_map = None
     if model is not None:
-        from tildekit.scripting.controller import read_model_card
         from tildekit.models.contract.oscmap import OscMap
+        from tildekit.scripting.controller import read_model_card
 
         osc_map = OscMap(read_model_card(model))
     allow = _allow_list(osc_allow)
@@ -197,13 +197,13 @@ COMMANDS.append(osc)
                    "without: live on the sound card).")
 @click.option("--output", "-o", "output_path", type=click.Path(),
               help="Sound file to write: .wav, .flac, .ogg, .aiff, .caf or .w64 (default: the sound card).")
-@click.option("--osc-port", type=click.IntRange(0, 65535), default=9000, show_default=True,
+@click.option("--osc-port", type=click.IntRange(0, 65535), default=DEFAULT_OSC_PORT, show_default=True,
               help="UDP port for OSC control (0 picks a free one and prints it).")
 @_osc_host
 @_osc_allow
 @click.option("--ceiling-db", type=float, default=-1.0, show_default=True, metavar="DBFS",
               help="Peak ceiling of the output, -40..0 dBFS: the limiter never lets a sample above it.")
-@click.option("--buffer", type=click.IntRange(min=1, max=1 << 20), default=2048, show_default=True,
+@click.option("--buffer", type=click.IntRange(min=1, max=1 << 20), default=DEFAULT_BUFFER, show_default=True,
               help="Samples per buffer (a multiple of the model's compression).")
 @click.option("--threads", type=click.IntRange(min=1, max=256), default=1, show_default=True,
               help="Compute threads for the model.")

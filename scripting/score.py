@@ -23,20 +23,35 @@ one-line error past the bound, and numbers written ``1e9`` (a string to YAML 1.1
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any, Union
 
 import numpy as np
 
 from tildekit.errors import TildekitError
+from tildekit.models.contract.audio import adapt_channels, planar
 from tildekit.models.contract.card import AttributeSpec, ModelCard
+from tildekit.models.contract.oscmap import OscMap, OscValueError, UnknownAddressError
 from tildekit.scripting.controller import Controller, full_address, read_model_card
 from tildekit.scripting.interpolate import INTERPOLATION_CURVES, encode_audio, interpolation_messages
-from tildekit.models.contract.oscmap import OscMap, OscValueError, UnknownAddressError
-from tildekit.scripting.schedule import (CURVES, DEFAULT_RATE_HZ, LFO_SHAPES, MAX_LFO_HZ, MAX_RATE_HZ,
-                                         MAX_SECONDS, PlayReport, Scheduler, TimedMessage, lfo_values,
-                                         merge, ramp_values, timed, update_count)
+from tildekit.scripting.schedule import (
+    CURVES,
+    DEFAULT_RATE_HZ,
+    LFO_SHAPES,
+    MAX_LFO_HZ,
+    MAX_RATE_HZ,
+    MAX_SECONDS,
+    PlayReport,
+    Scheduler,
+    TimedMessage,
+    lfo_values,
+    merge,
+    ramp_values,
+    timed,
+    update_count,
+)
 
 MAX_SCORE_BYTES = 4 << 20  # a YAML score larger than this is not hand-written
 MAX_EVENTS = 10_000
@@ -482,9 +497,7 @@ def read_sound(path: Path, card: ModelCard) -> np.ndarray:
         raise
     except Exception as exc:  # soundfile.LibsndfileError and friends
         raise ScoreError(f"cannot read sound file {path}: {exc}") from None
-    audio = audio.T
-    if audio.shape[0] != card.channels:
-        audio = np.repeat(audio.mean(axis=0, keepdims=True), card.channels, axis=0)
+    audio = adapt_channels(planar(audio), card.channels)
     if rate != card.sample_rate:
         import librosa
 

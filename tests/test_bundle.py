@@ -20,6 +20,7 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
+from tests.conftest import export_tiny_model
 from tildekit import runtime
 from tildekit.cli import main
 from tildekit.errors import TildekitError
@@ -27,8 +28,6 @@ from tildekit.models.contract.card import CARD_ONNX_KEY
 from tildekit.patches.write import write_patches
 from tildekit.scripting.bundle import make_bundle
 from tildekit.scripting.runtime_wheel import runtime_files, wheel_name, write_runtime_wheel
-
-from tests.conftest import export_tiny_model
 
 pytestmark = pytest.mark.filterwarnings(r"ignore:.torch\.(jit|onnx):DeprecationWarning")
 

@@ -18,12 +18,11 @@ import numpy as np
 import pytest
 import soundfile
 
+from tests.conftest import export_tiny_model
 from tildekit import runtime
 from tildekit.scripting.bundle import make_bundle
 from tildekit.scripting.runtime_wheel import wheel_name
 from tildekit.scripting.shell_quote import shell_word
-
-from tests.conftest import export_tiny_model
 
 pytestmark = pytest.mark.filterwarnings(r"ignore:.torch\.(jit|onnx):DeprecationWarning")
 

@@ -22,8 +22,8 @@ from tildekit.export.model_card import card_from_core
 from tildekit.export.nn_tilde import export_nn
 from tildekit.export.prepare import choose_latent_dims, core_from_stats
 from tildekit.models.autoencoder import AutoEncoder, build_model
-from tildekit.models.contract.card import CARD_FILE_NAME
 from tildekit.models.config import Profile, load_profile
+from tildekit.models.contract.card import CARD_FILE_NAME
 from tildekit.models.latent_stats import LatentStats, stats_from_latents
 
 pytestmark = [pytest.mark.filterwarnings(r"ignore:.torch\.(jit|onnx):DeprecationWarning"),

@@ -19,13 +19,18 @@ import shutil
 import stat
 import subprocess
 import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import torch
 from click.testing import CliRunner
 
+from tests.conftest import make_card
+from tests.test_export_nn import TINY, _make_run, _stats, _tiny_models
+from tests.test_patches import _free_udp_port, _problems
+from tests.test_preprocess import SR, tone, write
 from tildekit.cli import main
 from tildekit.errors import TildekitError
 from tildekit.export.card_io import card_extra_files, read_card
@@ -34,10 +39,6 @@ from tildekit.models.contract.card import CARD_FILE_NAME, ModelCard
 from tildekit.models.contract.card_check import MAX_CARD_BYTES
 from tildekit.models.outputs import MARKER_FILE
 from tildekit.models.preprocess import INDEX_FILE, preprocess
-from tests.conftest import make_card
-from tests.test_export_nn import TINY, _make_run, _stats, _tiny_models
-from tests.test_patches import _free_udp_port, _problems
-from tests.test_preprocess import SR, tone, write
 
 pytestmark = [pytest.mark.filterwarnings(r"ignore:.torch\.(jit|onnx):DeprecationWarning"),
               pytest.mark.usefixtures("one_thread")]

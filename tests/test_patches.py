@@ -18,13 +18,13 @@ import torch
 from click.testing import CliRunner
 from pythonosc.udp_client import SimpleUDPClient
 
+from tests.conftest import make_card
 from tildekit.cli import main
 from tildekit.errors import TildekitError
 from tildekit.export.card_io import card_extra_files
-from tildekit.models.contract.card import LatentDim, MethodSpec, ModelCard
-from tildekit.patches.write import write_patches
+from tildekit.models.contract.card import ModelCard
 from tildekit.models.contract.oscmap import OscMap, model_slug
-from tests.conftest import make_card
+from tildekit.patches.write import write_patches
 
 pytestmark = pytest.mark.filterwarnings(r"ignore:.torch\.(jit|onnx):DeprecationWarning")
 

@@ -20,9 +20,13 @@ from tildekit.errors import TildekitError
 from tildekit.models import synthetic
 from tildekit.models.autoencoder import AutoEncoder
 from tildekit.models.config import TrainConfig, load_profile
-from tildekit.models.discriminator import (MultiDiscriminator, discriminator_hinge_loss,
-                                           feature_matching_loss, generator_hinge_loss,
-                                           split_real_fake)
+from tildekit.models.discriminator import (
+    MultiDiscriminator,
+    discriminator_hinge_loss,
+    feature_matching_loss,
+    generator_hinge_loss,
+    split_real_fake,
+)
 from tildekit.models.latent_stats import LatentStats, stats_from_latents
 from tildekit.models.losses import MultiScaleSTFTDistance, kl_divergence, kl_weight
 from tildekit.models.preprocess import preprocess

@@ -25,6 +25,7 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import make_card
 from tildekit.errors import TildekitError
 from tildekit.models.contract.atomic import atomic_path, atomic_write_text
 from tildekit.models.contract.card import CardError, ModelCard
@@ -32,7 +33,6 @@ from tildekit.models.contract.names import MAX_NAME_LENGTH, check_name, name_pro
 from tildekit.patches.graph import Graph
 from tildekit.patches.maxpat import max_comment, render_maxpat
 from tildekit.patches.pd import pd_comment, render_pd
-from tests.conftest import make_card
 
 PD = shutil.which("pd")
 PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

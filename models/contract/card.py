@@ -131,7 +131,7 @@ class ModelCard:
         return json.dumps(self.to_dict(), indent=1, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelCard":
+    def from_dict(cls, data: dict[str, Any]) -> ModelCard:
         """A card from its JSON form, validated first (``card_check``): raises CardError."""
         from tildekit.models.contract.card_check import check_card_data  # it imports this module
 
@@ -149,7 +149,7 @@ class ModelCard:
             raise CardError(f"malformed model card: {exc}") from None
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> "ModelCard":
+    def from_json(cls, text: str | bytes) -> ModelCard:
         from tildekit.models.contract.card_check import MAX_CARD_BYTES
 
         if len(text) > MAX_CARD_BYTES:
@@ -163,7 +163,7 @@ class ModelCard:
             raise CardError(f"model card is not valid JSON ({' '.join(str(exc).split())[:200]})") from None
         return cls.from_dict(data)
 
-    def checked(self) -> "ModelCard":
+    def checked(self) -> ModelCard:
         """This card if it passes the reader's validation (writers call it before embedding)."""
         from tildekit.models.contract.card_check import check_card_data
 

@@ -20,8 +20,10 @@ tildekit reads back.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
+from tildekit.models.contract.attributes import PER_DIMENSION_ATTRIBUTES
 from tildekit.models.contract.card import CARD_FORMAT, NN_TYPE_CODES, CardError
 from tildekit.models.contract.names import NAME_ALPHABET, identifier_problem, name_problem, shown, text_problem
 
@@ -55,7 +57,6 @@ ATTRIBUTE_FIELDS = {"name", "types", "default", "minimum", "maximum", "descripti
 LATENT_FIELDS = {"mean", "std", "minimum", "maximum", "variance_ratio"}
 HOST_RATE_FIELDS = {"rate", "delays", "added_ms"}
 MAX_HOST_RATES = 16
-PER_DIMENSION_ATTRIBUTES = ("latent_bias", "latent_scale")
 
 
 def _fail(field: str, problem: str) -> CardError:
