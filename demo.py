@@ -138,13 +138,16 @@ def run_demo(out_dir: str | Path, steps: int = DEMO_STEPS, seconds_of_audio: flo
     echo(f"    spectrogram (input vs output): {out / 'eval' / report.files[0].spectrogram}")
     echo(f"    report: {out / 'eval' / 'report.md'}")
 
+    port = DEFAULT_OSC_PORT
+    patch = exports / (DEMO_NAME + '-transfer.pd')
+    serve = f"tildekit serve {onnx} --input {audio / 'melody.wav'} --output {out / 'out.wav'}"
     echo(textwrap.dedent(f"""
         Done. To play it:
-          Pure Data + nn~:  pd {exports / (DEMO_NAME + '-transfer.pd')}   (turn DSP on; the patch listens for OSC on {DEFAULT_OSC_PORT})
+          Pure Data + nn~:  pd {patch}   (turn DSP on; the patch listens for OSC on {port})
           Max + nn~:        open {exports / (DEMO_NAME + '-transfer.maxpat')}
           Neutone FX:       load {exports / (DEMO_NAME + '.nm')} in the plugin (any DAW)
-          headless:         tildekit serve {onnx} --input {audio / 'melody.wav'} --output {out / 'out.wav'} --osc-port {DEFAULT_OSC_PORT} --realtime
-          score over OSC:   tildekit osc play {score} --port {DEFAULT_OSC_PORT}
+          headless:         {serve} --osc-port {port} --realtime
+          score over OSC:   tildekit osc play {score} --port {port}
           measure:          tildekit eval {run} YOUR_SOUNDS/   (or the .ts / .onnx file)
         """))
     return {"run": run, "exports": exports, "model": model, "score": score, "dataset": dataset}

@@ -553,7 +553,8 @@ def main() -> None:
     test = [f for f in manifest["files"] if f["split"] == "test"]
     result = {"format": RESULT_FORMAT, "quick": args.quick, "corpus": str(corpus), "test_files": len(test),
               "test_seconds": sum(f["seconds"] for f in test), "threads": args.threads,
-              "rave_version": rave_version, "tildekit_overrides": args.overrides, "date": time.strftime("%Y-%m-%d"), "host": os.uname().nodename,
+              "rave_version": rave_version, "tildekit_overrides": args.overrides, "date": time.strftime("%Y-%m-%d"),
+              "host": os.uname().nodename,
               "wall_seconds": time.perf_counter() - began, "rows": rows}
     result["table"] = table(rows, args.quick, args.overrides)
     (work / "quality.json").write_text(json.dumps(result, indent=1), encoding="utf-8")

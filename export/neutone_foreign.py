@@ -251,7 +251,7 @@ def _latent_mode(card: ModelCard, data: bytes) -> tuple[bool, str]:
             or encode.in_channels != forward.in_channels or decode.out_channels != forward.out_channels:
         return False, "encode/decode do not chain into forward's shape: knobs on attributes"
     x = _probe(card, forward.in_channels)
-    step = DEFAULT_BUFFER - DEFAULT_BUFFER % card.compression if card.compression <= DEFAULT_BUFFER else card.compression
+    step = max(DEFAULT_BUFFER - DEFAULT_BUFFER % card.compression, card.compression)  # whole frames
     chained, direct = [], []
     model = fresh_model(data)
     torch.manual_seed(0)

@@ -71,7 +71,7 @@ def design_prototype(n_band: int, taps: int) -> np.ndarray:
 
     best: tuple[float, np.ndarray] | None = None
     for beta in (5.0, 6.0, 7.0, 8.0, 9.0, 10.0):
-        result = minimize_scalar(lambda c: error(firwin(taps, c / n_band, window=("kaiser", beta)))[0],
+        result = minimize_scalar(lambda c, beta=beta: error(firwin(taps, c / n_band, window=("kaiser", beta)))[0],
                                  bounds=(0.4, 0.7), method="bounded", options={"xatol": 1e-5})
         h = firwin(taps, result.x / n_band, window=("kaiser", beta))
         err, gain = error(h)

@@ -119,7 +119,8 @@ class PatchSpec:
         what = "nn~ model" if is_derived(self.card) else "tildekit model"
         lines = [f"{what} '{self.card.name}': {self.card.channels} channel(s) at {sr} Hz, "
                  f"{self.card.latent_size} latent dimensions, model delay {self.card.delay_ms:.1f} ms"]
-        dsp = "turn DSP on (Media > DSP On, or Ctrl+/)" if host == "pd" else "turn audio on (click ezdac~ or Options > Audio Status)"
+        dsp = ("turn DSP on (Media > DSP On, or Ctrl+/)" if host == "pd"
+               else "turn audio on (click ezdac~ or Options > Audio Status)")
         lines.append(f"1. {dsp}, then play into the input")
         lines.append(f"2. nn~ loads {self.model_ref} relative to this patch: keep the model there "
                      f"(or edit the nn~ boxes)")
@@ -234,8 +235,8 @@ def _routes(osc: OscMap, latents: tuple[LatentControl, ...], attributes: tuple[A
         routes.append(route(osc.latent_scale(lat.index), 1, (lat.scale_name,), f"gain of {lat.label}"))
     size = len(latents)
     if size:  # a model with no latent space (forward only) has no latent addresses
-        routes.append(route(osc.bias_all, size, tuple(l.bias_name for l in latents), "all biases"))
-        routes.append(route(osc.scale_all, size, tuple(l.scale_name for l in latents), "all gains"))
+        routes.append(route(osc.bias_all, size, tuple(dim.bias_name for dim in latents), "all biases"))
+        routes.append(route(osc.scale_all, size, tuple(dim.scale_name for dim in latents), "all gains"))
     for attr in attributes:
         routes.append(route(osc.attr(attr.name), len(attr.types), (attr.receive,), attr.description))
     routes.append(route(osc.gain, 1, (gain_name,), "output gain"))

@@ -273,11 +273,13 @@ def readme(report: BundleReport, card: ModelCard, settings: ServiceSettings, whe
     timings = "\n".join(f"| {t.runtime} | `{readme_text(t.model_file)}` | {t.buffer} | "
                         f"{1000 * t.seconds_per_buffer:.2f} ms | {t.realtime_factor:.1f}x |" for t in report.timings)
     slow, fast = report.pi_realtime_estimate
+    low, high = PI_SLOWDOWN
     fit = ("fits" if report.pi_fits else
            "does NOT fit at any buffer on the slow estimate: expect over-runs; a model trained with "
            "`--profile raspberry` is sized for a Pi 4")
     per_buffer = "\n".join(f"| {b} | {1000 * b / card.sample_rate:.1f} ms | {1000 * s:.2f} ms | "
-                           f"{1000 * s * PI_SLOWDOWN[1]:.1f} ms |" for b, s in sorted(report.buffer_seconds_here.items()))
+                           f"{1000 * s * PI_SLOWDOWN[1]:.1f} ms |"
+                           for b, s in sorted(report.buffer_seconds_here.items()))
     model = shell_word("./" + report.model_file, "model file")
     install_dir = shell_word(settings.install_dir, "--install-dir")
     if ipaddress.ip_address(settings.osc_host).is_loopback:
@@ -285,7 +287,8 @@ def readme(report: BundleReport, card: ModelCard, settings: ServiceSettings, whe
     else:
         senders = f"from {', '.join(settings.osc_allow)} only" if settings.osc_allow else "from any sender"
         listen = f"{settings.osc_host}: OSC {senders}"
-    pd_section = f"\n## Pure Data + nn~\n\nNo Pd patches in this bundle: {readme_text(no_patches, 400)}\n" if no_patches else ""
+    pd_section = (f"\n## Pure Data + nn~\n\nNo Pd patches in this bundle: {readme_text(no_patches, 400)}\n"
+                  if no_patches else "")
     if ts_file and patches:
         ts_name = readme_text(ts_file)
         listing = ", ".join(f"`{readme_text(p)}`" for p in patches)
@@ -375,7 +378,7 @@ Measured on the machine that made this bundle, 1 thread:
 {timings}
 
 - Compute: {gflops}.
-- A Pi 4 core is roughly {PI_SLOWDOWN[0]:.0f}-{PI_SLOWDOWN[1]:.0f}x slower: about {slow:.1f}x-{fast:.1f}x real time there.
+- A Pi 4 core is roughly {low:.0f}-{high:.0f}x slower: about {slow:.1f}x-{fast:.1f}x real time there.
 - Recommended buffer on a Pi 4: **{report.pi_buffer} samples** ({1000 * report.pi_buffer / card.sample_rate:.1f} ms);
   latency about **{report.pi_latency_ms:.0f} ms** (two buffers of I/O + {card.delay_ms:.1f} ms model delay).
   On the slow estimate this {fit}.

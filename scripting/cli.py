@@ -213,7 +213,8 @@ COMMANDS.append(osc)
 @click.option("--realtime", is_flag=True, help="In file mode, pace buffers at real time (for live OSC tests).")
 @click.option("--verbose", "-v", is_flag=True, help="Print statistics every few seconds.")
 def serve(model: str, input_path: str | None, use_device: bool, silence: float | None, output_path: str | None,
-          osc_port: int, osc_host: str, osc_allow: tuple[str, ...], ceiling_db: float, buffer: int, threads: int, rate: int | None,
+          osc_port: int, osc_host: str, osc_allow: tuple[str, ...], ceiling_db: float, buffer: int, threads: int,
+          rate: int | None,
           realtime: bool, verbose: bool) -> None:
     """Run an exported MODEL (.ts or .onnx) headless, controlled live over OSC.
 

@@ -167,4 +167,4 @@ ProtectSystem=full
 
 [Install]
 WantedBy=multi-user.target
-"""
+"""  # noqa: E501 (the unit file's comment lines are its documentation)

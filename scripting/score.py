@@ -26,7 +26,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -129,7 +129,7 @@ class InterpolateEvent:
     update_hz: float | None = None
 
 
-Event = Union[SetEvent, RampEvent, LfoEvent, AttrEvent, GainEvent, ResetEvent, InterpolateEvent]
+Event = SetEvent | RampEvent | LfoEvent | AttrEvent | GainEvent | ResetEvent | InterpolateEvent
 
 ACTIONS = ("set", "ramp", "lfo", "attr", "gain", "reset", "interpolate")
 # Fields each action accepts besides `at` and the action key itself.

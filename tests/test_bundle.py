@@ -76,7 +76,8 @@ def test_bundle_folder(bundled, models, tmp_path):
     for command in ("sudo apt install -y python3-venv libportaudio2 libsndfile1", "python3 -m venv venv",
                     f"venv/bin/pip install 'wheels/{wheel_name()}[audio]'", "venv/bin/tildekit check ./tiny.onnx",
                     "sudo cp tildekit.service /etc/systemd/system/tildekit-tiny.service",
-                    "sudo systemctl enable --now tildekit-tiny", 'Environment="OSC_HOST=0.0.0.0" "OSC_ALLOW=192.168.1.20"'):
+                    "sudo systemctl enable --now tildekit-tiny",
+                    'Environment="OSC_HOST=0.0.0.0" "OSC_ALLOW=192.168.1.20"'):
         assert command in readme
     assert "0.0.0.0: OSC from 192.168.1.20, fd00::20 only" in readme
     assert f"**{budget['pi_buffer']} samples**" in readme and "GFLOP per second of audio" in readme

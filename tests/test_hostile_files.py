@@ -276,7 +276,7 @@ def scripted(tmp_path_factory) -> tuple[Any, ModelCard]:
 
 def _with_channels(data: dict, channels: int) -> None:
     data["channels"] = channels
-    for method, spec in data["methods"].items():
+    for spec in data["methods"].values():
         if spec["in_ratio"] == 1:
             spec["in_channels"] = channels
             spec["input_labels"] = []
@@ -460,7 +460,8 @@ def _read_until(proc: subprocess.Popen, prefix: bytes, guard: float = 120.0) -> 
         ready, _, _ = select.select([proc.stdout], [], [], guard)
         line = proc.stdout.readline() if ready else b""
         if not line:
-            raise AssertionError("Pd never printed " + prefix.decode() + ": " + b"".join(lines).decode(errors="replace"))
+            printed = b"".join(lines).decode(errors="replace")
+            raise AssertionError("Pd never printed " + prefix.decode() + ": " + printed)
         lines.append(line)
         if line.startswith(prefix):
             return b"".join(lines).decode(errors="replace")

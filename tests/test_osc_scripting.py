@@ -38,7 +38,8 @@ from tildekit.scripting.monitor import Monitor
 from tildekit.scripting.schedule import CURVES, LFO_SHAPES, Scheduler, TimedMessage, lfo_values, ramp_values
 from tildekit.scripting.score import ScoreError, compile_score, load_score, parse_score, play_score
 
-pytestmark = pytest.mark.filterwarnings(r"ignore:.torch\.(jit|onnx):DeprecationWarning")  # torch.jit.* deprecation notes
+# torch.jit.* deprecation notes
+pytestmark = pytest.mark.filterwarnings(r"ignore:.torch\.(jit|onnx):DeprecationWarning")
 
 RATIO = 8
 LATENT = 4

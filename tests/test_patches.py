@@ -129,7 +129,7 @@ def test_pd_osc_reaches_every_control(tmp_path: Path) -> None:
                              "-open", str(harness), "-open", str(main_patch)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
     lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(l.rstrip("\n")) for l in proc.stdout], daemon=True).start()
+    threading.Thread(target=lambda: [lines.put(line.rstrip("\n")) for line in proc.stdout], daemon=True).start()
     client = SimpleUDPClient("127.0.0.1", port)
     seen: list[str] = []
 

@@ -379,7 +379,7 @@ def test_run_dir_reader_errors(dataset: Path, tmp_path: Path) -> None:
         RunDir(tmp_path)
     (tmp_path / "profile.yaml").write_text(tiny().to_yaml())
     with pytest.raises(TildekitError, match="no checkpoint yet"):
-        RunDir(tmp_path).step
+        _ = RunDir(tmp_path).step
     result = CliRunner().invoke(cli, ["info", str(tmp_path)])
     assert result.exit_code == 2 and "no checkpoint yet" in result.output
 

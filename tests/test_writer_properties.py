@@ -73,7 +73,7 @@ def _accepts_or_card_error(data: Any) -> None:
     # Accepted: the card is internally consistent and survives a write/read round trip.
     assert ModelCard.from_json(card.to_json()) == card
     assert name_problem(card.name) is None
-    for method, spec in card.methods.items():
+    for spec in card.methods.values():
         assert spec.in_ratio >= 1 and spec.out_ratio >= 1 and spec.in_channels >= 1
     for dim in card.latents:
         assert all(math.isfinite(v) for v in (dim.mean, dim.std, dim.minimum, dim.maximum))
@@ -238,7 +238,8 @@ def test_real_pd_reads_words_and_comments_as_written(tmp_path: Path) -> None:
     console = done.stdout + done.stderr
     for i in range(len(SAFE_LOOKING)):
         assert f"got-{i}: bang" in console, console
-    ours = [pd_atoms(line[len("#X text 10 "):]) for line in patch.read_text().split(";\n") if line.startswith("#X text")]
+    ours = [pd_atoms(line[len("#X text 10 "):]) for line in patch.read_text().split(";\n")
+            if line.startswith("#X text")]
     theirs = [pd_atoms(line[len("#X text 10 "):]) for line in resaved.read_text().split(";\n")
               if line.startswith("#X text")]
 
