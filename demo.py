@@ -129,13 +129,15 @@ def run_demo(out_dir: str | Path, steps: int = DEMO_STEPS, seconds_of_audio: flo
     echo("[8/8] does the exported model follow its input? (held-out tone, bursts and chirp)")
     from tildekit.export.evaluate import evaluate
 
-    report = evaluate(onnx, write_held_out(out / "held-out", rate), out / "eval")
-    echo(textwrap.indent(report.text(), "    "))
-    following = report.overall["model"].loudness_correlation
+    evaluation = evaluate(onnx, write_held_out(out / "held-out", rate), out / "eval")
+    echo(textwrap.indent(evaluation.text(), "    "))
+    following = evaluation.overall["model"].loudness_correlation
     echo(f"    loudness-envelope correlation {'n/a' if following is None else f'{following:.2f}'}: "
          f"about 0.8 or more means the output follows the input's loudness "
          f"(the low-pass reference shows the ceiling; train longer to get there)")
-    echo(f"    spectrogram (input vs output): {out / 'eval' / report.files[0].spectrogram}")
+    spectrogram = evaluation.files[0].spectrogram
+    if spectrogram:
+        echo(f"    spectrogram (input vs output): {out / 'eval' / spectrogram}")
     echo(f"    report: {out / 'eval' / 'report.md'}")
 
     port = DEFAULT_OSC_PORT

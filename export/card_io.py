@@ -77,6 +77,7 @@ def read_card(path: str | Path) -> ModelCard:
         what = "is a folder, not a model file" if path.is_dir() else "does not exist"
         raise TildekitError(f"{path} {what}: pass an exported model file ({SUPPORTED})")
     suffix = path.suffix.lower()
+    text: str | bytes
     if suffix in TORCHSCRIPT_SUFFIXES:
         text = _card_text_from_archive(path)
     elif suffix == ".onnx":

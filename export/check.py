@@ -12,6 +12,7 @@ run lists everything that is wrong. A file that cannot be loaded at all raises T
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -301,7 +302,7 @@ def check_torchscript(path: Path) -> list[CheckResult]:
         for name in names if _has_method(model, "set_reset") else []:
             _run(items, f"{name} delay (responds to an input burst within the card's "
                         f"{card.methods[name].delay} samples)",
-                 lambda name=name: _delay_bound(model, card, name, buffers[0]))
+                 functools.partial(_delay_bound, model, card, name, buffers[0]))
         items.extend(_attribute_checks(model, card, path))
         items.extend(_host_rate_checks(model, card, path, buffers))
     items.extend(_operator_checks(model))

@@ -147,7 +147,8 @@ def method_signature(module: Any, name: str) -> str | None:
 
 def _sorted_unions(text: str) -> str:
     """TorchScript prints Union members in its own order: compare them sorted."""
-    out, i = [], 0
+    out: list[str] = []
+    i = 0
     while True:
         start = text.find("Union(", i)
         if start < 0:

@@ -31,6 +31,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -75,6 +76,9 @@ from tildekit.models.contract.attributes import LATENT_BIAS, LATENT_SCALE, METHO
 from tildekit.models.contract.card import ModelCard
 from tildekit.models.contract.hosts import DEFAULT_BUFFER
 from tildekit.models.streaming import MAX_BATCH_SIZE, Stateful, set_functional, set_gemm, stateful_layers
+
+if TYPE_CHECKING:  # onnx is imported where a graph is built
+    import onnx
 
 OPSET = 17  # widely supported (onnxruntime >= 1.14, i.e. also older Raspberry Pi wheels)
 TRACE_TEMPERATURE = 0.5  # any non-zero value: keeps the noise path in the graph
@@ -320,7 +324,7 @@ def _live_nodes(nodes: list, outputs: set[str]) -> list:
 
 
 def build_onnx(core: ExportCore, card: ModelCard, method: str, streaming: bool = True,
-               shape: GraphShape = GraphShape()) -> tuple[onnx.ModelProto, list[StateSpec]]:  # noqa: F821
+               shape: GraphShape = GraphShape()) -> tuple[onnx.ModelProto, list[StateSpec]]:
     """One method's model proto, metadata included (``core`` is the whole-signal core when not streaming)."""
     import onnx
 

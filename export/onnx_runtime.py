@@ -23,12 +23,16 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tildekit.errors import TildekitError
 from tildekit.models.contract.attributes import LATENT_BIAS, LATENT_SCALE, RESET, TEMPERATURE
 from tildekit.models.contract.card import CARD_ONNX_KEY, CardError, ModelCard
+
+if TYPE_CHECKING:  # imported when a session is made: `tildekit --help` stays fast
+    import onnxruntime
 
 META_METHOD = "tildekit.method"
 META_STATE = "tildekit.state"
@@ -124,7 +128,7 @@ class OnnxInfo:
         return info
 
 
-def make_session(path: str | Path | bytes, threads: int = 1) -> onnxruntime.InferenceSession:  # noqa: F821
+def make_session(path: str | Path | bytes, threads: int = 1) -> onnxruntime.InferenceSession:
     """A CPU session on ``threads`` intra-op threads, every graph optimization on."""
     import onnxruntime as ort
 

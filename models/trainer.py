@@ -178,7 +178,7 @@ def rng_state() -> dict[str, Any]:
     version, internal, gauss_next = random.getstate()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(position),
+        "numpy": {"keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(position),
                   "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
         "python": [int(version), [int(v) for v in internal], gauss_next],
     }

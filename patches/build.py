@@ -9,6 +9,7 @@ reads its first argument, and how OSC arrives (Pd splits addresses with ``oscpar
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tildekit.models.contract.attributes import LATENT_BIAS, LATENT_SCALE
@@ -214,7 +215,7 @@ def _output(g: Graph, spec: PatchSpec, source: int, channels: int, y: int) -> in
 
 
 def _controls(g: Graph, spec: PatchSpec, ids: Idioms, targets: list[int], y: int,
-              sends: list[tuple[str, float]]) -> int:
+              sends: Sequence[tuple[str, float]]) -> int:
     """Attribute messages, reset, defaults on load, Pd buffer fix-up and the OSC receiver."""
     g.text("attributes: click a message or change a number (OSC /attr/... does the same)", 20, y)
     y += 25
@@ -256,7 +257,7 @@ def _controls(g: Graph, spec: PatchSpec, ids: Idioms, targets: list[int], y: int
     g.connect(recv, 0, reset)
     y += 60
     load = g.obj("loadbang", 20, y, 1, 1)
-    defaults = sends + [(spec.gain_name, 1.0)]
+    defaults = [*sends, (spec.gain_name, 1.0)]
     g.text("defaults on load (click to reset the controls)", 220, y)
     init = g.sends([(name, f"{value:g}") for name, value in defaults], 20, y + 25)
     g.connect(load, 0, init)

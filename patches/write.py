@@ -30,7 +30,7 @@ def _renderers(host: str) -> list[tuple[str, Callable[[Graph], str]]]:
     hosts = list(HOSTS) if host == "both" else [host]
     if any(h not in HOSTS for h in hosts):
         raise TildekitError(f"--host {host!r}: choose pd, max or both")
-    out = []
+    out: list[tuple[str, Callable[[Graph], str]]] = []
     for h in hosts:
         if h == "pd":
             from tildekit.patches.pd import render_pd

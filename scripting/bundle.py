@@ -70,7 +70,7 @@ class PatchWriter(Protocol):
     """Writes Pd patches for a model file (:func:`tildekit.patches.write.write_patches`). The caller
     passes it: scripting and patches are sibling layers, and neither imports the other."""
 
-    def __call__(self, model: Path, out_dir: Path, *, host: str, buffer: int, osc_port: int) -> list[Path]: ...
+    def __call__(self, model: Path, out_dir: Path, /, *, host: str, buffer: int, osc_port: int) -> list[Path]: ...
 
 
 @dataclass

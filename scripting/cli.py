@@ -286,7 +286,7 @@ def serve(model: str, input_path: str | None, use_device: bool, silence: float |
                 if audio is not None:
                     result = engine.run_array(audio)
                 else:
-                    result = engine.run_array(None, int(round(float(silence) * engine.host_rate)))
+                    result = engine.run_array(None, int(round(float(silence or 0.0) * engine.host_rate)))
                 written = output.commit(result, engine.host_rate)
                 resampled = (f", resampled from {engine.host_rate} Hz, delay {engine.delay:.0f} samples"
                              if engine.stage is not None else "")

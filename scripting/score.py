@@ -352,7 +352,7 @@ def synthetic_card(source: str, name: Any, latent_size: Any, attributes: Any) ->
                          f"got {_short(latent_size)}")
     if attributes is not None and not isinstance(attributes, dict):
         raise ScoreError(f"{source}: 'attributes' must map names to types, like {{temperature: float}}")
-    if len(attributes or {}) > MAX_ATTRIBUTES:
+    if attributes is not None and len(attributes) > MAX_ATTRIBUTES:
         raise ScoreError(f"{source}: {len(attributes)} attributes, more than {MAX_ATTRIBUTES}")
     specs = []
     for attr_name, spec in (attributes or {}).items():
@@ -369,7 +369,7 @@ def synthetic_card(source: str, name: Any, latent_size: Any, attributes: Any) ->
                              f"(bool, int, float or str)")
         if not types or len(types) > MAX_LIST:
             raise ScoreError(f"{source}: attributes.{attr_name}: give 1 to {MAX_LIST} types")
-        bounds = []
+        bounds: list[float | None] = []
         for key in ("min", "max"):
             bound = spec.get(key)
             if bound is not None and not _finite(bound):
@@ -377,7 +377,8 @@ def synthetic_card(source: str, name: Any, latent_size: Any, attributes: Any) ->
                                  f"got {_short(bound)}")
             bounds.append(None if bound is None else float(bound))
         defaults = {"bool": False, "int": 0, "float": 0.0, "str": ""}
-        specs.append(AttributeSpec(str(attr_name), types, [defaults[t] for t in types], *bounds))
+        specs.append(AttributeSpec(str(attr_name), types, [defaults[t] for t in types], minimum=bounds[0],
+                                   maximum=bounds[1]))
     return ModelCard(name=str(name or "model"), sample_rate=48000, channels=1, compression=2048,
                      latent_size=latent_size, methods={}, attributes=specs, delay=0)
 

@@ -307,7 +307,7 @@ def _check_extra(extra: Any, latent_size: int) -> None:
         if problem:
             raise _fail("extra", f"has an entry named {shown(key)}, which {problem}")
         _check_json(value, f"extra.{key}", 1, budget)
-    known: dict[str, Callable[[Any, str], None]] = {
+    known: dict[str, Callable[[Any, str], object]] = {
         "full_latent_size": lambda v, f: _check_full(v, f, latent_size),
         "kept_variance": lambda v, f: _number(v, f, 1.0, low=0.0),
         "latent_basis": lambda v, f: _text(v, f, MAX_SHORT_TEXT),
