@@ -20,7 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository root is the `tildekit` package
 PACKAGE = "tildekit"
-NOT_PACKAGE = ("tests", "docs", "benchmarks", ".venv", ".git", ".ci")
+SUB_PACKAGES = ("models", "export", "patches", "scripting")  # the rest of the root is not installed
 
 # Lowest first. A module may import its own layer's modules and those of lower layers; layers of
 # one rank are siblings and import neither each other nor anything above.
@@ -53,21 +53,29 @@ def module_name(path: Path) -> str:
 
 
 def package_files() -> list[Path]:
-    return sorted(p for p in ROOT.rglob("*.py")
-                  if p.relative_to(ROOT).parts[0] not in NOT_PACKAGE and ".venv" not in p.parts)
+    """The package's modules: the root's and each sub-package's, as pyproject.toml installs them."""
+    files = list(ROOT.glob("*.py"))
+    for folder in SUB_PACKAGES:
+        files += [p for p in (ROOT / folder).rglob("*.py") if (p.parent / "__init__.py").is_file()]
+    return sorted(files)
 
 
 def imports_of(path: Path) -> list[Import]:
     """Every import in the file, resolved to an absolute dotted name."""
-    source = module_name(path)
-    package = source if path.name == "__init__.py" else source.rpartition(".")[0]
+    return imports_in(path.read_text(encoding="utf-8"), module_name(path), path.name == "__init__.py", path)
+
+
+def imports_in(text: str, source: str, is_package: bool = False, path: Path = ROOT) -> list[Import]:
+    """Every import in ``text``, the code of module ``source``, wherever it stands."""
+    package = source if is_package else source.rpartition(".")[0]
     found = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+    for node in ast.walk(ast.parse(text, str(path))):
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                parts = package.split(".")
+                base = parts[: len(parts) - (node.level - 1)]
                 stem = ".".join(base + ([node.module] if node.module else []))
             else:
                 stem = node.module or ""
@@ -173,9 +181,10 @@ def layer_edges() -> Counter[tuple[str, str]]:
 
 
 def mermaid() -> str:
+    """The layers and which imports which (an arrow points at what is imported)."""
     lines = ["graph BT"]
-    for (src, dst), count in sorted(layer_edges().items()):
-        lines.append(f"    {src} -->|{count}| {dst}")
+    for src, dst in sorted(layer_edges()):
+        lines.append(f"    {src} --> {dst}")
     return "\n".join(lines)
 
 

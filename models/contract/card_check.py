@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tildekit.models.contract.attributes import PER_DIMENSION_ATTRIBUTES
-from tildekit.models.contract.card import CARD_FORMAT, NN_TYPE_CODES, CardError
+from tildekit.models.contract.card_format import CARD_FORMAT, NN_TYPE_CODES, CardError
 from tildekit.models.contract.names import NAME_ALPHABET, identifier_problem, name_problem, shown, text_problem
 
 # Ranges: generous for any real model, small enough that nothing downstream can blow up.
