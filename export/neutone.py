@@ -22,7 +22,6 @@ Usage: ``export_neutone(TildekitW2W(ExportCore(model), card), card, "model.nm")`
 # annotations of TildekitW2W (its metadata attributes are typed dicts of Union values).
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
@@ -48,6 +47,7 @@ from tildekit.export.neutone_metadata import (
 )
 from tildekit.export.neutone_queue import N_PARAMS, ROOT_PRESERVED_ATTRIBUTES, NeutoneRoot
 from tildekit.export.ops import HOSTS, require_host_operators
+from tildekit.models.contract.atomic import atomic_path
 from tildekit.models.contract.card import ModelCard
 from tildekit.models.contract.hosts import NEUTONE_DAW_BUFFERS, neutone_native_buffers
 
@@ -404,17 +404,13 @@ def export_neutone(w2w_module: nn.Module, card: ModelCard, path: str | Path, *,
     neutone_hosts = [host for host in HOSTS if host.startswith("Neutone")]
     require_host_operators(scripted, f"{card.name} (Neutone FX export)", neutone_hosts or None)
     extra = {METADATA_FILE_NAME: json.dumps(embedded), **card_extra_files(card)}
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as temp:  # checked under its temporary name, renamed only when it passes
         torch.jit.save(scripted, str(temp), _extra_files=extra)
         try:
             check = check_neutone_file(temp)
         except TildekitError as exc:
             raise TildekitError(str(exc).replace(str(temp), str(path))
                                 + f" (nothing was written to {path})") from exc
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
     return check
 
 

@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, Sampler
 from tildekit.errors import TildekitError
 from tildekit.models.autoencoder import AutoEncoder, EarlierLayout, build_model, load_weights
 from tildekit.models.config import RESUMABLE_SETTINGS, Profile
+from tildekit.models.contract.atomic import atomic_path, atomic_write_text
 from tildekit.models.dataset import AudioDataset, RandomWindows, SequentialWindows
 from tildekit.models.discriminator import (
     MultiDiscriminator,
@@ -557,9 +558,8 @@ def write_plots(folder: Path, records: list[dict[str, Any]],
 
 
 def _save_figure(figure: Any, path: Path) -> None:
-    temporary = path.with_name(f".{path.stem}.tmp.png")
-    figure.savefig(temporary, dpi=80)
-    os.replace(temporary, path)
+    with atomic_path(path, durable=False) as temporary:  # a figure is cheap to redraw
+        figure.savefig(temporary, dpi=80)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -761,7 +761,5 @@ def _truncate_metrics(run_dir: Path, step: int) -> None:
     kept = [r for r in read_metrics(run_dir) if int(r.get("step", 0)) <= step]
     if step == 0:
         kept = []
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text("".join(json.dumps(r) + "\n" for r in kept))
-    os.replace(temporary, path)
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
 
