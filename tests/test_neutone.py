@@ -316,7 +316,7 @@ def test_host_queries_and_defaults(mono_nm, stereo_nm):
     assert mono_nm.is_input_mono() and mono_nm.is_output_mono()
     assert not stereo_nm.is_input_mono() and not stereo_nm.is_output_mono()
     assert mono_nm.get_native_sample_rates() == [MODEL_SR]
-    assert mono_nm.get_neutone_native_buffers() == neutone_native_buffers(COMPRESSION)
+    assert mono_nm.get_native_buffer_sizes() == neutone_native_buffers(COMPRESSION)
     defaults = mono_nm.get_default_param_values()
     assert defaults.shape == (4, 1)
     assert defaults[:, 0].tolist() == [k.default_0to1 for k in KNOBS] == [0.0, 0.0, 0.5, 0.5]
