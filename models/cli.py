@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-
-from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from tildekit.models.run import RunDir
@@ -127,7 +126,7 @@ COMMANDS.append(train_command)
 # --------------------------------------------------------------------------- info
 
 
-def describe_run(run: "RunDir") -> str:
+def describe_run(run: RunDir) -> str:
     """A readable summary of a training run: profile, step, losses and the model's shape."""
     model = run.load_model(streaming=True)
     cfg = run.profile.model
@@ -155,25 +154,3 @@ def describe_run(run: "RunDir") -> str:
             f"{k} {v:.4g}" for k, v in losses.items() if isinstance(v, (int, float))))
     lines.append(f"latent statistics: {'yes' if run.latent_stats is not None else 'not yet'}")
     return "\n".join(lines)
-
-
-@click.command("info")
-@click.argument("path", type=click.Path(path_type=Path))
-def info_command(path: Path) -> None:
-    """Describe a training run dir, or an exported model file (.ts, .nm, .onnx).
-
-    For a run: profile, step, losses, sample rate, latent size, compression, receptive field,
-    streaming delay and parameter count. For a file: its embedded model card (no training code
-    or checkpoint needed).
-    """
-    if path.is_file():
-        from tildekit.export.cli import describe_file
-
-        click.echo(describe_file(path))
-        return
-    from tildekit.models.run import RunDir
-
-    click.echo(describe_run(RunDir(path)))
-
-
-COMMANDS.append(info_command)

@@ -27,7 +27,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from tildekit.models.card import HostRate, MethodSpec
+from tildekit.models.contract.card import HostRate, MethodSpec
 from tildekit.models.resample_design import Prototype, hold_prototype, reduced_ratio, sinc_prototype
 from tildekit.models.resample_stream import produced
 

@@ -34,6 +34,7 @@ class ResampleStage:
         self.plan: MethodPlan = plan_method("forward", card.sample_rate, host_rate, 1, 1, card.delay,
                                             card.compression, granularity=self.quantum)
         self.path = StreamPath(self.plan, card.channels, card.channels)
+        self._ready: np.ndarray = np.zeros((card.channels, 0), dtype=np.float32)
         post = self.plan.post
         self._generated = PolyphaseStream(post.prototype.bank(), post.up, post.down, post.offset)
         self._reset_generation()

@@ -18,10 +18,10 @@ from tildekit.export.card_io import card_extra_files, read_card
 from tildekit.export.check import NOT_RATES, nn_set
 from tildekit.export.core import ExportCore
 from tildekit.export.model_card import card_from_core
-from tildekit.export.nn_host import HOST_RATE_ATTRIBUTE
-from tildekit.export.nn_tilde import nn_tilde_module, script_nn_tilde
+from tildekit.export.nn_tilde import nn_tilde_module
 from tildekit.models.autoencoder import build_model
 from tildekit.models.config import load_profile
+from tildekit.models.contract.nn_host import HOST_RATE_ATTRIBUTE
 from tildekit.models.resample_plan import HOST_RATES, method_plans
 from tildekit.patches.write import write_patches
 

@@ -13,12 +13,25 @@ import scipy.signal
 import soxr
 import torch
 
-from tildekit.models.resample import (ResamplePath, StreamResampler, conv_weight, group_matrices, period_matrix,
-                                      resample_step)
-from tildekit.models.resample_design import PASSBAND, STOPBAND_DB, hold_prototype, kaiser_beta, kaiser_length
+from tildekit.models.resample import (
+    ResamplePath,
+    StreamResampler,
+    conv_weight,
+    group_matrices,
+    period_matrix,
+    resample_step,
+)
+from tildekit.models.resample_design import (
+    PASSBAND,
+    STOPBAND_DB,
+    hold_prototype,
+    kaiser_beta,
+    kaiser_length,
+    reduced_ratio,
+    sinc_prototype,
+)
 from tildekit.models.resample_design import group_matrices as numpy_group_matrices
 from tildekit.models.resample_design import period_matrix as numpy_period_matrix
-from tildekit.models.resample_design import reduced_ratio, sinc_prototype
 from tildekit.models.resample_plan import HOST_RATES, plan_method
 from tildekit.models.resample_stream import PolyphaseStream, StreamPath, produced
 

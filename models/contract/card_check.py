@@ -1,7 +1,7 @@
 """The one validation point of model cards read from files.
 
 Every card that comes from outside (a ``.ts``/``.nm`` archive, ONNX metadata, a ``.json`` file)
-goes through :func:`check_card_data` before a :class:`~tildekit.models.card.ModelCard` is built,
+goes through :func:`check_card_data` before a :class:`~tildekit.models.contract.card.ModelCard` is built,
 so every consumer (info, patch, serve, bench, check, osc) only ever sees cards whose
 
 - fields have the right JSON types (an int is an int, not ``"abc"``, ``true`` or ``16000.5``),
@@ -20,10 +20,12 @@ tildekit reads back.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from tildekit.models.card import CARD_FORMAT, NN_TYPE_CODES, CardError
-from tildekit.models.names import NAME_ALPHABET, identifier_problem, name_problem, shown, text_problem
+from tildekit.models.contract.attributes import PER_DIMENSION_ATTRIBUTES
+from tildekit.models.contract.card_format import CARD_FORMAT, NN_TYPE_CODES, CardError
+from tildekit.models.contract.names import NAME_ALPHABET, identifier_problem, name_problem, shown, text_problem
 
 # Ranges: generous for any real model, small enough that nothing downstream can blow up.
 SAMPLE_RATE_RANGE = (1000, 768000)
@@ -56,7 +58,6 @@ LATENT_FIELDS = {"mean", "std", "minimum", "maximum", "variance_ratio"}
 HOST_RATE_FIELDS = {"rate", "delays", "added_ms", "buffer_delays"}
 MAX_BUFFER_DELAYS = 16  # buffer sizes with their own delays, per host rate
 MAX_HOST_RATES = 16
-PER_DIMENSION_ATTRIBUTES = ("latent_bias", "latent_scale")
 
 
 def _fail(field: str, problem: str) -> CardError:
@@ -318,7 +319,7 @@ def _check_extra(extra: Any, latent_size: int) -> None:
         if problem:
             raise _fail("extra", f"has an entry named {shown(key)}, which {problem}")
         _check_json(value, f"extra.{key}", 1, budget)
-    known: dict[str, Callable[[Any, str], None]] = {
+    known: dict[str, Callable[[Any, str], object]] = {
         "full_latent_size": lambda v, f: _check_full(v, f, latent_size),
         "kept_variance": lambda v, f: _number(v, f, 1.0, low=0.0),
         "latent_basis": lambda v, f: _text(v, f, MAX_SHORT_TEXT),
