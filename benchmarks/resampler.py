@@ -4,6 +4,7 @@
     python benchmarks/resampler.py --default          # ... and the (slow) default profile
     python benchmarks/resampler.py --ms 85 --seconds 2 --rounds 7
     python benchmarks/resampler.py --same-samples     # 2048 host samples at every rate
+    python benchmarks/resampler.py --forms            # the file's block product vs the ONNX step
 
 For each profile a random-weight model is exported as nn~ TorchScript; one loaded copy plays
 at the model's own rate and one per host rate (``set_host_sample_rate``, as the generated
@@ -41,7 +42,14 @@ from pathlib import Path
 
 import torch
 
-from tildekit.models.resample import ResamplePath
+from tildekit.models.resample import (
+    ResamplePath,
+    StreamResampler,
+    conv_weight,
+    group_matrices,
+    period_matrix,
+    resample_step,
+)
 from tildekit.models.resample_plan import plan_method
 
 PROFILES = ("small", "raspberry", "causal")
@@ -158,6 +166,55 @@ def bench_profile(path: Path, ms: float, same_samples: bool, seconds: float, rou
     return lines
 
 
+class GatheredStep(torch.nn.Module):
+    """The ONNX form of one resampler (gathered windows per group of outputs, or a convolution
+    over interleaved phases), scripted, with its state held here: what the file's
+    :class:`StreamResampler` is compared with by ``--forms``."""
+
+    def __init__(self, bank: torch.Tensor, up: int, down: int) -> None:
+        super().__init__()
+        self.matrices, self.starts = group_matrices(bank, up, down, 0)
+        self.weight = conv_weight(period_matrix(bank, up, down, 0), up, down)
+        self.up, self.down = up, down
+        self.history = torch.zeros(1, 1, down + bank.size(1) - 1)
+        self.position = torch.zeros((), dtype=torch.long)
+        self.phase = torch.zeros((), dtype=torch.long)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y, self.history, self.position, self.phase = resample_step(
+            x, self.history, self.position, self.phase, self.matrices, self.starts, self.weight, self.up, self.down)
+        return y
+
+
+def compare_forms(rounds: int) -> None:
+    """Time per call of both directions (host -> model -> host), each form, interleaved."""
+    from tildekit.models.resample_design import reduced_ratio, sinc_prototype
+
+    print("host -> model -> host, one call each way, best of interleaved rounds, 1 thread")
+    for host, model, buffer in ((96000, 48000, 4096), (88200, 48000, 3763), (44100, 48000, 1882),
+                                (44100, 16000, 1764), (88200, 16000, 3528), (96000, 16000, 3840)):
+        forms: dict[str, list[torch.nn.Module]] = {"block": [], "gathered": []}
+        for a, b in ((host, model), (model, host)):
+            up, down = reduced_ratio(a, b)
+            bank = torch.from_numpy(sinc_prototype(up, down).bank())
+            block = StreamResampler(1)
+            block.configure(bank, up, down, 0)
+            forms["block"].append(torch.jit.script(block))
+            forms["gathered"].append(torch.jit.script(GatheredStep(bank, up, down)))
+        x = torch.randn(1, 1, buffer)
+        best = {name: float("inf") for name in forms}
+        with torch.inference_mode():
+            for index in range(rounds + 3):  # the first rounds let TorchScript optimise
+                for name, (pre, post) in forms.items():
+                    started = time.perf_counter()
+                    for _ in range(30):
+                        post(pre(x))
+                    if index >= 3:
+                        best[name] = min(best[name], (time.perf_counter() - started) / 30)
+        print(f"{host:>6} <-> {model:<6} buffer {buffer:>5}: block {1e6 * best['block']:6.0f} us, gathered "
+              f"{1e6 * best['gathered']:6.0f} us, ratio {best['block'] / best['gathered']:.2f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--default", action="store_true", help="also the (slow, large) default profile")
@@ -165,8 +222,12 @@ def main() -> None:
     parser.add_argument("--same-samples", action="store_true", help="2048 host samples per call at every rate")
     parser.add_argument("--seconds", type=float, default=0.5, help="audio per round and rate (default 0.5)")
     parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds (default 9)")
+    parser.add_argument("--forms", action="store_true", help="compare the file's resampler with the ONNX step")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.forms:
+        compare_forms(args.rounds)
+        return
     profiles = PROFILES + (("default",) if args.default else ())
     size = "2048 host samples" if args.same_samples else f"{args.ms:g} ms (whole frames)"
     print(f"buffers of {size}, {args.rounds} rounds of {args.seconds:g} s per rate, 1 thread; "

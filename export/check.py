@@ -21,7 +21,7 @@ from tildekit.errors import TildekitError
 from tildekit.export.card_io import read_card
 from tildekit.export.check_result import CheckResult
 from tildekit.models.contract.attributes import LATENT_BIAS, RESET, TEMPERATURE
-from tildekit.models.contract.card import NN_TYPE_CODES, ModelCard
+from tildekit.models.contract.card import NN_TYPE_CODES, HostRate, ModelCard
 from tildekit.models.contract.nn_host import HOST_RATE_ATTRIBUTE
 
 if TYPE_CHECKING:  # torch is imported by the .ts/.nm checks only: .onnx files are checked without it
@@ -530,7 +530,8 @@ def _host_rate_checks(model: Any, card: ModelCard, path: Path, buffers: list[int
     _run(items, "set_sample_rate never raises (nn~ [reload( passes -2147483648)", reload_sequence)
     small, large = buffers[0], min(buffers[-1], max(4096, buffers[0]))
     for host in card.host_rates:
-        def at_rate(rate: int = host.rate) -> str | None:
+        def at_rate(host: HostRate = host) -> str | None:
+            rate = host.rate
             result = nn_set(model, HOST_RATE_ATTRIBUTE, [rate])
             if result != 0:
                 return f"set_{HOST_RATE_ATTRIBUTE} {rate} returned {result!r}; nn~ needs 0"
