@@ -13,8 +13,9 @@ Conventions (one resampler, ``up / down`` in lowest terms, ``T`` taps per phase)
 
 Streaming is therefore exact: any split of a signal into calls gives the same samples as one
 call with the whole signal. The torch twin (:mod:`tildekit.models.resample`) follows the same
-steps (the file's resampler does them as one block product per call); the engine runs this one, without torch. :class:`StreamPath` adds the FIFOs of
-a method's plan (:mod:`tildekit.models.resample_plan`).
+steps (the file's resampler does them as one block product per call); the engine runs this one,
+without torch. :class:`StreamPath` adds the FIFOs of a method's plan
+(:mod:`tildekit.models.resample_plan`).
 """
 
 from __future__ import annotations
