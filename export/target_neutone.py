@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from tildekit.errors import TildekitError
 from tildekit.export.card_io import card_extra_files
 from tildekit.export.check_result import CheckResult
 from tildekit.export.exportable import Exportable
+from tildekit.export.neutone import NeutoneW2WBase, TildekitW2W
 from tildekit.export.neutone_contract import neutone_structure_checks
 from tildekit.export.neutone_metadata import METADATA_FILE_NAME, validate_metadata, with_sounds
 from tildekit.export.neutone_queue import N_PARAMS, ROOT_PRESERVED_ATTRIBUTES, NeutoneRoot
@@ -31,8 +32,6 @@ class NeutoneTarget(Target):
         return [f"{model_name}.nm"]
 
     def write(self, model: Exportable, card: ModelCard, folder: Path, quick: bool = False) -> list[Path]:
-        from tildekit.export.neutone import TildekitW2W
-
         path = folder / self.files(card.name)[0]
         export_neutone(TildekitW2W(model.module, card), card, path, quick=quick)
         return [path]
@@ -53,7 +52,7 @@ class NeutoneCheck:
     preserved: list[str]
 
 
-def export_neutone(w2w_module: nn.Module, card: ModelCard, path: str | Path, *,
+def export_neutone(w2w_module: NeutoneW2WBase, card: ModelCard, path: str | Path, *,
                    sample_sound_files: list[dict[str, str]] | None = None, quick: bool = False) -> NeutoneCheck:
     """Script ``NeutoneRoot(w2w_module)``, save it to ``path`` (``.nm``) with metadata.json and the card.
 

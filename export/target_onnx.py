@@ -9,7 +9,7 @@ import functools
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -96,6 +96,7 @@ def _export_onnx(core: ExportCore, card: ModelCard, out_dir: Path, name: str, sh
     methods = [m for m in (methods or METHODS) if m in card.methods]
     if not methods:
         raise TildekitError(f"the model card lists none of the methods {', '.join(METHODS)}")
+    reference: Any  # the scripted core streaming, the plain whole-signal one otherwise
     if streaming:
         source = core
         with warnings.catch_warnings():  # torch 2.13 marks torch.jit.script deprecated; nn~ still needs it
@@ -137,4 +138,4 @@ def _save_proto(onnx: Any, proto: Any, path: Path) -> None:
 
 def _save_state(states: dict[str, np.ndarray], path: Path) -> None:
     with open(path, "wb") as handle:  # a handle: np.savez would append .npz to the temporary name
-        np.savez(handle, **states)
+        np.savez(handle, **cast(dict[str, Any], states))
