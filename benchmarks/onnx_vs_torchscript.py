@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from tildekit.export.core import ExportCore
-from tildekit.export.onnx_export import CoreMethods, GraphShape, export_graph
+from tildekit.export.onnx_export import GraphShape, export_graph
+from tildekit.export.onnx_reference import CoreMethods
 from tildekit.export.onnx_runtime import OUTPUT, make_session
 from tildekit.models.autoencoder import build_model
 from tildekit.models.config import load_profile

@@ -13,7 +13,7 @@ run lists everything that is wrong. A file that cannot be loaded at all raises T
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,15 +40,6 @@ def _stream_limit(reference: torch.Tensor) -> float:
     return STREAM_TOLERANCE * max(1.0, float(reference.abs().max()))
 
 
-def format_results(results: Iterable[CheckResult]) -> str:
-    return "\n".join(f"{'PASS' if r.passed else 'FAIL'}  {r.item}" + (f": {r.reason}" if r.reason else "")
-                     for r in results)
-
-
-def failures_message(failed: Iterable[CheckResult]) -> str:
-    return "; ".join(f"{r.item}: {r.reason}" for r in failed)
-
-
 def host_buffers(highest_ratio: int, largest: int = MAX_HOST_BUFFER) -> list[int]:
     """Every buffer nn~ may pick: powers of two from the highest ratio up to ``largest``."""
     buffer = 1
@@ -61,13 +52,18 @@ def host_buffers(highest_ratio: int, largest: int = MAX_HOST_BUFFER) -> list[int
     return sizes
 
 
-def check_file(path: str | Path) -> list[CheckResult]:
-    """Run every contract item for the file's host (by suffix)."""
+def check_file(path: str | Path, quick: bool = False) -> list[CheckResult]:
+    """Run every contract item for the file's host (by suffix).
+
+    ``quick``: the structural items only (load as the host does, methods / attributes / card
+    agree, a short stream); the full run (the default, ``tildekit check``) adds every host
+    buffer size and rate, the delay bounds and the hosts' operator tables.
+    """
     path = Path(path)
     checks = {".ts": check_torchscript, ".nm": check_neutone, ".onnx": check_onnx_file}
     check = checks.get(path.suffix.lower())
     if check is check_onnx_file:
-        return check(path)  # ONNX Runtime alone: the runtime install checks .onnx without torch
+        return check(path, quick)  # ONNX Runtime alone: the runtime install checks .onnx without torch
     if check is not None:
         import torch
 
@@ -76,7 +72,7 @@ def check_file(path: str | Path) -> list[CheckResult]:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            return check(path)
+            return check(path, quick)
         finally:
             torch.set_num_threads(threads)
     raise TildekitError(f"{path}: cannot check a {path.suffix or 'suffix-less'} file: pass a .ts "
@@ -182,7 +178,7 @@ def _method_input(card: ModelCard, method: str, batch: int, samples: int, seed: 
     return walk.float()
 
 
-def check_torchscript(path: Path) -> list[CheckResult]:
+def check_torchscript(path: Path, quick: bool = False) -> list[CheckResult]:
     import torch
 
     from tildekit.export.card_io import FOREIGN_NOTE, is_derived, model_card
@@ -197,6 +193,8 @@ def check_torchscript(path: Path) -> list[CheckResult]:
                                     f"{card.extra.get('delay_source', 'not measured')})"))
     ratio = card.highest_ratio
     buffers = host_buffers(ratio)
+    if quick:  # the smallest buffer and the streaming check's large one
+        buffers = sorted({buffers[0], min(buffers[-1], max(4096, buffers[0]))})
 
     def fresh() -> Any:
         """The model in its initial streaming state: set_reset, or (a foreign file) a new load."""
@@ -268,7 +266,7 @@ def check_torchscript(path: Path) -> list[CheckResult]:
             # Host-observable streaming: the same signal in small and large buffers, each run
             # after a reset, must give the same samples.
             small, large = buffers[0], min(buffers[-1], max(4096, buffers[0]))
-            length = max(STREAM_SECONDS_MIN, 2 * large)
+            length = 2 * large if quick else max(STREAM_SECONDS_MIN, 2 * large)
             x = _method_input(card, name, 2, length, seed=7)
             torch.manual_seed(0)
             a = _stream(getattr(fresh(), name), x, small, spec.in_ratio)
@@ -299,13 +297,14 @@ def check_torchscript(path: Path) -> list[CheckResult]:
     if derived:
         items.extend(_foreign_attribute_checks(model, card, path))
     else:
-        for name in names if _has_method(model, "set_reset") else []:
+        for name in names if _has_method(model, "set_reset") and not quick else []:
             _run(items, f"{name} delay (responds to an input burst within the card's "
                         f"{card.methods[name].delay} samples)",
                  functools.partial(_delay_bound, model, card, name, buffers[0]))
         items.extend(_attribute_checks(model, card, path))
-        items.extend(_host_rate_checks(model, card, path, buffers))
-    items.extend(_operator_checks(model))
+        items.extend(_host_rate_checks(model, card, path, buffers, quick))
+    if not quick:
+        items.extend(_operator_checks(model))
     if _has_method(model, "set_reset") and not derived:
         model.set_reset(True)  # leave the module as loaded
     return items
@@ -504,8 +503,9 @@ def _attribute_checks(model: Any, card: ModelCard, path: Path) -> list[CheckResu
 NOT_RATES = (-2147483648, -1, 0, 2147483647)
 
 
-def _host_rate_checks(model: Any, card: ModelCard, path: Path, buffers: list[int]) -> list[CheckResult]:
-    """set_sample_rate as nn~ 1.6 calls it, and every method at every host rate of the card."""
+def _host_rate_checks(model: Any, card: ModelCard, path: Path, buffers: list[int],
+                      quick: bool = False) -> list[CheckResult]:
+    """set_sample_rate as nn~ 1.6 calls it, and (unless ``quick``) every method at every host rate."""
     import torch
 
     items: list[CheckResult] = []
@@ -528,6 +528,8 @@ def _host_rate_checks(model: Any, card: ModelCard, path: Path, buffers: list[int
         return None
 
     _run(items, "set_sample_rate never raises (nn~ [reload( passes -2147483648)", reload_sequence)
+    if quick:
+        return items
     small, large = buffers[0], min(buffers[-1], max(4096, buffers[0]))
     for host in card.host_rates:
         def at_rate(host: HostRate = host) -> str | None:
@@ -580,10 +582,10 @@ def _operator_checks(model: Any, hosts: list[str] | None = None) -> list[CheckRe
 # ------------------------------------------------------------------------------- Neutone, ONNX
 
 
-def check_neutone(path: Path) -> list[CheckResult]:
-    from tildekit.export.neutone import check_neutone_file
+def check_neutone(path: Path, quick: bool = False) -> list[CheckResult]:
     from tildekit.export.neutone_contract import neutone_structure_checks
     from tildekit.export.ops import HOSTS
+    from tildekit.export.target_neutone import check_neutone_file
 
     card = read_card(path)
     source = (f", converted from {card.extra['converted_from']}" if "converted_from" in card.extra else "")
@@ -592,32 +594,23 @@ def check_neutone(path: Path) -> list[CheckResult]:
     model = load_like_nn(path)
 
     def host_sequence() -> str | None:
-        check_neutone_file(path)
+        check_neutone_file(path, quick)
         return None
 
     _run(items, "Neutone host call sequence (load, metadata, set rate/buffer, forward, offline)",
          host_sequence)
     items.extend(neutone_structure_checks(model))
-    neutone_hosts = [h for h in HOSTS if h.lower().startswith("neutone")]
-    items.extend(_operator_checks(model, neutone_hosts))
+    if not quick:
+        neutone_hosts = [h for h in HOSTS if h.lower().startswith("neutone")]
+        items.extend(_operator_checks(model, neutone_hosts))
     return items
 
 
-def check_onnx_file(path: Path) -> list[CheckResult]:
+def check_onnx_file(path: Path, quick: bool = False) -> list[CheckResult]:
     from tildekit.export.onnx_check import check_onnx
 
     read_card(path)
-    items: list[CheckResult] = []
     try:
-        outcome = check_onnx(path)
+        return check_onnx(path, quick=quick)
     except TildekitError as exc:
         return [CheckResult("ONNX Runtime streaming contract", False, str(exc))]
-    if outcome is None:
-        return [CheckResult("ONNX Runtime streaming contract", True)]
-    for entry in outcome if isinstance(outcome, (list, tuple)) else [outcome]:
-        if hasattr(entry, "passed"):
-            items.append(CheckResult(str(getattr(entry, "item", "onnx")), bool(entry.passed),
-                                     str(getattr(entry, "reason", ""))))
-        else:
-            items.append(CheckResult("ONNX Runtime streaming contract", True, str(entry)))
-    return items

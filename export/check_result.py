@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -10,3 +11,12 @@ class CheckResult:
     item: str
     passed: bool
     reason: str = ""
+
+
+def format_results(results: Iterable[CheckResult]) -> str:
+    return "\n".join(f"{'PASS' if r.passed else 'FAIL'}  {r.item}" + (f": {r.reason}" if r.reason else "")
+                     for r in results)
+
+
+def failures_message(failed: Iterable[CheckResult]) -> str:
+    return "; ".join(f"{r.item}: {r.reason}" for r in failed)

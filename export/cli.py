@@ -105,8 +105,11 @@ def _short_labels(labels: list[str], keep: int = 3) -> str:
 @click.option("--buffer", type=int, default=DEFAULT_BUFFER, show_default=True, metavar="B",
               help="ONNX only: the graphs' fixed buffer size in samples (a multiple of the "
                    "compression); the headless engine runs the model at this buffer.")
+@click.option("--quick", is_flag=True,
+              help="Structural checks only (load, methods, attributes, card, a short stream): "
+                   "no sweep of buffer sizes and host rates, no operator tables.")
 def export_command(run_dir: Path, target: str, out_dir: Path, name: str | None,
-                   latent_dims: int | None, fidelity: float | None, buffer: int) -> None:
+                   latent_dims: int | None, fidelity: float | None, buffer: int, quick: bool) -> None:
     """Export the newest checkpoint of RUN_DIR for nn~, Neutone FX and/or ONNX.
 
     Every file is loaded back the way its host loads it and checked (`tildekit check`)
@@ -120,7 +123,7 @@ def export_command(run_dir: Path, target: str, out_dir: Path, name: str | None,
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         card, _ = export_run(run_dir, (target,), out_dir, name=name, latent_dims=latent_dims,
-                             fidelity=fidelity, on_written=announce, buffer=buffer)
+                             fidelity=fidelity, on_written=announce, buffer=buffer, quick=quick)
     for warning in caught:
         if issubclass(warning.category, UserWarning):
             click.echo(f"Warning: {warning.message}", err=True)
@@ -131,14 +134,18 @@ def export_command(run_dir: Path, target: str, out_dir: Path, name: str | None,
 
 @click.command("check")
 @click.argument("file", type=click.Path(path_type=Path))
-def check_command(file: Path) -> None:
+@click.option("--quick", is_flag=True,
+              help="Structural checks only (load, methods, attributes, card, a short stream): "
+                   "no sweep of buffer sizes and host rates, no operator tables.")
+def check_command(file: Path, quick: bool) -> None:
     """Load FILE (.ts, .nm or .onnx) the way its host does and check every contract item.
 
     Prints PASS/FAIL per item; exits 1 when any item fails, 2 when FILE is not a usable export.
     """
-    from tildekit.export.check import check_file, format_results
+    from tildekit.export.check import check_file
+    from tildekit.export.check_result import format_results
 
-    results = check_file(file)
+    results = check_file(file, quick=quick)
     click.echo(format_results(results))
     failed = sum(not r.passed for r in results)
     click.echo(f"{len(results) - failed}/{len(results)} passed" + (f", {failed} FAILED" if failed else ""))

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from tildekit import __version__
+from tildekit.export.exportable import StreamingExport
 from tildekit.models.contract.attributes import LATENT_BIAS, LATENT_SCALE, RESET, TEMPERATURE, TEMPERATURE_MAX
 from tildekit.models.contract.card import AttributeSpec, LatentDim, MethodSpec, ModelCard
 from tildekit.models.resample_plan import host_rate_table
@@ -55,6 +56,12 @@ def attribute_specs(latent_size: int) -> list[AttributeSpec]:
         AttributeSpec(RESET, ["bool"], [False],
                       description="true clears the streaming state (as a fresh load)"),
     ]
+
+
+def exportable(core: ExportCore) -> StreamingExport:
+    """The autoencoder family as the export targets see it (export/exportable.py)."""
+    return StreamingExport("autoencoder", core, methods_table(core), attribute_specs(core.latent_size),
+                           core.sample_rate, core.channels, core.delay)
 
 
 def latent_dims(keep: int, stats: LatentStats | None) -> list[LatentDim]:

@@ -12,44 +12,36 @@ them in Neutone. ``w2w_base`` exposes the SDK's whole WaveformToWaveformBase int
 - D ``dim offset``: shift of that dimension, -3..+3 of its std (0.5 = unchanged).
 
 The archive carries ``metadata.json`` (checked against the SDK's schema rules) and the tildekit
-model card. Every export is loaded back the way the host loads it and exercised before it is
-moved into place; a failing export leaves nothing behind.
-
-Usage: ``export_neutone(TildekitW2W(ExportCore(model), card), card, "model.nm")``.
+model card. The file is written and checked by export/target_neutone.py:
+``export_neutone(TildekitW2W(ExportCore(model), card), card, "model.nm")``.
 """
 
 # No ``from __future__ import annotations`` here: TorchScript must see the real class-level
 # annotations of TildekitW2W (its metadata attributes are typed dicts of Union values).
 import json
 import math
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 import torch
 from torch import Tensor, nn
 
 from tildekit.errors import TildekitError
-from tildekit.export.card_io import card_extra_files
+from tildekit.export.exportable import require_matches_card
 from tildekit.export.neutone_contract import (
     CORE_METADATA_KEYS,
     CORE_PRESERVED_ATTRIBUTES,
     W2W_PRESERVED_ATTRIBUTES,
-    neutone_structure_checks,
 )
 from tildekit.export.neutone_metadata import (
-    METADATA_FILE_NAME,
     Knob,
     NeutoneInfo,
     build_metadata,
     validate_metadata,
     with_sounds,
 )
-from tildekit.export.neutone_queue import N_PARAMS, ROOT_PRESERVED_ATTRIBUTES, NeutoneRoot
-from tildekit.export.ops import HOSTS, require_host_operators
-from tildekit.models.contract.atomic import atomic_path
+from tildekit.export.neutone_queue import N_PARAMS
 from tildekit.models.contract.card import ModelCard
-from tildekit.models.contract.hosts import NEUTONE_DAW_BUFFERS, neutone_native_buffers
+from tildekit.models.contract.hosts import neutone_native_buffers
 
 CHAOS_MAX_STD = 2.0  # chaos at 1 adds noise of 2 latent stds
 SCALE_MAX = 2.0  # dim scale knob 0..1 -> gain 0..2
@@ -343,12 +335,7 @@ class TildekitW2W(NeutoneW2WBase):
 
 
 def _check_core_matches_card(core: nn.Module, card: ModelCard) -> None:
-    for name in ("compression", "latent_size", "sample_rate", "channels"):
-        value = getattr(core, name, None)
-        if value != getattr(card, name):
-            raise TildekitError(
-                f"the streaming core's {name} is {value} but the model card says "
-                f"{getattr(card, name)}: export the core and card of the same checkpoint")
+    require_matches_card(core, card)
     if card.channels not in (1, 2):
         raise TildekitError(f"Neutone FX takes mono or stereo models; {card.name} has {card.channels} channels")
 
@@ -360,130 +347,3 @@ def _latent_stats(card: ModelCard) -> tuple[Tensor, Tensor]:
         std = torch.tensor([d.std if d.std > 0 else 1.0 for d in card.latents], dtype=torch.float32)
         return mean, std
     return torch.zeros(card.latent_size), torch.ones(card.latent_size)
-
-
-# ---------------------------------------------------------------------------------------------
-# Export
-
-
-@dataclass(frozen=True)
-class NeutoneCheck:
-    """What the post-save self-check measured on the reloaded file (in DAW samples)."""
-
-    buffering_delay_48k_512: int
-    model_delay_48k_512: int
-    resampling_at_48k: bool
-    preserved: list[str]
-
-
-def export_neutone(w2w_module: nn.Module, card: ModelCard, path: str | Path, *,
-                   sample_sound_files: list[dict[str, str]] | None = None) -> NeutoneCheck:
-    """Script ``NeutoneRoot(w2w_module)``, save it to ``path`` (``.nm``) with metadata.json and the card.
-
-    The file is written under a temporary name, loaded back the way the plugin loads it and
-    exercised (`check_neutone_file`); only then is it renamed into place.
-    """
-    path = Path(path)
-    if path.suffix != ".nm":
-        raise TildekitError(f"{path}: Neutone FX loads .nm files: name the output *.nm")
-    if not path.parent.is_dir():
-        raise TildekitError(f"{path.parent} does not exist: create the output folder first")
-    metadata = w2w_module.to_metadata()
-    embedded = with_sounds(metadata, sample_sound_files)
-    validate_metadata(embedded)
-    for param in w2w_module.parameters():
-        param.requires_grad_(False)  # inference only: no autograd graph in the host
-    root = NeutoneRoot(w2w_module.eval())
-    try:
-        scripted = torch.jit.script(root)
-    except Exception as exc:  # TorchScript's errors are long: keep the first line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TildekitError(f"{card.name}: the Neutone wrapper does not compile to TorchScript "
-                            f"({first}): check that the streaming core is scriptable") from exc
-    # The plugin's libtorch is older than ours: refuse operators it would not know.
-    neutone_hosts = [host for host in HOSTS if host.startswith("Neutone")]
-    require_host_operators(scripted, f"{card.name} (Neutone FX export)", neutone_hosts or None)
-    extra = {METADATA_FILE_NAME: json.dumps(embedded), **card_extra_files(card)}
-    with atomic_path(path) as temp:  # checked under its temporary name, renamed only when it passes
-        torch.jit.save(scripted, str(temp), _extra_files=extra)
-        try:
-            check = check_neutone_file(temp)
-        except TildekitError as exc:
-            raise TildekitError(str(exc).replace(str(temp), str(path))
-                                + f" (nothing was written to {path})") from exc
-    return check
-
-
-def check_neutone_file(path: str | Path) -> NeutoneCheck:
-    """Load a ``.nm`` as the host does and run the SDK's own save-time checks on it.
-
-    Raises TildekitError naming what is wrong; returns the delays it measured.
-    """
-    path = Path(path)
-    extra = {METADATA_FILE_NAME: ""}
-    try:
-        model = torch.jit.load(str(path), _extra_files=extra)
-    except Exception as exc:
-        raise TildekitError(f"{path}: torch.jit.load failed ({str(exc).splitlines()[0]})") from exc
-    try:
-        embedded = json.loads(extra[METADATA_FILE_NAME])
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise TildekitError(f"{path}: metadata.json is missing or not JSON ({exc})") from None
-    validate_metadata(embedded)
-    expected = {k: v for k, v in embedded.items() if k != "sample_sound_files"}
-    if model.to_metadata() != expected:
-        raise TildekitError(f"{path}: metadata.json differs from the model's to_metadata()")
-    if json.loads(model.get_metadata_json()) != expected:
-        raise TildekitError(f"{path}: get_metadata_json() differs from metadata.json")
-    preserved = list(model.get_preserved_attributes())
-    for name in sorted(set(preserved) | set(ROOT_PRESERVED_ATTRIBUTES) | {"forward", "forward_offline"}):
-        if not hasattr(model, name):
-            raise TildekitError(f"{path}: the root module has no {name!r}, which the Neutone host calls")
-    if not model.realtime:
-        raise TildekitError(f"{path}: the root module's realtime flag is False")
-
-    try:
-        check = _exercise(model, preserved)
-    except TildekitError:
-        raise
-    except Exception as exc:  # an exception here is a dropped buffer in the plugin
-        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-        raise TildekitError(f"{path}: the reloaded model fails the host's call sequence: "
-                            f"{lines[-1] if lines else type(exc).__name__}") from exc
-    failed = [r for r in neutone_structure_checks(model) if not r.passed]
-    if failed:
-        raise TildekitError(f"{path}: not structured as the SDK's files: "
-                            + "; ".join(f"{r.item}: {r.reason}" for r in failed))
-    return check
-
-
-def _exercise(model: torch.jit.ScriptModule, preserved: list[str]) -> NeutoneCheck:
-    """The SDK's save-time calls: 48 kHz / 512 buffers, mono and stereo, then offline at 44.1 kHz."""
-    channels_in = 1 if model.is_input_mono() else 2
-    model.set_daw_sample_rate_and_buffer_size(48000, 512)
-    model.reset()
-    resampling = bool(model.is_resampling())
-    buffering = int(model.calc_buffering_delay_samples())
-    model_delay = int(model.calc_model_delay_samples())
-    generator = torch.Generator().manual_seed(0)
-    for daw_channels in (2, 1, channels_in):
-        audio = 0.1 * torch.randn(daw_channels, 512, generator=generator)
-        for params in (None, model.get_default_param_values().expand(N_PARAMS, 512)):
-            for _ in range(3):
-                _check_audio("forward", model.forward(audio, params), audio.shape)
-    for daw_bs in NEUTONE_DAW_BUFFERS:
-        model.set_daw_sample_rate_and_buffer_size(48000, daw_bs)
-        audio = 0.1 * torch.randn(2, daw_bs, generator=generator)
-        for _ in range(2):
-            _check_audio("forward", model.forward(audio), audio.shape)
-    model.set_daw_sample_rate_and_buffer_size(44100, 4096)
-    clip = 0.1 * torch.randn(2, 44100, generator=generator)
-    _check_audio("forward_offline", model.forward_offline(clip), clip.shape)
-    return NeutoneCheck(buffering, model_delay, resampling, preserved)
-
-
-def _check_audio(method: str, out: Tensor, shape: torch.Size) -> None:
-    if tuple(out.shape) != tuple(shape):
-        raise ValueError(f"{method} returned shape {tuple(out.shape)} for input {tuple(shape)}")
-    if not torch.isfinite(out).all():
-        raise ValueError(f"{method} returned NaN or infinite samples")

@@ -29,7 +29,7 @@ from tildekit import __version__
 from tildekit.errors import TildekitError
 from tildekit.export.card_io import MissingCardError, read_card
 from tildekit.export.foreign_nn import derive_card, fresh_model, has_known_default, impulse_delay
-from tildekit.export.neutone import NeutoneCheck, NeutoneW2WBase, export_neutone
+from tildekit.export.neutone import NeutoneW2WBase
 from tildekit.export.neutone_metadata import (
     MAX_KNOBS,
     MAX_NAME_CHARS,
@@ -39,6 +39,7 @@ from tildekit.export.neutone_metadata import (
     build_metadata,
     model_type,
 )
+from tildekit.export.target_neutone import NeutoneCheck, export_neutone
 from tildekit.models.contract.card import MethodSpec, ModelCard
 from tildekit.models.contract.hosts import DEFAULT_BUFFER, neutone_native_buffers
 

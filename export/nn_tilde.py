@@ -27,16 +27,14 @@ calls ``set_sample_rate`` with an uninitialised value, where an exception would 
 
 # No `from __future__ import annotations`: TorchScript reads the class annotations as types.
 import linecache
-from pathlib import Path
 from typing import List
 
 import torch
 from torch import Tensor, nn
 
 from tildekit.errors import TildekitError
-from tildekit.export.card_io import card_extra_files
 from tildekit.export.core import ExportCore
-from tildekit.models.contract.atomic import atomic_path
+from tildekit.export.exportable import require_matches_card
 from tildekit.models.contract.attributes import METHODS
 from tildekit.models.contract.card import ModelCard
 from tildekit.models.contract.nn_host import HOST_RATE_ATTRIBUTE, PLAUSIBLE_RATES
@@ -57,7 +55,7 @@ class NNTildeBase(nn.Module):
 
     def __init__(self, core: ExportCore, card: ModelCard) -> None:
         super().__init__()
-        _check_core_matches_card(core, card)
+        require_matches_card(core, card, methods=METHODS)
         self.core = core
         self.sample_rate = card.sample_rate
         self.latent_size = card.latent_size
@@ -302,37 +300,3 @@ def script_nn_tilde(core: ExportCore, card: ModelCard) -> torch.jit.ScriptModule
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TildekitError(f"{card.name}: the nn~ module does not compile to TorchScript "
                             f"({first}): check that the streaming model is scriptable") from exc
-
-
-def export_nn(core: ExportCore, card: ModelCard, path: str | Path) -> Path:
-    """Script, save under a temporary name, run every contract check on that file, then rename.
-
-    A failing check raises TildekitError naming each failed item, and no file is left behind.
-    """
-    from tildekit.export.check import check_file, failures_message
-
-    path = Path(path)
-    if path.suffix != ".ts":
-        raise TildekitError(f"{path}: nn~ looks for *.ts files: name the output *.ts")
-    if not path.parent.is_dir():
-        raise TildekitError(f"{path.parent} does not exist: create the output folder first")
-    scripted = script_nn_tilde(core, card)
-    with atomic_path(path) as temp:  # checked under its temporary name, renamed only when it passes
-        torch.jit.save(scripted, str(temp), _extra_files=card_extra_files(card))
-        failed = [r for r in check_file(temp) if not r.passed]
-        if failed:
-            raise TildekitError(f"{path.name}: export failed its contract check, nothing written: "
-                                f"{failures_message(failed)}")
-    core.reset_state()
-    return path
-
-
-def _check_core_matches_card(core: ExportCore, card: ModelCard) -> None:
-    for name in ("compression", "latent_size", "sample_rate", "channels"):
-        if getattr(core, name) != getattr(card, name):
-            raise TildekitError(
-                f"the streaming core's {name} is {getattr(core, name)} but the model card says "
-                f"{getattr(card, name)}: derive the card from this core (export.model_card)")
-    missing = [m for m in METHODS if m not in card.methods]
-    if missing:
-        raise TildekitError(f"the model card lacks the method(s) {', '.join(missing)}")

@@ -23,35 +23,19 @@ same buffers) before it is moved into place.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import io
-import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from tildekit.errors import TildekitError
 from tildekit.export.card_io import set_onnx_card
-from tildekit.export.check_result import CheckResult
 from tildekit.export.core import ExportCore
-from tildekit.export.onnx_check import (
-    TOLERANCE,
-    OnnxCallRunner,
-    Record,
-    call_quantum,
-    check_batches,
-    check_signal,
-)
-from tildekit.export.onnx_check import (
-    check_onnx as check_onnx_contract,
-)
 from tildekit.export.onnx_runtime import (
     ATTRIBUTE_INPUTS,
     BATCH,
@@ -64,15 +48,12 @@ from tildekit.export.onnx_runtime import (
     META_STREAMING,
     OUTPUT,
     STATE_IN,
-    OnnxInfo,
     StateSpec,
-    method_file_name,
-    state_file_name,
     states_to_json,
 )
 from tildekit.models.autoencoder import build_model, remove_weight_norm
 from tildekit.models.config import ModelConfig
-from tildekit.models.contract.attributes import LATENT_BIAS, LATENT_SCALE, METHODS, TEMPERATURE
+from tildekit.models.contract.attributes import LATENT_BIAS, LATENT_SCALE, TEMPERATURE
 from tildekit.models.contract.card import ModelCard
 from tildekit.models.contract.hosts import DEFAULT_BUFFER
 from tildekit.models.streaming import MAX_BATCH_SIZE, Stateful, set_functional, set_gemm, stateful_layers
@@ -342,185 +323,3 @@ def build_onnx(core: ExportCore, card: ModelCard, method: str, streaming: bool =
         prop.key, prop.value = key, value
     proto.doc_string = f"tildekit {card.name} {method} ({'streaming' if streaming else 'whole signal'})"
     return proto, specs
-
-
-def validate_request(core: ExportCore, card: ModelCard, shape: GraphShape) -> None:
-    if shape.buffer < core.compression or shape.buffer % core.compression:
-        raise TildekitError(f"--buffer {shape.buffer} must be a positive multiple of the model's compression "
-                            f"({core.compression} samples)")
-    if shape.batch is not None and shape.batch < 1:
-        raise TildekitError(f"batch must be >= 1 (or None for a dynamic batch), got {shape.batch}")
-    mismatches = [f"{field} card={getattr(card, field)} model={getattr(core, field)}"
-                  for field in ("sample_rate", "channels", "compression", "latent_size")
-                  if getattr(card, field) != getattr(core, field)]
-    if mismatches:
-        raise TildekitError(f"the model card does not describe this model ({'; '.join(mismatches)}): "
-                            f"build the card from the same core")
-
-
-def export_onnx(core: ExportCore, card: ModelCard, out_dir: str | Path, name: str, buffer: int = DEFAULT_BUFFER,
-                streaming: bool = True, dynamic_time: bool = False, batch: int | None = None,
-                model_config: ModelConfig | None = None, methods: Sequence[str] | None = None) -> list[Path]:
-    """Write ``NAME.onnx`` (forward), ``NAME.encode.onnx``, ``NAME.decode.onnx`` (+ state ``.npz``).
-
-    Streaming graphs take ``buffer`` samples (or their latent frames) per call, any batch:
-    onnxruntime runs a fixed time axis ~15% faster (benchmarks/onnx_vs_torchscript.py).
-    ``dynamic_time=True`` accepts any multiple of the compression instead; ``batch`` fixes the
-    batch too (faster still; the engine runs one voice).
-    ``streaming=False`` exports the whole-signal model (needs ``model_config`` to build it):
-    dynamic batch and time, no state. Every file is checked before it is moved into place; on
-    failure nothing is written. Returns the written paths (models and initial states).
-    """
-    shape = GraphShape(buffer, dynamic_time, batch) if streaming else GraphShape(buffer)
-    validate_request(core, card, shape)
-    with single_torch_thread():
-        return _export_onnx(core, card, Path(out_dir), name, shape, streaming, model_config, methods)
-
-
-@contextlib.contextmanager
-def single_torch_thread() -> Iterator[None]:
-    """Buffer-sized work is fastest on one thread, and a busy machine makes more threads far slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _export_onnx(core: ExportCore, card: ModelCard, out_dir: Path, name: str, shape: GraphShape,
-                 streaming: bool, model_config: ModelConfig | None, methods: Sequence[str] | None) -> list[Path]:
-    import onnx
-
-    methods = [m for m in (methods or METHODS) if m in card.methods]
-    if not methods:
-        raise TildekitError(f"the model card lists none of the methods {', '.join(METHODS)}")
-    if streaming:
-        source = core
-        with warnings.catch_warnings():  # torch 2.13 marks torch.jit.script deprecated; nn~ still needs it
-            warnings.simplefilter("ignore", DeprecationWarning)
-            reference = torch.jit.script(CoreMethods(core))  # what nn~ runs: the TorchScript of the same core
-    else:
-        if model_config is None:
-            raise TildekitError("a whole-signal ONNX export needs the model config (the run's profile)")
-        source = whole_signal_core(core, model_config)
-        reference = CoreMethods(source)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    pending: list[tuple[Path, Path]] = []  # (temporary, final)
-    try:
-        for method in methods:
-            proto, specs = build_onnx(source, card, method, streaming, shape)
-            final = out_dir / method_file_name(name, method)
-            temporary = final.with_name(f".{final.stem}.{os.getpid()}.partial.onnx")
-            pending.append((temporary, final))
-            onnx.save(proto, str(temporary))
-            results = check_onnx(temporary, reference=reference, buffer=shape.buffer)
-            failed = [r for r in results if not r.passed]
-            if failed:
-                raise TildekitError(f"ONNX export of {method!r} failed its check: "
-                                    + "; ".join(f"{r.item}: {r.reason}" for r in failed))
-            if streaming:
-                final_state = out_dir / state_file_name(name, method)
-                temporary_state = final_state.with_name(f".{final_state.stem}.{os.getpid()}.partial.npz")
-                pending.append((temporary_state, final_state))
-                with open(temporary_state, "wb") as handle:
-                    np.savez(handle, **{s.name: s.zeros(shape.batch or 1) for s in specs})
-        for temporary, final in pending:
-            os.replace(temporary, final)
-        return [final for _, final in pending]
-    finally:
-        for temporary, _ in pending:
-            temporary.unlink(missing_ok=True)
-
-
-class CoreMethods(nn.Module):
-    """ExportCore's methods as TorchScript entry points (what the nn~ export runs), on a copy."""
-
-    def __init__(self, core: ExportCore) -> None:
-        super().__init__()
-        self.core = copy.deepcopy(core).eval()
-        set_functional(self.core, False)
-        self.core.reset_state()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.core(x)
-
-    @torch.jit.export
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.core.encode(x)
-
-    @torch.jit.export
-    def decode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.core.decode(x)
-
-    @torch.jit.export
-    def reset_state(self) -> None:
-        self.core.reset_state()
-
-
-# ---------------------------------------------------------------------------------------- checks
-
-def check_onnx(path: str | Path, reference: CoreMethods | torch.jit.ScriptModule | None = None,
-               buffer: int | None = None) -> list[CheckResult]:
-    """Check a tildekit ONNX file (:func:`tildekit.export.onnx_check.check_onnx`); with
-    ``reference`` (``torch.jit.script(CoreMethods(core))``, or ``CoreMethods(whole_signal_core(...))``
-    for a whole-signal file) also compare its output on the same buffers.
-
-    ``buffer``: samples per call for the comparison (default: the file's fixed buffer, else 4
-    latent frames' worth).
-    """
-    if reference is None:
-        return check_onnx_contract(path)
-
-    def compare(runner: OnnxCallRunner, info: OnnxInfo, record: Record) -> None:
-        samples = buffer
-        if samples is None:
-            per_frame = info.card.compression if info.method == "decode" else 1
-            samples = info.buffer * per_frame if info.buffer is not None else 4 * info.card.compression
-        _check_reference(runner, info, reference, samples, record)
-
-    return check_onnx_contract(path, compare)
-
-
-def _check_reference(runner: OnnxCallRunner, info: OnnxInfo, reference, samples: int, record) -> None:
-    card, method = info.card, info.method
-    rng = np.random.default_rng(1)
-    temperature = 0.5 if TEMPERATURE in ATTRIBUTE_INPUTS[method] else 0.0
-    bias = rng.normal(0, 0.3, card.latent_size).astype(np.float32)
-    scale = rng.uniform(0.5, 1.5, card.latent_size).astype(np.float32)
-    attrs = runner.attributes(temperature, bias, scale)
-    step = samples // card.compression if method == "decode" else samples
-    q = call_quantum(info)
-    # streaming: mixed buffer sizes when the time axis is dynamic; whole signal: one call
-    sizes = [step] * 3 if info.buffer is not None else [step, q, 3 * q, step]
-    if not info.streaming:
-        sizes = [sum(sizes)]
-    set_torch_attributes(reference.core, temperature, bias, scale)
-    for batch in check_batches(info):
-        x = check_signal(info, batch, sum(sizes), seed=batch)
-        reference.reset_state()
-        state = runner.zeros(batch)
-        worst, start = 0.0, 0
-        for size in sizes:
-            chunk = x[..., start: start + size]
-            start += size
-            y, state = runner.run(chunk, state, attrs)
-            with torch.no_grad():
-                expected = getattr(reference, method)(torch.from_numpy(chunk.astype(np.float32))).numpy()
-            if y.shape != expected.shape:
-                record(f"matches torch (batch {batch})", False, f"shape {y.shape} vs torch {expected.shape}")
-                break
-            worst = max(worst, float(np.max(np.abs(y - expected))))
-        else:
-            what = "TorchScript" if info.streaming else "whole-signal torch model"
-            record(f"matches {what} (batch {batch})", worst <= TOLERANCE,
-                   f"max |ONNX - torch| {worst:.2e} > {TOLERANCE} over buffers {sizes}")
-    reference.reset_state()
-
-
-def set_torch_attributes(core, temperature: float, bias: np.ndarray, scale: np.ndarray) -> None:
-    """Set ExportCore's attributes (scripted or not) as the ONNX inputs carry them."""
-    core.temperature = float(temperature)
-    with torch.no_grad():
-        core.latent_bias.copy_(torch.from_numpy(bias))
-        core.latent_scale.copy_(torch.from_numpy(scale))

@@ -1,6 +1,7 @@
 """Export a run to one or several targets: the function behind `tildekit export`.
 
-Each target writer loads its file back the way its host does and checks it; the files of every
+The targets (export/target.py) are registered in :func:`target_types`. Each writes its files and
+loads them back the way its host does to check them; the files of every
 target are moved into place together once all passed, so a returned path is a checked file and
 a failing target leaves ``--out`` as it was.
 """
@@ -12,10 +13,13 @@ import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tildekit.errors import TildekitError
 from tildekit.export.core import ExportCore
-from tildekit.models.contract.attributes import METHODS
+from tildekit.export.exportable import Exportable
+from tildekit.export.model_card import exportable
+from tildekit.export.target import Target
 from tildekit.models.contract.card import ModelCard
 from tildekit.models.contract.hosts import DEFAULT_BUFFER
 from tildekit.models.contract.names import check_name
@@ -29,51 +33,40 @@ from tildekit.models.outputs import (
     write_marker,
 )
 
-TARGETS = ("nn", "neutone", "onnx")
 STAGE_PREFIX = ".tildekit-export-"  # hidden staging folder inside --out, removed on every exit
 STAGE_KIND = "export-stage"  # its marker (models/outputs.py); a killed export's stage is removed later
 
 
+def target_types() -> dict[str, type[Target]]:
+    """Every export target by name: a new target is one module and one entry here."""
+    from tildekit.export.target_neutone import NeutoneTarget
+    from tildekit.export.target_nn import NnTarget
+    from tildekit.export.target_onnx import OnnxTarget
+
+    return {t.name: t for t in (NnTarget, NeutoneTarget, OnnxTarget)}
 
 
-def _write_nn(core: ExportCore, card: ModelCard, out_dir: Path, name: str, buffer: int) -> list[Path]:
-    from tildekit.export.nn_tilde import export_nn
-
-    return [export_nn(core, card, out_dir / f"{name}.ts")]
+TARGETS = ("nn", "neutone", "onnx")  # the names, without importing torch
 
 
-def _write_neutone(core: ExportCore, card: ModelCard, out_dir: Path, name: str, buffer: int) -> list[Path]:
-    from tildekit.export.neutone import TildekitW2W, export_neutone
-
-    path = out_dir / f"{name}.nm"
-    export_neutone(TildekitW2W(core, card), card, path)
-    return [path]
-
-
-def _write_onnx(core: ExportCore, card: ModelCard, out_dir: Path, name: str, buffer: int) -> list[Path]:
-    """ONNX graphs have a fixed time axis of ``buffer`` samples (the fastest in ONNX Runtime)."""
-    from tildekit.export.onnx_export import export_onnx
-
-    return list(export_onnx(core, card, out_dir, name, buffer=buffer))
+def make_target(name: str, buffer: int = DEFAULT_BUFFER) -> Target:
+    types = target_types()
+    if name not in types:
+        raise TildekitError(f"unknown export target {name!r}: choose from {', '.join(types)} or all")
+    return types[name](buffer)
 
 
-WRITERS: dict[str, Callable[[ExportCore, ModelCard, Path, str, int], list[Path]]] = {
-    "nn": _write_nn, "neutone": _write_neutone, "onnx": _write_onnx,
-}
-
-
-def export_core(core: ExportCore, card: ModelCard, targets: tuple[str, ...] | list[str],
+def export_core(core: ExportCore | Exportable, card: ModelCard, targets: tuple[str, ...] | list[str],
                 out_dir: str | Path, on_written: Callable[[Path], None] | None = None,
-                buffer: int = DEFAULT_BUFFER) -> list[Path]:
+                buffer: int = DEFAULT_BUFFER, quick: bool = False) -> list[Path]:
     """Write ``core`` for every target in ``targets`` into ``out_dir``; returns the checked files.
 
     All or nothing: every target is written and checked in a hidden staging folder inside
     ``out_dir``; only when all of them pass are the files moved into place. A file already
     in ``out_dir`` under one of their names is replaced only when it is a tildekit export.
     """
-    unknown = [t for t in targets if t not in WRITERS]
-    if unknown:
-        raise TildekitError(f"unknown export target(s) {unknown}: choose from {', '.join(TARGETS)} or all")
+    chosen = [make_target(t, buffer) for t in targets]
+    model = exportable(core) if isinstance(core, ExportCore) else core
     name = check_name(card.name, "model name")
     out = output_dir(out_dir, "--out")
     for planned in planned_files(targets, name):  # fail before any work; checked again at the end
@@ -87,13 +80,13 @@ def export_core(core: ExportCore, card: ModelCard, targets: tuple[str, ...] | li
         raise write_error(out, exc) from None
     try:
         staged: list[Path] = []
-        for target in targets:
-            core.reset_state()
+        for target in chosen:
+            _reset(model)
             try:
-                staged += WRITERS[target](core, card, stage, name, buffer)
+                staged += target.write(model, card, stage, quick)
             except TildekitError as exc:
                 raise TildekitError(f"{str(exc).replace(str(stage), str(out))}"
-                                    + ("" if len(targets) == 1 else f" (--target {target}; no target was written)")
+                                    + ("" if len(chosen) == 1 else f" (--target {target.name}; no target was written)")
                                     ) from None
             except OSError as exc:
                 raise write_error(out, exc) from None
@@ -107,21 +100,22 @@ def export_core(core: ExportCore, card: ModelCard, targets: tuple[str, ...] | li
             raise write_error(out, exc) from None
     finally:
         remove_owned(stage, STAGE_KIND)
-        core.reset_state()
+        _reset(model)
     for final in finals:
         if on_written is not None:
             on_written(final)
     return finals
 
 
+def _reset(model: Exportable) -> None:
+    """Each target starts from the initial streaming state (every streaming module has reset_state)."""
+    module: Any = model.module
+    module.reset_state()
+
+
 def planned_files(targets: tuple[str, ...] | list[str], name: str) -> list[str]:
     """Every file name the writers of ``targets`` may produce for model ``name``."""
-    from tildekit.export.onnx_runtime import method_file_name, state_file_name
-
-    names = {"nn": [f"{name}.ts"], "neutone": [f"{name}.nm"],
-             "onnx": [f(name, m) for m in METHODS
-                      for f in (method_file_name, state_file_name)]}
-    return [n for target in targets for n in names.get(target, [])]
+    return [n for target in targets for n in make_target(target).files(name)]
 
 
 def is_tildekit_export(path: Path) -> bool:
@@ -145,7 +139,7 @@ def is_tildekit_export(path: Path) -> bool:
 def export_run(run_dir: str | Path, targets: tuple[str, ...] | list[str], out_dir: str | Path,
                name: str | None = None, latent_dims: int | None = None, fidelity: float | None = None,
                on_written: Callable[[Path], None] | None = None,
-               buffer: int = DEFAULT_BUFFER) -> tuple[ModelCard, list[Path]]:
+               buffer: int = DEFAULT_BUFFER, quick: bool = False) -> tuple[ModelCard, list[Path]]:
     """Export the newest checkpoint of ``run_dir``; ``targets`` may contain "all"."""
     from tildekit.export.prepare import core_from_run
 
@@ -153,4 +147,4 @@ def export_run(run_dir: str | Path, targets: tuple[str, ...] | list[str], out_di
     if Path(out_dir).exists() and not Path(out_dir).is_dir():  # before loading anything
         output_dir(out_dir, "--out")
     core, card = core_from_run(run_dir, latent_dims=latent_dims, fidelity=fidelity, name=name)
-    return card, export_core(core, card, chosen, out_dir, on_written, buffer)
+    return card, export_core(core, card, chosen, out_dir, on_written, buffer, quick)

@@ -187,8 +187,8 @@ def _export_run(run_dir: Path, work: Path, progress: Progress) -> tuple[Path, Ca
     except ImportError as exc:
         raise TildekitError(f"{run_dir} is a run dir but this install cannot export runs ({exc}): "
                             f"export it with `tildekit export` and bundle the .ts file") from None
-    from tildekit.export.nn_tilde import export_nn
-    from tildekit.export.onnx_export import export_onnx
+    from tildekit.export.target_nn import export_nn
+    from tildekit.export.target_onnx import export_onnx
 
     progress(f"exporting {run_dir} ...")
     core, card = core_from_run(run_dir)[:2]

@@ -19,8 +19,8 @@ from tildekit.export.card_io import read_card
 from tildekit.export.check import check_file, nn_set, pd_word
 from tildekit.export.core import ExportCore
 from tildekit.export.model_card import card_from_core
-from tildekit.export.nn_tilde import export_nn
 from tildekit.export.prepare import choose_latent_dims, core_from_stats
+from tildekit.export.target_nn import export_nn
 from tildekit.models.autoencoder import AutoEncoder, build_model
 from tildekit.models.config import Profile, load_profile
 from tildekit.models.contract.card import CARD_FILE_NAME
@@ -79,7 +79,7 @@ def exported(tmp_path_factory) -> Exported:
     core = core_from_stats(streaming, stats, keep=4)
     card = card_from_core(core, "tiny", stats, profile.name, 7)
     path = tmp_path_factory.mktemp("nn") / "tiny.ts"
-    export_nn(core, card, path)
+    export_nn(core, card, path, quick=True)  # test_check_passes_on_the_export runs the full check
     return Exported(profile, reference, stats, core, path)
 
 
@@ -241,7 +241,7 @@ def test_a_method_that_raises_fails_the_export_and_leaves_no_file(tmp_path: Path
     core = BrokenCore(streaming)
     card = card_from_core(core, "broken", None, profile.name, 0)
     with pytest.raises(TildekitError, match="decode"):
-        export_nn(core, card, tmp_path / "broken.ts")
+        export_nn(core, card, tmp_path / "broken.ts", quick=True)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -286,7 +286,7 @@ def test_cli_export_latent_dims_2_check_info_and_bench(tmp_path: Path):
     runner = CliRunner()
     out = tmp_path / "out"
     result = runner.invoke(main, ["export", str(run), "--target", "nn", "--out", str(out),
-                                  "--name", "two", "--latent-dims", "2"])
+                                  "--name", "two", "--latent-dims", "2", "--quick"])
     assert result.exit_code == 0, result.output
     path = out / "two.ts"
     assert path.is_file() and sorted(p.name for p in out.iterdir()) == ["two.ts"]
@@ -316,7 +316,7 @@ def test_cli_export_latent_dims_2_check_info_and_bench(tmp_path: Path):
 
 def test_cli_export_without_stats_warns_and_uses_identity(tmp_path: Path):
     run = _make_run(tmp_path / "run", TINY, with_stats=False)
-    result = CliRunner().invoke(main, ["export", str(run), "--out", str(tmp_path / "o")])
+    result = CliRunner().invoke(main, ["export", str(run), "--out", str(tmp_path / "o"), "--quick"])
     assert result.exit_code == 0, result.output
     card = read_card(tmp_path / "o" / "run.ts")
     assert card.extra["latent_basis"] == "identity" and card.latent_size == 4

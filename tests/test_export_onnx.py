@@ -19,7 +19,7 @@ from tildekit.errors import TildekitError
 from tildekit.export.card_io import read_card
 from tildekit.export.core import ExportCore
 from tildekit.export.model_card import card_from_core
-from tildekit.export.onnx_export import CoreMethods, check_onnx, export_onnx
+from tildekit.export.onnx_reference import CoreMethods, check_onnx
 from tildekit.export.onnx_runtime import (
     META_BATCH,
     META_BUFFER,
@@ -30,6 +30,7 @@ from tildekit.export.onnx_runtime import (
     OnnxStreamer,
     read_initial_state,
 )
+from tildekit.export.target_onnx import export_onnx
 from tildekit.models.autoencoder import build_model
 from tildekit.models.config import load_profile
 
@@ -55,7 +56,7 @@ def built():
 def exported(built, tmp_path_factory):
     _, _, core, card = built
     out = tmp_path_factory.mktemp("onnx")
-    paths = export_onnx(core, card, out, "tiny", buffer=BUFFER, dynamic_time=True)
+    paths = export_onnx(core, card, out, "tiny", buffer=BUFFER, dynamic_time=True, quick=True)
     return out, paths
 
 
@@ -242,7 +243,8 @@ def test_check_onnx_reports_a_corrupt_file(exported, tmp_path):
 def test_fixed_shape_export_matches_dynamic(exported, built, tmp_path):
     out, _ = exported
     _, _, core, card = built
-    paths = export_onnx(core, card, tmp_path, "fixed", buffer=256, batch=2, methods=["forward"])  # fixed time: default
+    # fixed time: the default
+    paths = export_onnx(core, card, tmp_path, "fixed", buffer=256, batch=2, methods=["forward"], quick=True)
     assert [p.name for p in paths] == ["fixed.onnx", "fixed.forward.state.npz"]
     proto = onnx.load(str(paths[0]))
     meta = {p.key: p.value for p in proto.metadata_props}
@@ -260,7 +262,7 @@ def test_fixed_shape_export_matches_dynamic(exported, built, tmp_path):
 
 def test_whole_signal_export_matches_torch_model(built, tmp_path):
     cfg, whole, core, card = built
-    paths = export_onnx(core, card, tmp_path, "whole", streaming=False, model_config=cfg)
+    paths = export_onnx(core, card, tmp_path, "whole", streaming=False, model_config=cfg, quick=True)
     assert sorted(p.name for p in paths) == ["whole.decode.onnx", "whole.encode.onnx", "whole.onnx"]
     meta = {p.key: p.value for p in onnx.load(str(paths[0])).metadata_props}
     assert meta[META_STREAMING] == "false" and json.loads(meta[META_STATE]) == []

@@ -23,13 +23,7 @@ from tests.conftest import make_card
 from tildekit.errors import TildekitError
 from tildekit.export.card_io import card_extra_files, read_card
 from tildekit.export.check import check_file
-from tildekit.export.neutone import (
-    KNOBS,
-    W2W_PRESERVED_ATTRIBUTES,
-    TildekitW2W,
-    check_neutone_file,
-    export_neutone,
-)
+from tildekit.export.neutone import KNOBS, W2W_PRESERVED_ATTRIBUTES, TildekitW2W
 from tildekit.export.neutone_contract import (
     CORE_METADATA_KEYS,
     CORE_PRESERVED_ATTRIBUTES,
@@ -47,6 +41,7 @@ from tildekit.export.neutone_metadata import (
     with_sounds,
 )
 from tildekit.export.neutone_queue import ROOT_PRESERVED_ATTRIBUTES, BlockResampler, NeutoneRoot, SampleFifo
+from tildekit.export.target_neutone import check_neutone_file, export_neutone
 from tildekit.models.contract.card import ModelCard
 from tildekit.models.contract.hosts import neutone_native_buffers
 from tildekit.models.contract.neutone_host import (
@@ -134,7 +129,7 @@ def export_dir(tmp_path_factory) -> Path:
 
 def _export_and_load(folder: Path, name: str, channels: int, delay: int):
     path = folder / f"{name}.nm"
-    export_neutone(make_w2w(channels, delay), card_for(channels, delay=delay), path)
+    export_neutone(make_w2w(channels, delay), card_for(channels, delay=delay), path, quick=True)
     return torch.jit.load(str(path), _extra_files={"metadata.json": ""})
 
 
@@ -822,7 +817,7 @@ def test_real_tiny_model_exports_and_matches_the_core_forward(tmp_path):
                      methods={"forward": MethodSpec(1, 1, 1, 1, delay=core.delay)},
                      attributes=[], delay=core.delay, profile="test")
     path = tmp_path / "tiny-real.nm"
-    check = export_neutone(TildekitW2W(core, card), card, path)
+    check = export_neutone(TildekitW2W(core, card), card, path, quick=True)
     assert check.model_delay_48k_512 == core.delay
     assert read_card(path) == card
     nm = torch.jit.load(str(path), _extra_files={"metadata.json": ""})

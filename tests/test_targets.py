@@ -1,0 +1,105 @@
+"""Conformance: every export target against every model family (tests/families.py).
+
+Each target writes through the shared staging (export_core), its quick check passes, the files
+load the way the host loads them and stream the same samples in two buffer sizes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.families import FAMILIES
+from tildekit.export.targets import TARGETS, export_core, make_target
+from tildekit.models.contract.card import ModelCard
+
+pytestmark = [pytest.mark.filterwarnings(r"ignore:.torch\.(jit|onnx):DeprecationWarning"),
+              pytest.mark.usefixtures("one_thread")]
+
+TOLERANCE = 1e-4
+FRAMES = 2  # the small buffer in latent frames (of the highest ratio); the large one is twice
+
+
+def _signal(card: ModelCard, method: str, samples: int) -> np.ndarray:
+    spec = card.methods[method]
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, spec.in_channels, samples // spec.in_ratio))
+    return (0.3 * (x.cumsum(-1) / np.sqrt(np.arange(1, x.shape[-1] + 1))) if spec.in_ratio > 1 else 0.1 * x
+            ).astype(np.float32)
+
+
+def _nn_host(paths: list[Path], card: ModelCard, method: str) -> Callable[[np.ndarray], np.ndarray]:
+    module = torch.jit.load(str(paths[0])).eval()  # a fresh load: nn~'s initial state
+    call = getattr(module, method)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return call(torch.from_numpy(x)).numpy()
+    return run
+
+
+def _neutone_host(paths: list[Path], card: ModelCard, method: str) -> Callable[[np.ndarray], np.ndarray] | None:
+    if method != "forward":
+        return None  # the plugin plays audio to audio only
+    module = torch.jit.load(str(paths[0])).eval()
+    state = {"buffer": 0}
+
+    def run(x: np.ndarray) -> np.ndarray:
+        if state["buffer"] != x.shape[-1]:  # the DAW announces its buffer before the first call
+            module.set_daw_sample_rate_and_buffer_size(card.sample_rate, x.shape[-1])
+            module.reset()
+            state["buffer"] = x.shape[-1]
+        with torch.inference_mode():
+            return module.forward(torch.from_numpy(x[0]))[None].numpy()
+    return run
+
+
+def _onnx_host(paths: list[Path], card: ModelCard, method: str) -> Callable[[np.ndarray], np.ndarray]:
+    from tildekit.export.onnx_runtime import OnnxStreamer, method_file_name
+
+    streamer = OnnxStreamer(paths[0].parent / method_file_name(card.name, method))
+    return streamer.process
+
+
+HOSTS = {"nn": _nn_host, "neutone": _neutone_host, "onnx": _onnx_host}
+
+
+def _stream(host: Callable[[np.ndarray], np.ndarray], x: np.ndarray, step: int) -> np.ndarray:
+    return np.concatenate([host(x[..., i:i + step]) for i in range(0, x.shape[-1], step)], -1)
+
+
+def test_every_target_has_a_host_runner():
+    assert set(HOSTS) == set(TARGETS)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("target", TARGETS)
+def test_target_writes_checks_and_streams_every_family(family: str, target: str, tmp_path: Path):
+    model, card = FAMILIES[family]()
+    small = FRAMES * card.highest_ratio
+    chosen = make_target(target, buffer=small)
+    paths = export_core(model, card, [target], tmp_path, buffer=small, quick=True)
+    assert {p.name for p in paths} <= set(chosen.files(card.name)) and paths
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)  # no leftovers
+    failed = [r for r in chosen.check(paths, card, quick=True) if not r.passed]
+    assert not failed, failed
+    streamed = 0
+    for method, spec in card.methods.items():
+        x = _signal(card, method, 8 * small)
+        runs = []
+        for step in (small, 2 * small):
+            host = HOSTS[target](paths, card, method)
+            if host is None:
+                break
+            runs.append(_stream(host, x, step // spec.in_ratio))
+        if not runs:
+            continue
+        streamed += 1
+        assert runs[0].shape == (1, spec.out_channels, 8 * small // spec.out_ratio)
+        assert np.isfinite(runs[0]).all()
+        assert np.max(np.abs(runs[0] - runs[1])) <= TOLERANCE * max(1.0, float(np.abs(runs[1]).max()))
+    assert streamed, f"{target} plays none of the {family} family's methods"
