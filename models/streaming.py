@@ -110,7 +110,7 @@ class CachePad(cc.CachedPadding1d, Stateful):
 def prefers_gemm(frames: int, out_channels: int, dilation: int, groups: int) -> bool:
     """Whether a conv producing ``frames`` outputs runs faster as one GEMM than as ``F.conv1d``.
 
-    At streaming lengths (1 thread, MKL; /tmp-style microbenchmarks summarised in
+    At streaming lengths (1 thread, MKL; microbenchmarks summarised in
     models/profiles/default.yaml) ``F.conv1d`` computes ``W @ cols``, which MKL runs 3-7x
     slower than ``cols^T @ W^T`` when there are few frames (deep layers: 768 channels,
     1-2 frames), and sends dilated convs to ``slow_conv_dilated2d`` (per-channel loops).
