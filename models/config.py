@@ -169,7 +169,7 @@ class DDSPConfig:
     f0_min: float = 40.0  # Hz, the pitch tracker's range
     f0_max: float = 2000.0
     pitch_decimation: int = 3  # the tracker runs at sample_rate / this
-    pitch_threshold: float = 0.15  # YIN's absolute threshold on the normalised difference
+    pitch_threshold: float = 0.1  # YIN's absolute threshold on the normalised difference
     voicing_threshold: float = 0.35  # aperiodicity above this: unvoiced, the last f0 is held
     silence_db: float = -70.0  # frames quieter than this hold the last f0 too
     loudness_window: int = 1024  # samples of the A-weighted loudness analysis
@@ -177,6 +177,11 @@ class DDSPConfig:
     @property
     def family(self) -> str:
         return "ddsp"
+
+    @property
+    def compression(self) -> int:
+        """Audio samples per control frame: what windows and buffers are multiples of."""
+        return self.hop
 
     def validate(self, origin: str) -> None:
         def bad(name: str, why: str) -> ProfileError:

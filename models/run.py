@@ -167,10 +167,15 @@ class RunDir:
         return int(self.checkpoint["step"])
 
     def load_model(self, streaming: bool):
-        """The checkpoint's autoencoder in eval mode (weight norm still applied)."""
+        """The checkpoint's model in eval mode (an autoencoder's weight norm still applied)."""
         from tildekit.models.autoencoder import EarlierLayout, build_model, load_weights
 
-        model = build_model(self.profile.model, streaming)
+        if self.profile.family == "ddsp":
+            from tildekit.models.ddsp.model import build_ddsp
+
+            model = build_ddsp(self.profile.model, streaming)
+        else:
+            model = build_model(self.profile.model, streaming)
         try:
             load_weights(model, self.checkpoint["model"])
         except EarlierLayout as exc:

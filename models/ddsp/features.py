@@ -73,7 +73,7 @@ class Yin(nn.Module):
     For each frame ``x`` of ``span = width + tau_max + 1`` samples: the difference function
     ``d(tau) = sum_{j < width} (x_j - x_{j + tau})^2`` (energies by cumulative sums, the cross
     term by one FFT correlation), its cumulative-mean normalisation ``d'``, the first local
-    minimum of ``d'`` under ``threshold`` in ``[tau_min, tau_max)`` (else the global minimum),
+    minimum of ``d'`` whose parabolic bottom is under ``threshold`` in ``[tau_min, tau_max)`` (else the global minimum),
     and a parabolic refinement. Returns f0 in Hz and the aperiodicity ``d'(tau)``.
     """
 
@@ -107,19 +107,25 @@ class Yin(nn.Module):
         inner = normalised[..., lo: tau_max]  # lags lo .. tau_max - 1, each with two neighbours
         before = normalised[..., lo - 1: tau_max - 1]
         after = normalised[..., lo + 1: tau_max + 1]
-        dip = (inner < self.threshold) & (inner < before) & (inner <= after)
+        # a period that falls between two lags leaves both above the threshold when the frame is
+        # rich in high partials; the parabola's minimum through the neighbours does not
+        bend = before - 2.0 * inner + after
+        bottom = torch.where(bend > 1e-9, inner - (before - after).pow(2) / (8.0 * bend.clamp_min(1e-9)), inner)
+        dip = (bottom < self.threshold) & (inner < before) & (inner <= after)
         found = dip.any(-1)
         first = torch.argmax(dip.to(torch.int32), -1)
         best = torch.argmin(inner, -1)
         index = torch.where(found, first, best) + lo  # the chosen lag
-        y0 = normalised.gather(-1, (index - 1).unsqueeze(-1)).squeeze(-1)
-        y1 = normalised.gather(-1, index.unsqueeze(-1)).squeeze(-1)
-        y2 = normalised.gather(-1, (index + 1).unsqueeze(-1)).squeeze(-1)
+        # refine on the raw difference (as YIN does): the normalisation tilts d' and biases the vertex
+        y0 = difference.gather(-1, (index - 1).unsqueeze(-1)).squeeze(-1)
+        y1 = difference.gather(-1, index.unsqueeze(-1)).squeeze(-1)
+        y2 = difference.gather(-1, (index + 1).unsqueeze(-1)).squeeze(-1)
+        aperiodicity = normalised.gather(-1, index.unsqueeze(-1)).squeeze(-1)
         curvature = y0 - 2.0 * y1 + y2
-        offset = torch.where(curvature > 1e-9, 0.5 * (y0 - y2) / curvature.clamp_min(1e-9),
+        offset = torch.where(curvature > 1e-12, 0.5 * (y0 - y2) / curvature.clamp_min(1e-12),
                              torch.zeros_like(curvature)).clamp(-1.0, 1.0)
         lag = index.to(frames.dtype) + offset
-        return self.rate / lag, y1.clamp(0.0, 1.0)
+        return self.rate / lag, aperiodicity.clamp(0.0, 1.0)
 
 
 class Features(Stateful):

@@ -88,6 +88,7 @@ class DDSP(Stateful):
         """(B, 1, T) -> (B, 1, T): the input's pitch and loudness played by the learned timbre."""
         return self.synth(self.features(x))
 
+    @torch.jit.export
     def reset_state(self) -> None:
         self.analysis.reset_state()
         self.decoder.reset_state()

@@ -28,8 +28,9 @@ class Harmonic(Stateful):
     """Sum of ``n_harmonics`` sines at integer multiples of f0, band-limited below Nyquist.
 
     The fundamental's phase runs in float64 and is wrapped modulo 2π at every frame start
-    (``phase`` keeps it between calls), so it stays exact over any run length; harmonic ``h``
-    reads ``(h * phase) mod 2π``, also in float64, before the float32 sine. A harmonic is
+    (``phase`` keeps it between calls), one frame after another in every build, so it is the
+    same to the bit in one call or many and stays exact over any run length; harmonic ``h``
+    is ``sin(h * phase)`` in float32. A harmonic is
     silent for a whole block if it would pass Nyquist anywhere in that block (f0 moves
     linearly, so its maximum is at one end): no partial ever aliases.
     """
@@ -45,7 +46,7 @@ class Harmonic(Stateful):
         self.nyquist = sample_rate / 2.0
         self.two_pi = TWO_PI  # TorchScript reads no globals
         numbers = torch.arange(1, n_harmonics + 1, dtype=torch.float64)
-        self.register_buffer("numbers", numbers, persistent=False)
+        self.register_buffer("numbers_f", numbers.float(), persistent=False)
         ramp = torch.arange(1, hop + 1, dtype=torch.float64) / hop
         self.register_buffer("ramp", ramp, persistent=False)
         # the last frame's (f0, amplitudes) and the phase at the next block's start
@@ -69,19 +70,24 @@ class Harmonic(Stateful):
             f_now = controls[:, 0].double()
             per_sample = f_before.unsqueeze(-1) + (f_now - f_before).unsqueeze(-1) * self.ramp  # (B, F, H)
             within = torch.cumsum(per_sample, -1) * (self.two_pi / self.sample_rate)
-            advance = within[..., -1]  # phase gained over each block
-            starts = torch.remainder(start_phase + torch.cumsum(advance, -1) - advance, self.two_pi)
-            phase = torch.remainder(starts.unsqueeze(-1) + within, self.two_pi)  # (B, F, H), of sample j
-            harmonic_phase = torch.remainder(phase.unsqueeze(-1) * self.numbers, self.two_pi)
-            sines = torch.sin(harmonic_phase.float())  # (B, F, H, K)
-            highest = torch.maximum(f_before, f_now).float().unsqueeze(-1) * self.numbers.float()
+            # block starts one frame after another, wrapped at each: the same additions in the
+            # same order whether the frames come in one call or many, so the phase is bit-exact
+            starts = []
+            start = start_phase
+            for k in range(frames):
+                starts.append(start)
+                start = torch.remainder(start + within[:, k, -1:], self.two_pi)
+            phase = torch.remainder(torch.cat(starts, -1).unsqueeze(-1) + within, self.two_pi)
+            # the float32 product is exact enough for any harmonic (|error| < h * 2.4e-7 rad)
+            # and, fed the same phase, identical in every build
+            sines = torch.sin(phase.float().unsqueeze(-1) * self.numbers_f)  # (B, F, H, K)
+            highest = torch.maximum(f_before, f_now).float().unsqueeze(-1) * self.numbers_f
             audible = (highest < self.nyquist).to(f0.dtype)  # (B, F, K)
             if self.streaming:
-                end = torch.remainder(starts[:, -1:] + advance[:, -1:], self.two_pi)
                 if self.functional:
-                    self.phase = end
+                    self.phase = start
                 else:
-                    start_phase.copy_(end)
+                    start_phase.copy_(start)
 
         amp_before = before[:, 1:].transpose(1, 2) * audible  # (B, F, K)
         amp_now = amplitudes.transpose(1, 2) * audible
