@@ -10,8 +10,9 @@ import click
 
 from tildekit import __version__, runtime
 from tildekit.errors import TildekitError
-from tildekit.models.card import CardError
 from tildekit.models.config import ProfileError
+from tildekit.models.contract.card import CardError
+from tildekit.models.contract.hosts import DEFAULT_OSC_HOST, DEFAULT_OSC_PORT
 
 USER_ERRORS = (TildekitError, ProfileError, CardError)
 ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR,
@@ -83,6 +84,36 @@ def demo(out_dir: Path, steps: int | None, seconds_of_audio: float) -> None:
     from tildekit.demo import DEMO_STEPS, run_demo
 
     run_demo(out_dir, steps=steps or DEMO_STEPS, seconds_of_audio=seconds_of_audio, echo=click.echo)
+
+
+# `bundle` joins the engine (scripting) and the Pd patches (patches), two sibling layers: it lives here.
+@main.command("bundle")
+@click.argument("run_or_model", type=click.Path(exists=True))
+@click.option("--target", type=click.Choice(["raspberry"]), default="raspberry", show_default=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="Folder to create (must not exist yet, or be empty).")
+@click.option("--user", default="pi", show_default=True, help="Account that runs the service on the Pi.")
+@click.option("--install-dir", default=None,
+              help="Where the folder will live on the Pi (default /home/USER/<folder name>).")
+@click.option("--osc-port", type=click.IntRange(1, 65535), default=DEFAULT_OSC_PORT, show_default=True,
+              help="UDP port for OSC control on the Pi.")
+@click.option("--osc-host", default=DEFAULT_OSC_HOST, show_default=True,
+              help="Address the Pi's engine listens on: 127.0.0.1 the Pi only, 0.0.0.0 (IPv4) or :: (IPv6) "
+                   "the network.")
+@click.option("--osc-allow", multiple=True, metavar="IP",
+              help="Accept OSC only from this sender, IPv4 or IPv6 (repeatable).")
+def bundle_command(run_or_model: str, target: str, out_dir: str, user: str, install_dir: str | None,
+                   osc_port: int, osc_host: str, osc_allow: tuple[str, ...]) -> None:
+    """A self-contained folder for a Raspberry Pi: the tildekit runtime as a wheel (no torch), the
+    ONNX model, Pd patches, start script, systemd unit, README."""
+    from tildekit.patches.write import write_patches
+    from tildekit.scripting.bundle import make_bundle
+
+    report = make_bundle(run_or_model, out_dir, target=target, user=user, install_dir=install_dir,
+                         osc_port=osc_port, osc_host=osc_host, osc_allow=osc_allow,
+                         progress=lambda line: click.echo(line, err=True), write_patches=write_patches)
+    click.echo(f"wrote {report.out_dir} ({report.model_file}, {report.realtime_factor:.1f}x real time here "
+               f"at 1 thread; Pi 4 buffer {report.pi_buffer})")
 
 
 def _register() -> None:

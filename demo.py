@@ -8,18 +8,19 @@ its input?), then how to play it all.
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from tildekit.errors import TildekitError
-from tildekit.models.atomic import atomic_write_text
+from tildekit.models.contract.atomic import atomic_write_text
+from tildekit.models.contract.hosts import DEFAULT_OSC_PORT
 from tildekit.models.outputs import output_dir, refuse_foreign_file
 
 DEMO_NAME = "demo"
 DEMO_STEPS = 300  # enough for the `small` model to follow its input (tests/test_quality.py)
 # A short score for the demo model. Written with yaml.safe_dump: the model path is quoted
 # whatever characters the output folder's path holds.
-DEMO_SCORE_HEADER = "# A short score for the demo model: `tildekit osc play score.yaml --port 9000`\n"
+DEMO_SCORE_HEADER = f"# A short score for the demo model: `tildekit osc play score.yaml --port {DEFAULT_OSC_PORT}`\n"
 DEMO_EVENTS = [
     {"at": 0.0, "set": "latent/0", "value": 0.0},
     {"at": 0.5, "ramp": "latent/0", "from": -1.5, "to": 1.5, "over": 4.0, "curve": "smoothstep"},
@@ -128,22 +129,27 @@ def run_demo(out_dir: str | Path, steps: int = DEMO_STEPS, seconds_of_audio: flo
     echo("[8/8] does the exported model follow its input? (held-out tone, bursts and chirp)")
     from tildekit.export.evaluate import evaluate
 
-    report = evaluate(onnx, write_held_out(out / "held-out", rate), out / "eval")
-    echo(textwrap.indent(report.text(), "    "))
-    following = report.overall["model"].loudness_correlation
+    evaluation = evaluate(onnx, write_held_out(out / "held-out", rate), out / "eval")
+    echo(textwrap.indent(evaluation.text(), "    "))
+    following = evaluation.overall["model"].loudness_correlation
     echo(f"    loudness-envelope correlation {'n/a' if following is None else f'{following:.2f}'}: "
          f"about 0.8 or more means the output follows the input's loudness "
          f"(the low-pass reference shows the ceiling; train longer to get there)")
-    echo(f"    spectrogram (input vs output): {out / 'eval' / report.files[0].spectrogram}")
+    spectrogram = evaluation.files[0].spectrogram
+    if spectrogram:
+        echo(f"    spectrogram (input vs output): {out / 'eval' / spectrogram}")
     echo(f"    report: {out / 'eval' / 'report.md'}")
 
+    port = DEFAULT_OSC_PORT
+    patch = exports / (DEMO_NAME + '-transfer.pd')
+    serve = f"tildekit serve {onnx} --input {audio / 'melody.wav'} --output {out / 'out.wav'}"
     echo(textwrap.dedent(f"""
         Done. To play it:
-          Pure Data + nn~:  pd {exports / (DEMO_NAME + '-transfer.pd')}   (turn DSP on; the patch listens for OSC on 9000)
+          Pure Data + nn~:  pd {patch}   (turn DSP on; the patch listens for OSC on {port})
           Max + nn~:        open {exports / (DEMO_NAME + '-transfer.maxpat')}
           Neutone FX:       load {exports / (DEMO_NAME + '.nm')} in the plugin (any DAW)
-          headless:         tildekit serve {onnx} --input {audio / 'melody.wav'} --output {out / 'out.wav'} --osc-port 9000 --realtime
-          score over OSC:   tildekit osc play {score} --port 9000
+          headless:         {serve} --osc-port {port} --realtime
+          score over OSC:   tildekit osc play {score} --port {port}
           measure:          tildekit eval {run} YOUR_SOUNDS/   (or the .ts / .onnx file)
         """))
     return {"run": run, "exports": exports, "model": model, "score": score, "dataset": dataset}

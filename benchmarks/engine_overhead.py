@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tildekit.models.contract.oscmap import Control
 from tildekit.scripting.engine import Engine
-from tildekit.scripting.oscmap import Control
 from tildekit.scripting.runner import Runner, open_runner
 
 BUFFER = 2048
@@ -188,7 +188,7 @@ def probe_latent_change(model: Path, buffer_index: int = 4) -> None:
         audio = test_signal(runner, 2.0)
         holder: list[Engine] = []
 
-        def on_buffer(index: int) -> None:
+        def on_buffer(index: int, bias: float | None = bias, holder: list[Engine] = holder) -> None:
             if bias is not None and index == buffer_index:
                 holder[0].queue.put(Control("bias", index=0, values=(bias,)))
 

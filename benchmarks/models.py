@@ -12,9 +12,9 @@ vary ±20% between runs, so read ratios measured in one run. Profiles may be nam
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 import time
 import warnings
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode

@@ -309,10 +309,9 @@ def rave_receptive_field_entry(argv: list[str]) -> None:
     receptive field measurement (rave.core.get_rave_receptive_field), band count and largest STFT."""
     import cached_conv as cc
     import gin
-    import torch
-
     import rave
     import rave.core
+    import torch
 
     torch.set_num_threads(1)
     cc.use_cached_conv(False)  # as in training
@@ -334,9 +333,8 @@ def rave_train_entry(argv: list[str]) -> None:
     import pytorch_lightning as pl
     import torch
     from absl import app
-    from torch.utils.data import DataLoader, Subset
-
     from scripts import train as rave_train
+    from torch.utils.data import DataLoader, Subset
 
     torch.set_num_threads(threads)
 
@@ -394,8 +392,8 @@ def rave_train_entry(argv: list[str]) -> None:
 
 def evaluate_export(result: dict, pair: dict, corpus: Path, work: Path) -> dict:
     """The test split through the file's streaming model with `tildekit eval`'s code."""
-    from tildekit.export.evaluate import evaluate, resolve_audio
     from tildekit.export.card_io import model_card
+    from tildekit.export.evaluate import evaluate, resolve_audio
 
     path = Path(result["model"])
     card = model_card(path)  # a RAVE file: derived, its delay measured with an impulse
@@ -555,7 +553,8 @@ def main() -> None:
     test = [f for f in manifest["files"] if f["split"] == "test"]
     result = {"format": RESULT_FORMAT, "quick": args.quick, "corpus": str(corpus), "test_files": len(test),
               "test_seconds": sum(f["seconds"] for f in test), "threads": args.threads,
-              "rave_version": rave_version, "tildekit_overrides": args.overrides, "date": time.strftime("%Y-%m-%d"), "host": os.uname().nodename,
+              "rave_version": rave_version, "tildekit_overrides": args.overrides, "date": time.strftime("%Y-%m-%d"),
+              "host": os.uname().nodename,
               "wall_seconds": time.perf_counter() - began, "rows": rows}
     result["table"] = table(rows, args.quick, args.overrides)
     (work / "quality.json").write_text(json.dumps(result, indent=1), encoding="utf-8")

@@ -19,8 +19,16 @@ small calls cost more per sample). Printed per host rate:
   relative to the native rate (1.10 = 10 % more CPU), the median of the per-round ratios;
 - the resampling path alone (both resamplers and the FIFOs, with no model in between) as a
   share of the model's own cost at its rate: what the resampler adds, measured directly;
-- the forward delay from the card, and what resampling adds to it, split into the filters
-  (both directions) and the frame FIFO (waiting for whole latent frames, at most one frame).
+- the forward delay for this buffer size (the card's ``buffer_delays`` where it lists the size),
+  and what resampling adds to it, split into the filters (both directions) and the frame FIFO
+  (waiting for whole latent frames: none when a buffer is a whole number of frames at the
+  model's rate, up to one frame otherwise), and the frame FIFO for calls of any size.
+
+Why up to one frame: a model runs on whole latent frames. When a host buffer is not a whole
+number of frames at the model's rate, the audio received and the audio processed drift apart
+by a fraction of a frame per call, and every value of that fraction occurs, so some output
+must wait up to a frame for its frame to complete. The prefill is the least that covers the
+calls (tested), so no scheme that runs the model on whole frames waits less.
 """
 
 from __future__ import annotations
@@ -134,17 +142,19 @@ def bench_profile(path: Path, ms: float, same_samples: bool, seconds: float, rou
             shares = sorted(a / b for a, b in zip(per_round[("path", rate)], per_round[card.sample_rate]))
             share = f"{100 * shares[len(shares) // 2]:>7.1f} %"
         delay_ms = 1000 * forward.delay / card.sample_rate
-        filters = fifo = 0.0
+        filters = fifo = any_size = 0.0
         if rate != card.sample_rate:
-            host = card.host_rate(rate)
-            delay_ms = 1000 * host.delays["forward"] / rate
             plan = plan_method("forward", card.sample_rate, rate, 1, 1, forward.delay, card.compression)
+            delay = plan.call_delay(buffers[rate])  # what this buffer size gets (the card's, when listed)
+            assert card.host_rate(rate).delay("forward", buffers[rate]) in (float(delay), plan.delay)
+            delay_ms = 1000 * float(delay) / rate
             filters = 1000 * float(plan.pre.delay + plan.post.delay)
-            fifo = 1000 * float(Fraction(plan.prefill, rate))
+            fifo = 1000 * float(Fraction(plan.call_prefill(buffers[rate]), rate))
+            any_size = 1000 * float(Fraction(plan.prefill, rate))
         lines.append(f"{card.name:<10} {rate:>6}{'*' if rate == card.sample_rate else ' '} {buffers[rate]:>6} "
                      f"{1 / best[rate]:>8.1f}x {cost:>8.3f} {share:>9} "
                      f"{delay_ms:>9.2f} {delay_ms - 1000 * forward.delay / card.sample_rate:>9.2f} "
-                     f"{filters:>8.2f} {fifo:>8.2f}")
+                     f"{filters:>8.2f} {fifo:>8.2f} {any_size:>8.2f}")
     return lines
 
 
@@ -162,7 +172,7 @@ def main() -> None:
     print(f"buffers of {size}, {args.rounds} rounds of {args.seconds:g} s per rate, 1 thread; "
           f"* = the model's own rate")
     print(f"{'profile':<10} {'host Hz':>7} {'buffer':>6} {'x r.t.':>9} {'cost':>8} {'resampler':>9} {'delay ms':>9} "
-          f"{'added ms':>9} {'filters':>8} {'frames':>8}")
+          f"{'added ms':>9} {'filters':>8} {'frames':>8} {'any size':>8}")
     with tempfile.TemporaryDirectory() as folder:
         for profile in profiles:
             lines = bench_profile(export(profile, Path(folder)), args.ms, args.same_samples, args.seconds, args.rounds)

@@ -102,7 +102,7 @@ def main() -> None:
     grids = []
     for rate, told, y in panels:
         host = card.host_rate(rate)
-        delay = host.delays["forward"] if told and host else card.delay
+        delay = host.delay("forward", BUFFER) if told and host else card.delay
         grids.append(log_spectrogram(y[int(delay):], rate, seconds, hz))
     difference = float(np.mean(np.abs(grids[0] - grids[1])[grids[0] > -80]))
     figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels) + 1, 4), sharey=True,

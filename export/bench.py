@@ -16,22 +16,24 @@ x-real-time = buffer duration / compute time per buffer: above 1 keeps up with t
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tildekit.export.nn_host import NN_FIXED_BUFFER, nn_host_delay
 from tildekit.errors import TildekitError
 from tildekit.export.check import host_buffers, load_like_nn
-from tildekit.models.card import ModelCard
+from tildekit.models.contract.card import ModelCard
+from tildekit.models.contract.hosts import NEUTONE_DAW_BUFFERS
+from tildekit.models.contract.nn_host import NN_FIXED_BUFFER, nn_host_delay
 
 if TYPE_CHECKING:  # .ts and .nm only: an .onnx file is timed without torch
     import torch
 
-NEUTONE_DAW_BUFFERS = (128, 256, 512, 1024, 2048)
 NEUTONE_DAW_RATE = 48000
 
 
@@ -85,7 +87,8 @@ def host_delay_and_note(buffer: int, one_in_one_out: bool) -> tuple[int, str]:
     if not one_in_one_out:
         return delay, ""
     if buffer > NN_FIXED_BUFFER:
-        return nn_host_delay(buffer, True, bufsize_sent=True), f"send [bufsize {buffer}( first: above {NN_FIXED_BUFFER} crashes Pd"
+        return (nn_host_delay(buffer, True, bufsize_sent=True),
+                f"send [bufsize {buffer}( first: above {NN_FIXED_BUFFER} crashes Pd")
     return delay, (f"1-in/1-out: after [bufsize {buffer}( nn~ adds "
                    f"{nn_host_delay(buffer, True, bufsize_sent=True)}, not {delay}")
 
@@ -158,7 +161,7 @@ def _bench_nn(path: Path, card: ModelCard, buffers: Sequence[int] | None, min_se
         with torch.inference_mode():
             if model._c._has_method("set_reset"):
                 model.set_reset(True)
-            ts = seconds_per_call(lambda: model.forward(x), min_seconds)
+            ts = seconds_per_call(functools.partial(model.forward, x), min_seconds)
             overhead = _wrapper_overhead(model, x, min_seconds)
         if overhead is not None:
             overhead_samples.append(overhead)
@@ -233,7 +236,7 @@ def _bench_neutone(path: Path, card: ModelCard, buffers: Sequence[int] | None,
         model.reset()
         x = 0.1 * torch.randn(channels, buffer, generator=torch.Generator().manual_seed(buffer))
         with torch.inference_mode():
-            ts = seconds_per_call(lambda: model.forward(x), min_seconds)
+            ts = seconds_per_call(functools.partial(model.forward, x), min_seconds)
         delay = int(model.calc_buffering_delay_samples()) + int(model.calc_model_delay_samples())
         note = "resampled" if model.is_resampling() else ""
         rows.append(BenchRow(buffer, buffer / NEUTONE_DAW_RATE / ts, None, delay, None, note))

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tildekit.errors import TildekitError
-from tildekit.models.card import CARD_FILE_NAME, CARD_ONNX_KEY, CardError, ModelCard
-from tildekit.models.card_check import MAX_CARD_BYTES
+from tildekit.models.contract.card import CARD_FILE_NAME, CARD_ONNX_KEY, CardError, ModelCard
+from tildekit.models.contract.card_check import MAX_CARD_BYTES
 
 if TYPE_CHECKING:  # onnx is only imported when an .onnx file is actually read
     import onnx
@@ -46,7 +46,7 @@ def card_extra_files(card: ModelCard) -> dict[str, str]:
     return {CARD_FILE_NAME: card.to_json()}
 
 
-def set_onnx_card(model_proto: "onnx.ModelProto", card: ModelCard) -> None:
+def set_onnx_card(model_proto: onnx.ModelProto, card: ModelCard) -> None:
     """Store the card in ``model_proto.metadata_props`` (replacing any previous card)."""
     for prop in list(model_proto.metadata_props):
         if prop.key == CARD_ONNX_KEY:
@@ -77,6 +77,7 @@ def read_card(path: str | Path) -> ModelCard:
         what = "is a folder, not a model file" if path.is_dir() else "does not exist"
         raise TildekitError(f"{path} {what}: pass an exported model file ({SUPPORTED})")
     suffix = path.suffix.lower()
+    text: str | bytes
     if suffix in TORCHSCRIPT_SUFFIXES:
         text = _card_text_from_archive(path)
     elif suffix == ".onnx":
@@ -93,7 +94,7 @@ def read_card(path: str | Path) -> ModelCard:
     try:
         return ModelCard.from_json(text)
     except CardError as exc:
-        # One validation point (models/card_check.py): nothing downstream sees a bad card.
+        # One validation point (models/contract/card_check.py): nothing downstream sees a bad card.
         raise TildekitError(f"{path}: {exc}") from None
 
 

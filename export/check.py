@@ -12,14 +12,17 @@ run lists everything that is wrong. A file that cannot be loaded at all raises T
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from tildekit.errors import TildekitError
 from tildekit.export.card_io import read_card
 from tildekit.export.check_result import CheckResult
-from tildekit.export.nn_host import HOST_RATE_ATTRIBUTE
-from tildekit.models.card import NN_TYPE_CODES, ModelCard
+from tildekit.models.contract.attributes import LATENT_BIAS, RESET, TEMPERATURE
+from tildekit.models.contract.card import NN_TYPE_CODES, ModelCard
+from tildekit.models.contract.nn_host import HOST_RATE_ATTRIBUTE
 
 if TYPE_CHECKING:  # torch is imported by the .ts/.nm checks only: .onnx files are checked without it
     import torch
@@ -33,7 +36,7 @@ STREAM_TOLERANCE = 1e-4
 STREAM_SECONDS_MIN = 16384  # samples streamed by the buffer-size equality check
 
 
-def _stream_limit(reference: "torch.Tensor") -> float:
+def _stream_limit(reference: torch.Tensor) -> float:
     return STREAM_TOLERANCE * max(1.0, float(reference.abs().max()))
 
 
@@ -299,7 +302,7 @@ def check_torchscript(path: Path) -> list[CheckResult]:
         for name in names if _has_method(model, "set_reset") else []:
             _run(items, f"{name} delay (responds to an input burst within the card's "
                         f"{card.methods[name].delay} samples)",
-                 lambda name=name: _delay_bound(model, card, name, buffers[0]))
+                 functools.partial(_delay_bound, model, card, name, buffers[0]))
         items.extend(_attribute_checks(model, card, path))
         items.extend(_host_rate_checks(model, card, path, buffers))
     items.extend(_operator_checks(model))
@@ -386,8 +389,8 @@ def _delay_bound(model: Any, card: ModelCard, name: str, buffer: int) -> str | N
     than D means the card understates the delay, and hosts would misalign the output.
     """
     spec = card.methods[name]
-    if "temperature" in {a.name for a in card.attributes}:
-        nn_set(model, "temperature", [0.0])  # deterministic: the two runs differ only by the burst
+    if TEMPERATURE in {a.name for a in card.attributes}:
+        nn_set(model, TEMPERATURE, [0.0])  # deterministic: the two runs differ only by the burst
     start = 4 * buffer
     window = min(spec.delay, int(DELAY_WINDOW_SECONDS * card.sample_rate)) + 16 * card.compression
     length = -(-(start + window) // buffer) * buffer
@@ -433,16 +436,16 @@ def _attribute_checks(model: Any, card: ModelCard, path: Path) -> list[CheckResu
 
     names = {a.name for a in card.attributes}
     forward = card.methods.get("forward")
-    if {"temperature", "reset"} <= names and "encode" in card.methods:
+    if {TEMPERATURE, RESET} <= names and "encode" in card.methods:
         def temperature() -> str | None:
             x = _method_input(card, "encode", 1, 4 * card.compression * 4, seed=3)
             runs = []
             for value in (0.0, 0.0, 1.0):
-                nn_set(model, "temperature", [value])
-                nn_set(model, "reset", [True])
+                nn_set(model, TEMPERATURE, [value])
+                nn_set(model, RESET, [True])
                 with torch.inference_mode():
                     runs.append(model.encode(x))
-            nn_set(model, "temperature", [0.0])
+            nn_set(model, TEMPERATURE, [0.0])
             if not torch.equal(runs[0], runs[1]):
                 return "temperature 0 is not deterministic: two encodes of one signal differ"
             if torch.equal(runs[0], runs[2]):
@@ -450,30 +453,30 @@ def _attribute_checks(model: Any, card: ModelCard, path: Path) -> list[CheckResu
             return None
 
         _run(items, "temperature (0 deterministic, 1 adds noise)", temperature)
-    if {"latent_bias", "reset"} <= names and forward is not None:
+    if {LATENT_BIAS, RESET} <= names and forward is not None:
         def bias() -> str | None:
-            spec = card.attribute("latent_bias")
+            spec = card.attribute(LATENT_BIAS)
             x = _method_input(card, "forward", 1, 8 * card.compression, seed=4)
             outs = []
             for first in (0.0, 1.0):
-                nn_set(model, "latent_bias", [first] + list(spec.default[1:]))
-                nn_set(model, "reset", [True])
+                nn_set(model, LATENT_BIAS, [first] + list(spec.default[1:]))
+                nn_set(model, RESET, [True])
                 with torch.inference_mode():
                     outs.append(model.forward(x))
-            nn_set(model, "latent_bias", list(spec.default))
+            nn_set(model, LATENT_BIAS, list(spec.default))
             if torch.equal(outs[0], outs[1]):
                 return "latent_bias on dimension 0 does not change forward's output"
             return None
 
         _run(items, "latent_bias changes forward", bias)
-    if "reset" in names and forward is not None:
+    if RESET in names and forward is not None:
         def reset() -> str | None:
             x = _method_input(card, "forward", 1, 4 * card.compression, seed=5)
             fresh = load_like_nn(path)
             with torch.inference_mode():
                 expected = fresh.forward(x)
                 model.forward(x)  # leave state behind
-            nn_set(model, "reset", [True])
+            nn_set(model, RESET, [True])
             with torch.inference_mode():
                 got = model.forward(x)
             if not torch.equal(expected, got):
@@ -541,6 +544,14 @@ def _host_rate_checks(model: Any, card: ModelCard, path: Path, buffers: list[int
                 want = (2, spec.out_channels, 2 * large // spec.out_ratio)
                 if tuple(a.shape) != want or tuple(b.shape) != want:
                     return f"{name}: returned {tuple(a.shape)} / {tuple(b.shape)}, nn~ needs {want}"
+                # each buffer size has its own delay (the card's buffer_delays): align by them
+                lead = round((host.delay(name, small) - host.delay(name, large)) / spec.out_ratio)
+                if not abs(lead) < a.shape[-1] // 2:
+                    return (f"{name}: the card's delays for buffers of {small} and {large} at {rate} Hz "
+                            f"({host.delay(name, small)}, {host.delay(name, large)}) are not plausible")
+                if lead < 0:
+                    a, b = b, a
+                a, b = a[..., abs(lead):], b[..., : b.shape[-1] - abs(lead)]
                 error = float((a - b).abs().max())
                 if not error <= _stream_limit(b):
                     return f"{name}: buffers of {small} and {large} differ by {error:.3g} at {rate} Hz"

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import click
 
+from tildekit.models.contract.hosts import DEFAULT_BUFFER
+
 COMMANDS: list[click.Command] = []
 
 TARGETS = ("nn", "neutone", "onnx", "all")
@@ -100,7 +102,7 @@ def _short_labels(labels: list[str], keep: int = 3) -> str:
               help="Keep only the K most important latent dimensions (by the run's latent statistics).")
 @click.option("--fidelity", type=float, default=None, metavar="F",
               help="Keep the fewest latent dimensions explaining at least this share of the variance (0..1].")
-@click.option("--buffer", type=int, default=2048, show_default=True, metavar="B",
+@click.option("--buffer", type=int, default=DEFAULT_BUFFER, show_default=True, metavar="B",
               help="ONNX only: the graphs' fixed buffer size in samples (a multiple of the "
                    "compression); the headless engine runs the model at this buffer.")
 def export_command(run_dir: Path, target: str, out_dir: Path, name: str | None,
@@ -211,7 +213,7 @@ def convert_command(model: Path, target: str, out_dir: Path, sample_rate: int | 
 @click.option("--transfer", is_flag=True,
               help="The input is out of domain (a model trained on one kind of sound played with "
                    "another): report loudness and pitch following only, no reconstruction distances.")
-@click.option("--buffer", type=int, default=2048, show_default=True, metavar="B",
+@click.option("--buffer", type=int, default=DEFAULT_BUFFER, show_default=True, metavar="B",
               help="Host buffer size in samples (a multiple of the model's compression).")
 def eval_command(model: Path, audio: tuple[Path, ...], out_dir: Path | None, transfer: bool, buffer: int) -> None:
     """Play AUDIO (files or folders) through MODEL and measure how well the output follows the input.
@@ -246,4 +248,22 @@ def eval_command(model: Path, audio: tuple[Path, ...], out_dir: Path | None, tra
     click.echo(f"report: {out / 'report.md'} (spectrograms, excerpts and report.json beside it)")
 
 
-COMMANDS.extend([export_command, check_command, bench_command, convert_command, eval_command])
+@click.command("info")
+@click.argument("path", type=click.Path(path_type=Path))
+def info_command(path: Path) -> None:
+    """Describe a training run dir, or an exported model file (.ts, .nm, .onnx).
+
+    For a run: profile, step, losses, sample rate, latent size, compression, receptive field,
+    streaming delay and parameter count. For a file: its embedded model card (no training code
+    or checkpoint needed).
+    """
+    if path.is_file():
+        click.echo(describe_file(path))
+        return
+    from tildekit.models.cli import describe_run
+    from tildekit.models.run import RunDir
+
+    click.echo(describe_run(RunDir(path)))
+
+
+COMMANDS.extend([export_command, check_command, bench_command, convert_command, eval_command, info_command])

@@ -26,19 +26,19 @@ import re
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 
 from tildekit.errors import TildekitError
 from tildekit.export.card_io import FOREIGN_NOTE, is_derived, model_card
-from tildekit.export.targets import DEFAULT_ONNX_BUFFER
 from tildekit.models import metrics
-from tildekit.models.card import ModelCard
+from tildekit.models.contract.card import ModelCard
+from tildekit.models.contract.hosts import DEFAULT_BUFFER, check_buffer
 
-DEFAULT_BUFFER = DEFAULT_ONNX_BUFFER  # a host's usual buffer, and the one ONNX exports take by default
 REPORT_FORMAT = "tildekit-eval"
 REPORT_VERSION = 1
 MIN_SECONDS = 0.1  # a few loudness frames
@@ -167,13 +167,6 @@ def open_model(path: str | Path, buffer: int = DEFAULT_BUFFER) -> StreamingModel
                             f"dir, or a .ts / .onnx export")
     check_buffer(model.card, buffer)
     return model
-
-
-def check_buffer(card: ModelCard, buffer: int) -> None:
-    ratio = card.highest_ratio
-    if buffer < ratio or buffer % ratio:
-        raise TildekitError(f"--buffer {buffer}: must be a positive multiple of {ratio} (the model's "
-                            f"compression), e.g. {max(ratio, DEFAULT_BUFFER // ratio * ratio)}")
 
 
 def play(model: StreamingModel, audio: np.ndarray, buffer: int,

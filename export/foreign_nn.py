@@ -23,23 +23,30 @@ from __future__ import annotations
 
 import io
 import statistics
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from tildekit.errors import TildekitError
 from tildekit.export.card_io import (  # noqa: F401  (model_card and the note: what callers import)
-    DERIVED_CARD_SOURCE, FOREIGN_NOTE, MissingCardError, is_derived, model_card, read_card,
+    DERIVED_CARD_SOURCE,
+    FOREIGN_NOTE,
+    MissingCardError,
+    is_derived,
+    model_card,
+    read_card,
 )
 from tildekit.export.check import load_like_nn
 from tildekit.export.model_card import channel_labels
-from tildekit.models.card import NN_TYPE_CODES, AttributeSpec, MethodSpec, ModelCard
+from tildekit.models.contract.card import NN_TYPE_CODES, AttributeSpec, MethodSpec, ModelCard
+from tildekit.models.contract.hosts import DEFAULT_BUFFER
 
 ASSUMED_SAMPLE_RATE = 44100  # when the file names no rate (nn~ 1.6 has no standard for it)
 SEED = 1234
-IMPULSE_BUFFER = 2048  # host buffer of the impulse runs (raised to the highest ratio)
+IMPULSE_BUFFER = DEFAULT_BUFFER  # host buffer of the impulse runs (raised to the highest ratio)
 IMPULSE_PHASES = 4  # impulse positions spread over one frame of the highest ratio
 IMPULSE_WINDOW = 2 ** 16  # samples of response searched after the impulse
 UNKNOWN_VALUE = {"bool": False, "int": 0, "float": 0.0, "str": ""}

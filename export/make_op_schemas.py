@@ -32,10 +32,11 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
 import platform
 import sys
 from pathlib import Path
+
+from tildekit.models.contract.atomic import atomic_path
 
 DEFAULT_OUT_DIR = Path(__file__).resolve().parent / "data"
 
@@ -74,13 +75,11 @@ def write_dump(out_dir: Path, note: str) -> Path:
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"ops-torch-{version}.json.gz"
-    tmp = target.with_name(target.name + ".tmp")
     raw = json.dumps(payload, indent=0, sort_keys=False).encode("utf-8")
     # mtime=0 and no file name in the header: same torch -> same bytes.
-    with open(tmp, "wb") as fh, gzip.GzipFile(filename="", mode="wb", fileobj=fh,
-                                              compresslevel=9, mtime=0) as gz:
+    with atomic_path(target) as tmp, open(tmp, "wb") as fh, \
+            gzip.GzipFile(filename="", mode="wb", fileobj=fh, compresslevel=9, mtime=0) as gz:
         gz.write(raw)
-    os.replace(tmp, target)
     return target
 
 

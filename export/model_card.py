@@ -13,14 +13,13 @@ from typing import TYPE_CHECKING
 import torch
 
 from tildekit import __version__
-from tildekit.models.card import AttributeSpec, LatentDim, MethodSpec, ModelCard
+from tildekit.models.contract.attributes import LATENT_BIAS, LATENT_SCALE, RESET, TEMPERATURE, TEMPERATURE_MAX
+from tildekit.models.contract.card import AttributeSpec, LatentDim, MethodSpec, ModelCard
 from tildekit.models.resample_plan import host_rate_table
 
 if TYPE_CHECKING:
     from tildekit.export.core import ExportCore
     from tildekit.models.latent_stats import LatentStats
-
-TEMPERATURE_MAX = 10.0  # beyond this the posterior noise drowns the signal
 
 
 def channel_labels(kind: str, count: int) -> list[str]:
@@ -30,7 +29,7 @@ def channel_labels(kind: str, count: int) -> list[str]:
     return [f"audio {kind}"] if count == 1 else [f"audio {kind} {i + 1}" for i in range(count)]
 
 
-def methods_table(core: "ExportCore") -> dict[str, MethodSpec]:
+def methods_table(core: ExportCore) -> dict[str, MethodSpec]:
     """encode / decode / forward as nn~ reads them, with each method's streaming delay."""
     audio_in = channel_labels("in", core.channels)
     audio_out = channel_labels("out", core.channels)
@@ -47,18 +46,18 @@ def methods_table(core: "ExportCore") -> dict[str, MethodSpec]:
 def attribute_specs(latent_size: int) -> list[AttributeSpec]:
     """Attributes nn~ sets with ``[set NAME ...(`` (and OSC ``/attr/NAME``)."""
     return [
-        AttributeSpec("temperature", ["float"], [0.0], 0.0, TEMPERATURE_MAX,
+        AttributeSpec(TEMPERATURE, ["float"], [0.0], 0.0, TEMPERATURE_MAX,
                       "scale of the posterior noise in encode/forward; 0 = deterministic"),
-        AttributeSpec("latent_bias", ["float"] * latent_size, [0.0] * latent_size,
+        AttributeSpec(LATENT_BIAS, ["float"] * latent_size, [0.0] * latent_size,
                       description="per-dimension offset added between encode and decode in forward"),
-        AttributeSpec("latent_scale", ["float"] * latent_size, [1.0] * latent_size,
+        AttributeSpec(LATENT_SCALE, ["float"] * latent_size, [1.0] * latent_size,
                       description="per-dimension gain applied between encode and decode in forward"),
-        AttributeSpec("reset", ["bool"], [False],
+        AttributeSpec(RESET, ["bool"], [False],
                       description="true clears the streaming state (as a fresh load)"),
     ]
 
 
-def latent_dims(keep: int, stats: "LatentStats | None") -> list[LatentDim]:
+def latent_dims(keep: int, stats: LatentStats | None) -> list[LatentDim]:
     """Statistics of the first ``keep`` exported dimensions (already in the PCA basis)."""
     if stats is None:
         # Identity projection, no data: the prior N(0, 1) is the best description we have.
@@ -70,7 +69,7 @@ def latent_dims(keep: int, stats: "LatentStats | None") -> list[LatentDim]:
             for i in range(keep)]
 
 
-def card_from_core(core: "ExportCore", name: str, latent_stats: "LatentStats | None",
+def card_from_core(core: ExportCore, name: str, latent_stats: LatentStats | None,
                    profile_name: str, step: int) -> ModelCard:
     """The model card of an export of ``core`` (its projection already applied)."""
     kept_ratio = (sum(latent_stats.variance_ratio[:core.latent_size])

@@ -22,7 +22,6 @@ Usage: ``export_neutone(TildekitW2W(ExportCore(model), card), card, "model.nm")`
 # annotations of TildekitW2W (its metadata attributes are typed dicts of Union values).
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
@@ -32,21 +31,30 @@ from torch import Tensor, nn
 
 from tildekit.errors import TildekitError
 from tildekit.export.card_io import card_extra_files
-from tildekit.export.neutone_metadata import (
-    METADATA_FILE_NAME, Knob, NeutoneInfo, build_metadata, validate_metadata, with_sounds,
-)
 from tildekit.export.neutone_contract import (
-    CORE_METADATA_KEYS, CORE_PRESERVED_ATTRIBUTES, W2W_PRESERVED_ATTRIBUTES, neutone_structure_checks,
+    CORE_METADATA_KEYS,
+    CORE_PRESERVED_ATTRIBUTES,
+    W2W_PRESERVED_ATTRIBUTES,
+    neutone_structure_checks,
 )
-from tildekit.export.neutone_queue import N_PARAMS, NeutoneRoot, ROOT_PRESERVED_ATTRIBUTES
+from tildekit.export.neutone_metadata import (
+    METADATA_FILE_NAME,
+    Knob,
+    NeutoneInfo,
+    build_metadata,
+    validate_metadata,
+    with_sounds,
+)
+from tildekit.export.neutone_queue import N_PARAMS, ROOT_PRESERVED_ATTRIBUTES, NeutoneRoot
 from tildekit.export.ops import HOSTS, require_host_operators
-from tildekit.models.card import ModelCard
+from tildekit.models.contract.atomic import atomic_path
+from tildekit.models.contract.card import ModelCard
+from tildekit.models.contract.hosts import NEUTONE_DAW_BUFFERS, neutone_native_buffers
 
 CHAOS_MAX_STD = 2.0  # chaos at 1 adds noise of 2 latent stds
 SCALE_MAX = 2.0  # dim scale knob 0..1 -> gain 0..2
 OFFSET_MAX_STD = 3.0  # dim offset knob 0..1 -> -3..+3 latent stds
 NOISE_TABLE_FRAMES = 4096  # latent frames of precomputed chaos noise (then it repeats)
-MAX_NATIVE_BUFFER = 16384
 
 KNOBS = [
     Knob("chaos", "Noise added to the latent: 0 = none, 1 = wild", 0.0),
@@ -54,14 +62,6 @@ KNOBS = [
     Knob("dim scale", "Gain of the chosen latent dimension (0.5 = unchanged)", 0.5),
     Knob("dim offset", "Offset of the chosen latent dimension (0.5 = unchanged)", 0.5),
 ]
-
-
-def native_buffer_sizes(compression: int) -> list[int]:
-    """Buffers the core streams whole: the compression times powers of two, up to 16384."""
-    sizes = [compression]
-    while sizes[-1] * 2 <= max(MAX_NATIVE_BUFFER, compression):
-        sizes.append(sizes[-1] * 2)
-    return sizes
 
 
 class NeutoneW2WBase(nn.Module):
@@ -268,7 +268,7 @@ class TildekitW2W(NeutoneW2WBase):
         _check_core_matches_card(core, card)
         meta = build_metadata(card, KNOBS, info or NeutoneInfo(),
                               native_sample_rates=[card.sample_rate],
-                              native_buffer_sizes=native_buffer_sizes(card.compression),
+                              native_buffer_sizes=neutone_native_buffers(card.compression),
                               pytorch_version=torch.__version__, date_created=date_created)
         defaults = torch.tensor([k.default_0to1 for k in KNOBS], dtype=torch.float32)
         super().__init__(meta, defaults, card.delay)
@@ -404,17 +404,13 @@ def export_neutone(w2w_module: nn.Module, card: ModelCard, path: str | Path, *,
     neutone_hosts = [host for host in HOSTS if host.startswith("Neutone")]
     require_host_operators(scripted, f"{card.name} (Neutone FX export)", neutone_hosts or None)
     extra = {METADATA_FILE_NAME: json.dumps(embedded), **card_extra_files(card)}
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as temp:  # checked under its temporary name, renamed only when it passes
         torch.jit.save(scripted, str(temp), _extra_files=extra)
         try:
             check = check_neutone_file(temp)
         except TildekitError as exc:
             raise TildekitError(str(exc).replace(str(temp), str(path))
                                 + f" (nothing was written to {path})") from exc
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
     return check
 
 
@@ -475,7 +471,7 @@ def _exercise(model: torch.jit.ScriptModule, preserved: list[str]) -> NeutoneChe
         for params in (None, model.get_default_param_values().expand(N_PARAMS, 512)):
             for _ in range(3):
                 _check_audio("forward", model.forward(audio, params), audio.shape)
-    for daw_bs in (128, 256, 1024, 2048):  # the buffers the SDK times at 48 kHz
+    for daw_bs in NEUTONE_DAW_BUFFERS:
         model.set_daw_sample_rate_and_buffer_size(48000, daw_bs)
         audio = 0.1 * torch.randn(2, daw_bs, generator=generator)
         for _ in range(2):

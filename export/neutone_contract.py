@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
 from tildekit.export.check_result import CheckResult
-from tildekit.export.neutone_queue import (
-    ROOT_PRESERVED_ATTRIBUTES, resampled_buffer_size, select_model_sample_rate,
-)
+from tildekit.export.neutone_queue import ROOT_PRESERVED_ATTRIBUTES
+from tildekit.models.contract.neutone_host import resampled_buffer_size, select_model_sample_rate
 
 # The SDK's NeutoneModel.get_core_preserved_attributes, in its order.
 CORE_PRESERVED_ATTRIBUTES: list[str] = [
@@ -147,7 +147,8 @@ def method_signature(module: Any, name: str) -> str | None:
 
 def _sorted_unions(text: str) -> str:
     """TorchScript prints Union members in its own order: compare them sorted."""
-    out, i = [], 0
+    out: list[str] = []
+    i = 0
     while True:
         start = text.find("Union(", i)
         if start < 0:

@@ -29,11 +29,18 @@ from tildekit import __version__
 from tildekit.errors import TildekitError
 from tildekit.export.card_io import MissingCardError, read_card
 from tildekit.export.foreign_nn import derive_card, fresh_model, has_known_default, impulse_delay
-from tildekit.export.neutone import NeutoneCheck, NeutoneW2WBase, export_neutone, native_buffer_sizes
+from tildekit.export.neutone import NeutoneCheck, NeutoneW2WBase, export_neutone
 from tildekit.export.neutone_metadata import (
-    MAX_KNOBS, MAX_NAME_CHARS, MAX_REALTIME_SAMPLE_RATE, Knob, NeutoneInfo, build_metadata, model_type,
+    MAX_KNOBS,
+    MAX_NAME_CHARS,
+    MAX_REALTIME_SAMPLE_RATE,
+    Knob,
+    NeutoneInfo,
+    build_metadata,
+    model_type,
 )
-from tildekit.models.card import MethodSpec, ModelCard
+from tildekit.models.contract.card import MethodSpec, ModelCard
+from tildekit.models.contract.hosts import DEFAULT_BUFFER, neutone_native_buffers
 
 LATENT_SPAN_STDS = 2.0  # a latent knob at either end shifts its dimension by 2 std
 MIN_LATENT_SPAN = 0.1
@@ -244,7 +251,7 @@ def _latent_mode(card: ModelCard, data: bytes) -> tuple[bool, str]:
             or encode.in_channels != forward.in_channels or decode.out_channels != forward.out_channels:
         return False, "encode/decode do not chain into forward's shape: knobs on attributes"
     x = _probe(card, forward.in_channels)
-    step = 2048 - 2048 % card.compression if card.compression <= 2048 else card.compression
+    step = max(DEFAULT_BUFFER - DEFAULT_BUFFER % card.compression, card.compression)  # whole frames
     chained, direct = [], []
     model = fresh_model(data)
     torch.manual_seed(0)
@@ -301,7 +308,7 @@ def _metadata(card: ModelCard, forward: MethodSpec, knobs: list[Knob], mode: str
                                f"{card.sample_rate} Hz, {forward.in_channels} in / {forward.out_channels} "
                                f"out; {what}. Delay {delay} samples, measured with an impulse.")[:500],
         tags=("nn~", "converted", "tildekit"))
-    sizes = [] if ratio == 1 else native_buffer_sizes(ratio)
+    sizes = [] if ratio == 1 else neutone_native_buffers(ratio)
     meta = build_metadata(card, knobs, info, native_sample_rates=[card.sample_rate],
                           native_buffer_sizes=sizes, pytorch_version=torch.__version__,
                           date_created=date_created)

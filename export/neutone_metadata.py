@@ -14,12 +14,13 @@ import base64
 import binascii
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import urlparse
 
 from tildekit.errors import TildekitError
-from tildekit.models.card import ModelCard
+from tildekit.models.contract.card import ModelCard
 
 # The SDK release whose host contract we implement (written into every file we export).
 NEUTONE_SDK_VERSION = "1.5.2"

@@ -36,15 +36,13 @@ from torch import Tensor, nn
 from tildekit.errors import TildekitError
 from tildekit.export.card_io import card_extra_files
 from tildekit.export.core import ExportCore
-from tildekit.export.nn_host import HOST_RATE_ATTRIBUTE, PLAUSIBLE_RATES
-from tildekit.models.atomic import atomic_path
-from tildekit.models.card import ModelCard
+from tildekit.models.contract.atomic import atomic_path
+from tildekit.models.contract.attributes import METHODS
+from tildekit.models.contract.card import ModelCard
+from tildekit.models.contract.nn_host import HOST_RATE_ATTRIBUTE, PLAUSIBLE_RATES
 from tildekit.models.resample import ResamplePath
 from tildekit.models.resample_plan import method_plans
 from tildekit.models.streaming import MAX_BATCH_SIZE
-
-METHODS = ("forward", "encode", "decode")
-ATTRIBUTES = ("temperature", "latent_bias", "latent_scale", "reset")
 
 
 class NNTildeBase(nn.Module):

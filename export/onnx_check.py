@@ -8,14 +8,15 @@ The exporter runs the same checks and adds its comparison with the torch model t
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from tildekit.errors import TildekitError
 from tildekit.export.check_result import CheckResult
 from tildekit.export.onnx_runtime import ATTRIBUTE_INPUTS, INPUT, OUTPUT, OnnxInfo, make_session
+from tildekit.models.contract.attributes import LATENT_BIAS, LATENT_SCALE, TEMPERATURE
 
 TOLERANCE = 1e-4  # max |difference| between consecutive calls and one call (and vs TorchScript)
 CHECK_BATCHES = (1, 2)
@@ -85,9 +86,9 @@ class OnnxCallRunner:
     def attributes(self, temperature: float = 0.0, bias: np.ndarray | None = None,
                    scale: np.ndarray | None = None) -> dict[str, np.ndarray]:
         k = self.info.card.latent_size
-        values = {"temperature": np.array(temperature, np.float32),
-                  "latent_bias": np.zeros(k, np.float32) if bias is None else bias.astype(np.float32),
-                  "latent_scale": np.ones(k, np.float32) if scale is None else scale.astype(np.float32)}
+        values = {TEMPERATURE: np.array(temperature, np.float32),
+                  LATENT_BIAS: np.zeros(k, np.float32) if bias is None else bias.astype(np.float32),
+                  LATENT_SCALE: np.ones(k, np.float32) if scale is None else scale.astype(np.float32)}
         names = {i.name for i in self.session.get_inputs()}
         return {k: v for k, v in values.items() if k in names}
 

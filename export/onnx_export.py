@@ -28,9 +28,10 @@ import copy
 import io
 import os
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -41,20 +42,45 @@ from tildekit.export.card_io import set_onnx_card
 from tildekit.export.check_result import CheckResult
 from tildekit.export.core import ExportCore
 from tildekit.export.onnx_check import (
-    TOLERANCE, OnnxCallRunner, Record, call_quantum, check_batches, check_onnx as check_onnx_contract, check_signal,
+    TOLERANCE,
+    OnnxCallRunner,
+    Record,
+    call_quantum,
+    check_batches,
+    check_signal,
+)
+from tildekit.export.onnx_check import (
+    check_onnx as check_onnx_contract,
 )
 from tildekit.export.onnx_runtime import (
-    ATTRIBUTE_INPUTS, BATCH, INPUT, META_BATCH, META_BUFFER, META_METHOD, META_OPSET, META_STATE, META_STREAMING,
-    OUTPUT, STATE_IN, OnnxInfo, StateSpec, method_file_name, state_file_name,
+    ATTRIBUTE_INPUTS,
+    BATCH,
+    INPUT,
+    META_BATCH,
+    META_BUFFER,
+    META_METHOD,
+    META_OPSET,
+    META_STATE,
+    META_STREAMING,
+    OUTPUT,
+    STATE_IN,
+    OnnxInfo,
+    StateSpec,
+    method_file_name,
+    state_file_name,
     states_to_json,
 )
 from tildekit.models.autoencoder import build_model, remove_weight_norm
-from tildekit.models.card import ModelCard
 from tildekit.models.config import ModelConfig
+from tildekit.models.contract.attributes import LATENT_BIAS, LATENT_SCALE, METHODS, TEMPERATURE
+from tildekit.models.contract.card import ModelCard
+from tildekit.models.contract.hosts import DEFAULT_BUFFER
 from tildekit.models.streaming import MAX_BATCH_SIZE, Stateful, set_functional, set_gemm, stateful_layers
 
+if TYPE_CHECKING:  # onnx is imported where a graph is built
+    import onnx
+
 OPSET = 17  # widely supported (onnxruntime >= 1.14, i.e. also older Raspberry Pi wheels)
-METHODS = ("forward", "encode", "decode")
 TRACE_TEMPERATURE = 0.5  # any non-zero value: keeps the noise path in the graph
 
 
@@ -112,9 +138,9 @@ class StateGraph(nn.Module):
 
 
 def attribute_examples(core: ExportCore, method: str) -> list[torch.Tensor]:
-    values = {"temperature": torch.tensor(TRACE_TEMPERATURE),
-              "latent_bias": torch.zeros(core.latent_size),
-              "latent_scale": torch.ones(core.latent_size)}
+    values = {TEMPERATURE: torch.tensor(TRACE_TEMPERATURE),
+              LATENT_BIAS: torch.zeros(core.latent_size),
+              LATENT_SCALE: torch.ones(core.latent_size)}
     return [values[name] for name in ATTRIBUTE_INPUTS[method]]
 
 
@@ -169,7 +195,7 @@ def whole_signal_core(core: ExportCore, config: ModelConfig) -> ExportCore:
 class GraphShape:
     """Which axes of a graph are fixed. ``buffer``: samples per call (traced; recorded when fixed)."""
 
-    buffer: int = 2048
+    buffer: int = DEFAULT_BUFFER
     dynamic_time: bool = True
     batch: int | None = None  # None: dynamic batch
 
@@ -298,7 +324,7 @@ def _live_nodes(nodes: list, outputs: set[str]) -> list:
 
 
 def build_onnx(core: ExportCore, card: ModelCard, method: str, streaming: bool = True,
-               shape: GraphShape = GraphShape()) -> tuple["onnx.ModelProto", list[StateSpec]]:  # noqa: F821
+               shape: GraphShape = GraphShape()) -> tuple[onnx.ModelProto, list[StateSpec]]:
     """One method's model proto, metadata included (``core`` is the whole-signal core when not streaming)."""
     import onnx
 
@@ -332,7 +358,7 @@ def validate_request(core: ExportCore, card: ModelCard, shape: GraphShape) -> No
                             f"build the card from the same core")
 
 
-def export_onnx(core: ExportCore, card: ModelCard, out_dir: str | Path, name: str, buffer: int = 2048,
+def export_onnx(core: ExportCore, card: ModelCard, out_dir: str | Path, name: str, buffer: int = DEFAULT_BUFFER,
                 streaming: bool = True, dynamic_time: bool = False, batch: int | None = None,
                 model_config: ModelConfig | None = None, methods: Sequence[str] | None = None) -> list[Path]:
     """Write ``NAME.onnx`` (forward), ``NAME.encode.onnx``, ``NAME.decode.onnx`` (+ state ``.npz``).
@@ -459,7 +485,7 @@ def check_onnx(path: str | Path, reference: CoreMethods | torch.jit.ScriptModule
 def _check_reference(runner: OnnxCallRunner, info: OnnxInfo, reference, samples: int, record) -> None:
     card, method = info.card, info.method
     rng = np.random.default_rng(1)
-    temperature = 0.5 if "temperature" in ATTRIBUTE_INPUTS[method] else 0.0
+    temperature = 0.5 if TEMPERATURE in ATTRIBUTE_INPUTS[method] else 0.0
     bias = rng.normal(0, 0.3, card.latent_size).astype(np.float32)
     scale = rng.uniform(0.5, 1.5, card.latent_size).astype(np.float32)
     attrs = runner.attributes(temperature, bias, scale)

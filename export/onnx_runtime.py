@@ -20,14 +20,19 @@ every runtime agree on it:
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tildekit.errors import TildekitError
-from tildekit.models.card import CARD_ONNX_KEY, CardError, ModelCard
+from tildekit.models.contract.attributes import LATENT_BIAS, LATENT_SCALE, RESET, TEMPERATURE
+from tildekit.models.contract.card import CARD_ONNX_KEY, CardError, ModelCard
+
+if TYPE_CHECKING:  # imported when a session is made: `tildekit --help` stays fast
+    import onnxruntime
 
 META_METHOD = "tildekit.method"
 META_STATE = "tildekit.state"
@@ -44,8 +49,8 @@ BATCH = "batch"  # placeholder in state shapes
 
 # graph inputs carrying settable attributes, per method, in input order
 ATTRIBUTE_INPUTS: dict[str, tuple[str, ...]] = {
-    "forward": ("temperature", "latent_bias", "latent_scale"),
-    "encode": ("temperature",),
+    "forward": (TEMPERATURE, LATENT_BIAS, LATENT_SCALE),
+    "encode": (TEMPERATURE,),
     "decode": (),
 }
 
@@ -101,7 +106,7 @@ class OnnxInfo:
     batch: int | None  # fixed batch size, None when dynamic
 
     @classmethod
-    def from_metadata(cls, meta: dict[str, str], origin: str) -> "OnnxInfo":
+    def from_metadata(cls, meta: dict[str, str], origin: str) -> OnnxInfo:
         missing = [k for k in (CARD_ONNX_KEY, META_METHOD, META_STATE, META_OPSET, META_STREAMING)
                    if k not in meta]
         if missing:
@@ -123,7 +128,7 @@ class OnnxInfo:
         return info
 
 
-def make_session(path: str | Path | bytes, threads: int = 1) -> "onnxruntime.InferenceSession":  # noqa: F821
+def make_session(path: str | Path | bytes, threads: int = 1) -> onnxruntime.InferenceSession:
     """A CPU session on ``threads`` intra-op threads, every graph optimization on."""
     import onnxruntime as ort
 
@@ -165,8 +170,8 @@ class OnnxStreamer:
         self.spec = self.info.card.methods[self.info.method]
         graph_inputs = {i.name for i in self.session.get_inputs()}
         # attributes are model-wide as in nn~: a method that does not use one accepts and ignores it
-        defaults = {"temperature": [0.0], "latent_bias": [0.0] * self.card.latent_size,
-                    "latent_scale": [1.0] * self.card.latent_size}  # neutral, if the card omits one
+        defaults = {TEMPERATURE: [0.0], LATENT_BIAS: [0.0] * self.card.latent_size,
+                    LATENT_SCALE: [1.0] * self.card.latent_size}  # neutral, if the card omits one
         defaults.update({a.name: a.default for a in self.card.attributes if a.name in defaults})
         self.attributes: dict[str, np.ndarray] = {name: self._attribute_array(name, value)
                                                   for name, value in defaults.items()}
@@ -197,19 +202,19 @@ class OnnxStreamer:
 
     def set_attribute(self, name: str, values: Sequence[float] | float | bool) -> None:
         """Set ``temperature`` / ``latent_bias`` / ``latent_scale``; ``reset`` (true) clears the state."""
-        if name == "reset":
+        if name == RESET:
             flag = values[0] if isinstance(values, (list, tuple)) else values
             if flag:
                 self.reset()
             return
         if name not in self.attributes:
-            usable = ", ".join(sorted(self.attributes) + ["reset"])
+            usable = ", ".join(sorted(self.attributes) + [RESET])
             raise TildekitError(f"{self.path.name}: no attribute {name!r} (use one of: {usable})")
         self.attributes[name] = self._attribute_array(name, values)
 
     def _attribute_array(self, name: str, values: Sequence[float] | float) -> np.ndarray:
         flat = np.asarray(values, dtype=np.float32).reshape(-1)
-        if name == "temperature":
+        if name == TEMPERATURE:
             if flat.size != 1:
                 raise TildekitError(f"temperature takes 1 value, got {flat.size}")
             return flat.reshape(())

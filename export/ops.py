@@ -30,10 +30,11 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import torch
 
@@ -106,7 +107,7 @@ def _split_key(key: str) -> str:
     return f"{ns}::{rest.split('.', 1)[0]}"
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_host_ops(data_file: str, host: str = "") -> HostOps:
     """Read one shipped schema dump (cached: each file is parsed once per process)."""
     path = DATA_DIR / data_file
@@ -138,7 +139,7 @@ def host_ops(hosts: Iterable[str] | None = None) -> list[HostOps]:
     return [load_host_ops(HOSTS[h], h) for h in names]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _parse_schema(text: str) -> torch._C.FunctionSchema | None:
     try:
         return torch._C.parse_schema(text)

@@ -18,9 +18,9 @@ import torch
 from tildekit.errors import TildekitError
 from tildekit.export.core import ExportCore
 from tildekit.export.model_card import card_from_core
-from tildekit.models.card import ModelCard
+from tildekit.models.contract.card import ModelCard
+from tildekit.models.contract.names import check_name, slug_name
 from tildekit.models.latent_stats import LatentStats
-from tildekit.models.names import check_name, slug_name
 
 
 def choose_latent_dims(full: int, stats: LatentStats | None, latent_dims: int | None = None,

@@ -10,22 +10,30 @@ from __future__ import annotations
 import os
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from tildekit.errors import TildekitError
 from tildekit.export.core import ExportCore
-from tildekit.models.card import ModelCard
-from tildekit.models.names import check_name
-from tildekit.models.outputs import (output_dir, pid_alive, refuse_foreign_file, remove_owned, stale_folders,
-                                     write_error, write_marker)
+from tildekit.models.contract.attributes import METHODS
+from tildekit.models.contract.card import ModelCard
+from tildekit.models.contract.hosts import DEFAULT_BUFFER
+from tildekit.models.contract.names import check_name
+from tildekit.models.outputs import (
+    output_dir,
+    pid_alive,
+    refuse_foreign_file,
+    remove_owned,
+    stale_folders,
+    write_error,
+    write_marker,
+)
 
 TARGETS = ("nn", "neutone", "onnx")
 STAGE_PREFIX = ".tildekit-export-"  # hidden staging folder inside --out, removed on every exit
 STAGE_KIND = "export-stage"  # its marker (models/outputs.py); a killed export's stage is removed later
 
 
-DEFAULT_ONNX_BUFFER = 2048
 
 
 def _write_nn(core: ExportCore, card: ModelCard, out_dir: Path, name: str, buffer: int) -> list[Path]:
@@ -56,7 +64,7 @@ WRITERS: dict[str, Callable[[ExportCore, ModelCard, Path, str, int], list[Path]]
 
 def export_core(core: ExportCore, card: ModelCard, targets: tuple[str, ...] | list[str],
                 out_dir: str | Path, on_written: Callable[[Path], None] | None = None,
-                buffer: int = DEFAULT_ONNX_BUFFER) -> list[Path]:
+                buffer: int = DEFAULT_BUFFER) -> list[Path]:
     """Write ``core`` for every target in ``targets`` into ``out_dir``; returns the checked files.
 
     All or nothing: every target is written and checked in a hidden staging folder inside
@@ -111,7 +119,7 @@ def planned_files(targets: tuple[str, ...] | list[str], name: str) -> list[str]:
     from tildekit.export.onnx_runtime import method_file_name, state_file_name
 
     names = {"nn": [f"{name}.ts"], "neutone": [f"{name}.nm"],
-             "onnx": [f(name, m) for m in ("forward", "encode", "decode")
+             "onnx": [f(name, m) for m in METHODS
                       for f in (method_file_name, state_file_name)]}
     return [n for target in targets for n in names.get(target, [])]
 
@@ -137,7 +145,7 @@ def is_tildekit_export(path: Path) -> bool:
 def export_run(run_dir: str | Path, targets: tuple[str, ...] | list[str], out_dir: str | Path,
                name: str | None = None, latent_dims: int | None = None, fidelity: float | None = None,
                on_written: Callable[[Path], None] | None = None,
-               buffer: int = DEFAULT_ONNX_BUFFER) -> tuple[ModelCard, list[Path]]:
+               buffer: int = DEFAULT_BUFFER) -> tuple[ModelCard, list[Path]]:
     """Export the newest checkpoint of ``run_dir``; ``targets`` may contain "all"."""
     from tildekit.export.prepare import core_from_run
 

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
-from tildekit.models.config import ModelConfig
 from tildekit.models.blocks import LEAKY_SLOPE, Residual
+from tildekit.models.config import ModelConfig
 from tildekit.models.decoder import Decoder
 from tildekit.models.encoder import Encoder
 from tildekit.models.noise import NoiseTable
@@ -94,7 +94,7 @@ OUTPUT_LAYER_GAIN = 0.05
 RESIDUAL_BRANCH_GAIN = 0.1
 
 
-def initialise_weights(model: "AutoEncoder") -> None:
+def initialise_weights(model: AutoEncoder) -> None:
     """He initialisation for the leaky ReLU slope (zero biases where a conv has one).
 
     PyTorch's default conv init shrinks the signal by about 1/sqrt(3) per layer, so after the

@@ -7,7 +7,7 @@
                                                                                        └─ noise amp ─► 2σ(·-5)^2.3 × noise ┘
 
 No conv has a bias (see autoencoder.py): a silent latent decodes to silence.
-"""
+"""  # noqa: E501 (a diagram)
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ losses and an L1 feature matching between real and generated feature maps.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn

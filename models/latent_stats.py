@@ -9,15 +9,15 @@ per-dimension ranges. Every per-dimension field is in the PCA basis, in that ord
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import torch
 
 from tildekit.errors import TildekitError
-from tildekit.models.atomic import atomic_write_text
+from tildekit.models.contract.atomic import atomic_write_text
 
 FILE_NAME = "latent_stats.json"
 LOW_PERCENTILE = 0.5  # slider ranges cover the central 99 % of the frames
@@ -56,7 +56,7 @@ class LatentStats:
         atomic_write_text(path, self.to_json())
 
     @classmethod
-    def load(cls, path: str | Path) -> "LatentStats":
+    def load(cls, path: str | Path) -> LatentStats:
         path = Path(path)
         try:
             data = json.loads(path.read_text())

@@ -24,10 +24,9 @@ validation curve measures what training lowers.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import auraloss
-
 import torch
 import torch.nn as nn
 

@@ -15,7 +15,6 @@ is late by the encoder's delay when ``forward`` chains them). Rows of a batch re
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 
 from tildekit.models.streaming import Stateful
 

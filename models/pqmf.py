@@ -54,7 +54,7 @@ def _round_trip(h: np.ndarray, n_band: int, x: np.ndarray) -> np.ndarray:
     return y[len(h) - 1: len(h) - 1 + len(x)]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def design_prototype(n_band: int, taps: int) -> np.ndarray:
     """Kaiser-windowed low-pass, cutoff and window searched for the best reconstruction.
 
@@ -71,7 +71,7 @@ def design_prototype(n_band: int, taps: int) -> np.ndarray:
 
     best: tuple[float, np.ndarray] | None = None
     for beta in (5.0, 6.0, 7.0, 8.0, 9.0, 10.0):
-        result = minimize_scalar(lambda c: error(firwin(taps, c / n_band, window=("kaiser", beta)))[0],
+        result = minimize_scalar(lambda c, beta=beta: error(firwin(taps, c / n_band, window=("kaiser", beta)))[0],
                                  bounds=(0.4, 0.7), method="bounded", options={"xatol": 1e-5})
         h = firwin(taps, result.x / n_band, window=("kaiser", beta))
         err, gain = error(h)

@@ -32,6 +32,7 @@ import numpy as np
 
 from tildekit.errors import TildekitError
 from tildekit.models import outputs
+from tildekit.models.contract.audio import adapt_channels
 
 # Bump when the layout changes in a way an older reader would misread (see dataset.py).
 FORMAT_VERSION = 1
@@ -184,18 +185,6 @@ def decode(path: Path) -> tuple[np.ndarray, int]:
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= 160 else text[:157] + "..."
-
-
-def adapt_channels(audio: np.ndarray, channels: int) -> np.ndarray:
-    """``(c, n)`` -> ``(channels, n)``: mono mixes down (mean); otherwise mono is duplicated,
-    extra channels are dropped and missing ones repeat the source channels in order."""
-    have = audio.shape[0]
-    if channels == have:
-        return audio
-    if channels == 1:
-        return audio.mean(axis=0, keepdims=True, dtype=np.float32)
-    picks = [c % have for c in range(channels)]
-    return np.ascontiguousarray(audio[picks])
 
 
 def resample(audio: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:

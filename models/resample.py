@@ -12,10 +12,13 @@ tensors and integers stored in the module, because a TorchScript file cannot des
 """
 
 # No `from __future__ import annotations`: TorchScript reads the annotations as types.
+import math
 from typing import List, Tuple
 
 import torch
 from torch import Tensor, nn
+
+from tildekit.models.resample_plan import MAX_CYCLE_CALLS
 
 
 def period_matrix(bank: Tensor, up: int, down: int, offset: int, periods: int = 1) -> Tensor:
@@ -219,11 +222,48 @@ class StreamResampler(nn.Module):
         self.phase = (self.phase + count) % self.up
         return y.narrow(-1, phase, count)
 
+
+def call_cycle(ints: List[int], call: int, limit: int) -> int:
+    """Twin of :func:`tildekit.models.resample_plan.call_cycle` (the file cannot import numpy code)."""
+    pre_up, pre_down, post_up, post_down, g = ints[0], ints[1], ints[3], ints[4], ints[6]
+    calls = pre_down // math.gcd(call * pre_up, pre_down)
+    made = calls * call * pre_up // pre_down
+    calls *= g // math.gcd(made, g)
+    levels = calls * call * pre_up // pre_down // g
+    per_level = g * ints[9] // ints[10]
+    calls *= post_down // math.gcd(levels * per_level * post_up, post_down)
+    return calls if calls <= limit else 0
+
+
+def call_prefill(ints: List[int], call: int, limit: int) -> int:
+    """Twin of :func:`tildekit.models.resample_plan.call_prefill`, in int64 tensors (``limit``:
+    ``MAX_CYCLE_CALLS``, passed in because a TorchScript function cannot read a global)."""
+    if call <= 0 or call % ints[7] != 0:
+        return ints[8]
+    cycle = call_cycle(ints, call, limit)
+    if cycle == 0:
+        return ints[8]
+    pre_up, pre_down, pre_offset, post_up, post_down, post_offset, g = \
+        ints[0], ints[1], ints[2], ints[3], ints[4], ints[5], ints[6]
+    x = torch.arange(1, 2 * cycle + 1, dtype=torch.long) * call
+    y = torch.clamp(torch.div(x * pre_up + pre_down - 1 - pre_offset, pre_down, rounding_mode="floor"), min=0)
+    out = torch.div(y, g, rounding_mode="floor") * (g * ints[9] // ints[10])
+    w = torch.clamp(torch.div(out * post_up + post_down - 1 - post_offset, post_down, rounding_mode="floor"), min=0)
+    short = int((torch.div(x * ints[9], ints[10], rounding_mode="floor") - w).max())
+    return min(ints[8], max(0, short))
+
+
 class ResamplePath(nn.Module):
     """The resamplers and FIFOs around one method (see :mod:`tildekit.models.resample_plan`).
 
     ``enter(x)`` takes host units and returns the whole granules ready for the method (maybe
     none); ``leave(y, count)`` takes the method's output and returns exactly ``count`` host units.
+
+    The output FIFO's zeros are put in on the first call after a reset, when the call size is
+    known: hosts call with one buffer size, and :func:`call_prefill` for that size is often
+    less than the prefill for calls of any size. If a later call has another size, the FIFO is
+    topped up once to the any-size prefill (the output moves later by the difference, as after
+    a host's buffer change) and never runs dry.
     """
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
@@ -232,9 +272,13 @@ class ResamplePath(nn.Module):
         self.post = StreamResampler(out_channels)
         self.in_channels = in_channels
         self.out_channels = out_channels
+        self.ints = [1, 1, 0, 1, 1, 0, 1, 1, 0, 1, 1]  # PLAN_INTS of the identity
         self.granularity = 1
         self.step = 1
         self.prefill = 0
+        self.max_cycle = MAX_CYCLE_CALLS
+        self.call = -1  # host units per call: -1 before the first call, 0 once sizes differed
+        self.filled = 0  # zeros put in the output FIFO since the reset
         self.waiting = torch.zeros(1, in_channels, 0)
         self.ready = torch.zeros(1, out_channels, 0)
 
@@ -243,6 +287,7 @@ class ResamplePath(nn.Module):
         """``ints`` in ``PLAN_INTS`` order (``MethodPlan.ints()``)."""
         self.pre.configure(pre_bank, ints[0], ints[1], ints[2])
         self.post.configure(post_bank, ints[3], ints[4], ints[5])
+        self.ints = ints
         self.granularity = ints[6]
         self.step = ints[7]
         self.prefill = ints[8]
@@ -253,17 +298,38 @@ class ResamplePath(nn.Module):
         self.pre.reset_state()
         self.post.reset_state()
         self.waiting = torch.zeros(1, self.in_channels, 0)
-        self.ready = torch.zeros(1, self.out_channels, self.prefill)
+        self.ready = torch.zeros(1, self.out_channels, 0)
+        self.call = -1
+        self.filled = 0
+
+    @torch.jit.export
+    def filled_for(self, call: int) -> int:
+        """The zeros the output FIFO starts with when every call brings ``call`` host units."""
+        return call_prefill(self.ints, call, self.max_cycle)
 
     @torch.jit.export
     def enter(self, x: Tensor) -> Tensor:
-        if x.size(-1) % self.step != 0:
+        size = x.size(-1)
+        if size % self.step != 0:
             raise ValueError("tildekit: at this host rate this method takes multiples of "
-                             + str(self.step) + " input frames, got " + str(x.size(-1)))
+                             + str(self.step) + " input frames, got " + str(size))
+        if self.call < 0:
+            self._fill(self.filled_for(size), x.size(0))
+            self.call = size
+        elif self.call > 0 and size != self.call:
+            self._fill(self.prefill - self.filled, x.size(0))
+            self.call = 0
         waiting = torch.cat([_rows(self.waiting, x.size(0)), self.pre(x)], -1)
         whole = waiting.size(-1) - waiting.size(-1) % self.granularity
         self.waiting = waiting[..., whole:]
         return waiting[..., :whole]
+
+    def _fill(self, zeros: int, rows: int) -> None:
+        """Put ``zeros`` more zero units in front of the output FIFO."""
+        if zeros > 0:
+            ready = _rows(self.ready, rows)
+            self.ready = torch.cat([torch.zeros(rows, self.out_channels, zeros), ready], -1)
+            self.filled += zeros
 
     @torch.jit.export
     def leave(self, y: Tensor, count: int) -> Tensor:

@@ -27,12 +27,14 @@ from fractions import Fraction
 
 import numpy as np
 
-from tildekit.models.card import HostRate, MethodSpec
+from tildekit.models.contract.card import HostRate, MethodSpec
 from tildekit.models.resample_design import Prototype, hold_prototype, reduced_ratio, sinc_prototype
 from tildekit.models.resample_stream import produced
 
 # The host rates every export is planned, checked and documented for.
 HOST_RATES = (44100, 48000, 88200, 96000)
+# Host buffer sizes (samples) whose own delays the card records at each host rate.
+CARD_BUFFERS = (128, 256, 512, 1024, 2048, 4096, 8192)
 # Ratios whose reduced terms exceed this need filter banks too large to be worth it (44100 / 48000
 # is 147 / 160, 16000 / 88200 is 80 / 441).
 MAX_PHASES = 2048
@@ -106,11 +108,65 @@ class MethodPlan:
     def ints(self) -> list[int]:
         """The integers a streaming implementation needs, in :data:`PLAN_INTS` order."""
         return [self.pre.up, self.pre.down, self.pre.offset, self.post.up, self.post.down,
-                self.post.offset, self.granularity, self.step, self.prefill]
+                self.post.offset, self.granularity, self.step, self.prefill, self.in_ratio, self.out_ratio]
+
+    def call_prefill(self, call: int) -> int:
+        """The prefill when every call brings ``call`` host units (see :func:`call_prefill`)."""
+        return call_prefill(self.ints(), call)
+
+    def call_delay(self, call: int) -> Fraction:
+        """Host samples from input to output when every call brings ``call`` host units."""
+        if not self.resampling:
+            return self.delay
+        return self.delay - (self.prefill - self.call_prefill(call)) * self.out_ratio
 
 
 PLAN_INTS = ("pre_up", "pre_down", "pre_offset", "post_up", "post_down", "post_offset",
-             "granularity", "step", "prefill")
+             "granularity", "step", "prefill", "in_ratio", "out_ratio")
+
+# Calls of one size: the counts repeat after a cycle of calls (call_cycle). A longer cycle than
+# this is not simulated; such calls get the prefill that serves calls of any size.
+MAX_CYCLE_CALLS = 1 << 16
+
+
+def call_cycle(ints: list[int], call: int) -> int:
+    """Calls of ``call`` host units after which every count of the path has advanced by whole
+    granules and whole outputs, so the shortfall pattern repeats (0 if longer than
+    :data:`MAX_CYCLE_CALLS`). ``ints`` in :data:`PLAN_INTS` order. Twin of the file's
+    :func:`tildekit.models.resample.call_cycle`."""
+    pre_up, pre_down, post_up, post_down, g = ints[0], ints[1], ints[3], ints[4], ints[6]
+    in_ratio, out_ratio = ints[9], ints[10]
+    calls = pre_down // math.gcd(call * pre_up, pre_down)  # whole pre outputs
+    made = calls * call * pre_up // pre_down
+    calls *= g // math.gcd(made, g)  # whole granules
+    levels = calls * call * pre_up // pre_down // g
+    per_level = g * in_ratio // out_ratio
+    calls *= post_down // math.gcd(levels * per_level * post_up, post_down)  # whole post outputs
+    return calls if calls <= MAX_CYCLE_CALLS else 0
+
+
+def call_prefill(ints: list[int], call: int) -> int:
+    """The fewest zero output units that keep the output FIFO from running dry when every call
+    brings exactly ``call`` host units (hosts call with one buffer size).
+
+    :func:`least_prefill` serves calls of any size: its worst total ``X`` is reached by some
+    sequence of calls. Calls of one size ``B`` only reach the totals ``k B``; when ``B`` at
+    the model's rate is a whole number of latent frames (a 96 kHz host with 4096-sample
+    buffers around a 48 kHz model with 2048-sample frames) no call ever waits for a frame.
+    Two cycles of calls are simulated (the first may hold the start-up clamps).
+    """
+    if call <= 0 or call % ints[7]:
+        return ints[8]
+    cycle = call_cycle(ints, call)
+    if cycle == 0:
+        return ints[8]
+    pre_up, pre_down, pre_offset, post_up, post_down, post_offset, g = ints[:7]
+    in_ratio, out_ratio = ints[9], ints[10]
+    x = np.arange(1, 2 * cycle + 1, dtype=np.int64) * call
+    y = np.maximum(0, (x * pre_up + pre_down - 1 - pre_offset) // pre_down)
+    out = (y // g) * (g * in_ratio // out_ratio)
+    w = np.maximum(0, (out * post_up + post_down - 1 - post_offset) // post_down)
+    return int(min(ints[8], max(0, int((x * in_ratio // out_ratio - w).max()))))
 
 
 def plan_method(method: str, model_rate: int, host_rate: int, in_ratio: int, out_ratio: int,
@@ -204,11 +260,24 @@ def host_rate_table(model_rate: int, methods: dict[str, MethodSpec], compression
     table = []
     for rate in rates:
         plans = method_plans(model_rate, rate, methods, compression)
+        by_buffer = {str(size): buffer_delays(plans, size) for size in CARD_BUFFERS} if rate != model_rate else {}
         table.append(HostRate(
             rate=rate,
             delays={name: _exact_float(plan.delay) for name, plan in plans.items()},
-            added_ms={name: round(1000 * float(plan.added_delay_seconds), 3) for name, plan in plans.items()}))
+            added_ms={name: round(1000 * float(plan.added_delay_seconds), 3) for name, plan in plans.items()},
+            buffer_delays={size: delays for size, delays in by_buffer.items() if delays}))
     return table
+
+
+def buffer_delays(plans: dict[str, MethodPlan], buffer: int) -> dict[str, float]:
+    """Per method, the delay when the host calls with ``buffer`` audio samples (a method whose
+    input is latent frames gets ``buffer / in_ratio`` of them; left out if that is not whole)."""
+    delays = {}
+    for name, plan in plans.items():
+        units, rest = divmod(buffer, plan.in_ratio)
+        if units and not rest and units % plan.step == 0:
+            delays[name] = _exact_float(plan.call_delay(units))
+    return delays
 
 
 def _exact_float(value: Fraction) -> float:

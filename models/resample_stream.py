@@ -13,7 +13,7 @@ Conventions (one resampler, ``up / down`` in lowest terms, ``T`` taps per phase)
 
 Streaming is therefore exact: any split of a signal into calls gives the same samples as one
 call with the whole signal. The torch twin (:mod:`tildekit.models.resample`) follows the same
-steps op for op; the engine runs this one, without torch. :class:`StreamPath` adds the FIFOs of
+steps (the file's resampler does them as one block product per call); the engine runs this one, without torch. :class:`StreamPath` adds the FIFOs of
 a method's plan (:mod:`tildekit.models.resample_plan`).
 """
 
@@ -26,6 +26,8 @@ import numpy as np
 from tildekit.models.resample_design import group_matrices
 
 if TYPE_CHECKING:
+    from fractions import Fraction
+
     from tildekit.models.resample_plan import MethodPlan
 
 
@@ -85,7 +87,9 @@ class PolyphaseStream:
 
 
 class StreamPath:
-    """The resamplers and FIFOs around one method, in numpy (twin of ``ResamplePath``).
+    """The resamplers and FIFOs around one method, in numpy (twin of ``ResamplePath``, the same
+    rule for the output FIFO's zeros: those for the first call's size, topped up once to the
+    any-size prefill if a later call has another size).
 
     ``enter(x)`` takes host units ``(channels, n)`` and returns the whole granules ready for the
     method (maybe none); ``leave(y, count)`` takes the method's output and returns exactly
@@ -104,16 +108,38 @@ class StreamPath:
         self.pre.reset()
         self.post.reset()
         self.waiting = np.zeros((self.in_channels, 0), dtype=np.float32)
-        self.ready = np.zeros((self.out_channels, self.plan.prefill), dtype=np.float32)
+        self.ready = np.zeros((self.out_channels, 0), dtype=np.float32)
+        self.call = -1  # host units per call: -1 before the first call, 0 once sizes differed
+        self.filled = 0
+
+    @property
+    def delay(self) -> "Fraction":
+        """Host samples from input to output for the calls so far (the any-size delay before
+        the first call)."""
+        if self.call < 0:
+            return self.plan.delay
+        return self.plan.delay - (self.plan.prefill - self.filled) * self.plan.out_ratio
 
     def enter(self, x: np.ndarray) -> np.ndarray:
-        if x.shape[-1] % self.plan.step:
+        size = x.shape[-1]
+        if size % self.plan.step:
             raise ValueError(f"at this host rate the method takes multiples of {self.plan.step} input "
-                             f"frames, got {x.shape[-1]}")
+                             f"frames, got {size}")
+        if self.call < 0:
+            self._fill(self.plan.call_prefill(size))
+            self.call = size
+        elif self.call > 0 and size != self.call:
+            self._fill(self.plan.prefill - self.filled)
+            self.call = 0
         waiting = np.concatenate([self.waiting, self.pre(x)], axis=-1)
         whole = waiting.shape[-1] - waiting.shape[-1] % self.plan.granularity
         self.waiting = waiting[..., whole:]
         return waiting[..., :whole]
+
+    def _fill(self, zeros: int) -> None:
+        if zeros > 0:
+            self.ready = np.concatenate([np.zeros((self.out_channels, zeros), np.float32), self.ready], axis=-1)
+            self.filled += zeros
 
     def leave(self, y: np.ndarray, count: int) -> np.ndarray:
         ready = np.concatenate([self.ready, self.post(y)], axis=-1)

@@ -27,10 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn as nn
 import yaml
 
 from tildekit.errors import TildekitError
-from tildekit.models.config import Profile, ProfileError, profile_from_dict
+from tildekit.models.config import DDSPConfig, Profile, ProfileError, profile_from_dict
 from tildekit.models.latent_stats import FILE_NAME as LATENT_STATS_FILE
 from tildekit.models.latent_stats import LatentStats
 
@@ -170,12 +171,14 @@ class RunDir:
         """The checkpoint's model in eval mode (an autoencoder's weight norm still applied)."""
         from tildekit.models.autoencoder import EarlierLayout, build_model, load_weights
 
-        if self.profile.family == "ddsp":
+        cfg = self.profile.model
+        model: nn.Module
+        if isinstance(cfg, DDSPConfig):
             from tildekit.models.ddsp.model import build_ddsp
 
-            model = build_ddsp(self.profile.model, streaming)
+            model = build_ddsp(cfg, streaming)
         else:
-            model = build_model(self.profile.model, streaming)
+            model = build_model(cfg, streaming)
         try:
             load_weights(model, self.checkpoint["model"])
         except EarlierLayout as exc:

@@ -31,7 +31,7 @@ state as a value that can become a graph output.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import cached_conv as cc
 import torch

@@ -178,7 +178,7 @@ def _sweeps(rng: np.random.Generator, n: int, sample_rate: int) -> np.ndarray:
     while position < n:
         length = int(rng.uniform(0.5, 2.0) * sample_rate)
         f0, f1 = rng.uniform(60.0, 0.45 * nyquist, size=2)
-        kind = "exponential" if rng.random() < 0.5 else "linear"
+        kind: Literal["linear", "exponential"] = "exponential" if rng.random() < 0.5 else "linear"
         _place(track, chirp(f0, f1, length / sample_rate, sample_rate, kind=kind,
                             amplitude=_level(rng, 30.0) * 0.6), position)
         position += length + int(rng.uniform(0.0, 0.2) * sample_rate)
@@ -269,7 +269,7 @@ def write_example_folder(out_dir: str | Path, seconds: float = 180.0, sample_rat
         track = np.zeros(per_file, dtype=np.float32)
         for part in parts:
             track += makers[part](rng, per_file, sample_rate)
-        track = _normalise(track) + 10 ** (NOISE_FLOOR_DB / 20) * rng.standard_normal(per_file)
+        track = (_normalise(track) + 10 ** (NOISE_FLOOR_DB / 20) * rng.standard_normal(per_file)).astype(np.float32)
         path = out / name
         path.parent.mkdir(parents=True, exist_ok=True)
         sf.write(path, np.clip(track, -1.0, 1.0), sample_rate, subtype="PCM_16")

@@ -23,9 +23,10 @@ import random
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,17 +37,30 @@ from torch.utils.data import DataLoader, Sampler
 from tildekit.errors import TildekitError
 from tildekit.models.autoencoder import AutoEncoder, EarlierLayout, build_model, load_weights
 from tildekit.models.config import RESUMABLE_SETTINGS, Profile
+from tildekit.models.contract.atomic import atomic_path, atomic_write_text
 from tildekit.models.dataset import AudioDataset, RandomWindows, SequentialWindows
-from tildekit.models.discriminator import (MultiDiscriminator, discriminator_hinge_loss,
-                                           feature_matching_loss, generator_hinge_loss,
-                                           split_real_fake)
+from tildekit.models.discriminator import (
+    MultiDiscriminator,
+    discriminator_hinge_loss,
+    feature_matching_loss,
+    generator_hinge_loss,
+    split_real_fake,
+)
 from tildekit.models.latent_stats import FILE_NAME as LATENT_STATS_FILE
 from tildekit.models.latent_stats import compute_latent_stats
-from tildekit.models.losses import (ReconstructionLoss, kl_divergence,
-                                    kl_weight)
-from tildekit.models.run import (CHECKPOINT_DIR, CHECKPOINT_FORMAT, METRICS_FILE, PLOTS_DIR,
-                                 PROFILE_FILE, load_checkpoint, newest_checkpoint, read_metrics,
-                                 read_profile, write_checkpoint)
+from tildekit.models.losses import ReconstructionLoss, kl_divergence, kl_weight
+from tildekit.models.run import (
+    CHECKPOINT_DIR,
+    CHECKPOINT_FORMAT,
+    METRICS_FILE,
+    PLOTS_DIR,
+    PROFILE_FILE,
+    load_checkpoint,
+    newest_checkpoint,
+    read_metrics,
+    read_profile,
+    write_checkpoint,
+)
 
 VALIDATION_WINDOWS = 16  # fixed windows: the distance is comparable across a run
 STATS_WINDOWS = 128  # windows, spread over the whole dataset, for the latent statistics
@@ -165,7 +179,7 @@ def rng_state() -> dict[str, Any]:
     version, internal, gauss_next = random.getstate()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(position),
+        "numpy": {"keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(position),
                   "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
         "python": [int(version), [int(v) for v in internal], gauss_next],
     }
@@ -544,9 +558,8 @@ def write_plots(folder: Path, records: list[dict[str, Any]],
 
 
 def _save_figure(figure: Any, path: Path) -> None:
-    temporary = path.with_name(f".{path.stem}.tmp.png")
-    figure.savefig(temporary, dpi=80)
-    os.replace(temporary, path)
+    with atomic_path(path, durable=False) as temporary:  # a figure is cheap to redraw
+        figure.savefig(temporary, dpi=80)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -755,12 +768,5 @@ def _truncate_metrics(run_dir: Path, step: int) -> None:
     kept = [r for r in read_metrics(run_dir) if int(r.get("step", 0)) <= step]
     if step == 0:
         kept = []
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text("".join(json.dumps(r) + "\n" for r in kept))
-    os.replace(temporary, path)
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
 
-
-if __name__ == "__main__":  # torchrun -m tildekit.models.trainer DATASET_DIR RUN_DIR ...
-    from tildekit.cli import main
-
-    main(["train", *sys.argv[1:]], prog_name="tildekit")

@@ -9,12 +9,14 @@ reads its first argument, and how OSC arrives (Pd splits addresses with ``oscpar
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tildekit.export.nn_host import HOST_RATE_ATTRIBUTE
+from tildekit.models.contract.attributes import LATENT_BIAS, LATENT_SCALE
+from tildekit.models.contract.nn_host import HOST_RATE_ATTRIBUTE
+from tildekit.models.contract.oscmap import OscMap
 from tildekit.patches.graph import Graph
 from tildekit.patches.spec import NnObject, OscRoute, PatchSpec
-from tildekit.scripting.oscmap import OscMap
 
 LINE = 20  # comment line height
 COLUMN = 140  # width of one latent / attribute column
@@ -104,7 +106,7 @@ def forward_graph(spec: PatchSpec, host: str) -> Graph:
     y = _output(g, spec, fwd, spec.forward.outlets, y + 90)
     sends: list[tuple[str, float]] = []
     # Per-dimension OSC bias/scale reach the forward method through its latent_* attributes.
-    for attr_name, default, pick in (("latent_bias", 0.0, "bias_name"), ("latent_scale", 1.0, "scale_name")):
+    for attr_name, default, pick in ((LATENT_BIAS, 0.0, "bias_name"), (LATENT_SCALE, 1.0, "scale_name")):
         attr = spec.attribute(attr_name)
         if attr is None or len(attr.types) != len(spec.latents) or not spec.latents:
             continue
@@ -213,7 +215,7 @@ def _output(g: Graph, spec: PatchSpec, source: int, channels: int, y: int) -> in
 
 
 def _controls(g: Graph, spec: PatchSpec, ids: Idioms, targets: list[int], y: int,
-              sends: list[tuple[str, float]]) -> int:
+              sends: Sequence[tuple[str, float]]) -> int:
     """Attribute messages, reset, defaults on load, Pd buffer fix-up and the OSC receiver."""
     g.text("attributes: click a message or change a number (OSC /attr/... does the same)", 20, y)
     y += 25
@@ -255,7 +257,7 @@ def _controls(g: Graph, spec: PatchSpec, ids: Idioms, targets: list[int], y: int
     g.connect(recv, 0, reset)
     y += 60
     load = g.obj("loadbang", 20, y, 1, 1)
-    defaults = sends + [(spec.gain_name, 1.0)]
+    defaults = [*sends, (spec.gain_name, 1.0)]
     g.text("defaults on load (click to reset the controls)", 220, y)
     init = g.sends([(name, f"{value:g}") for name, value in defaults], 20, y + 25)
     g.connect(load, 0, init)

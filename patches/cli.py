@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from tildekit.models.contract.hosts import DEFAULT_BUFFER, DEFAULT_OSC_HOST, DEFAULT_OSC_PORT
+
 COMMANDS: list[click.Command] = []
 
 
@@ -15,10 +17,10 @@ COMMANDS: list[click.Command] = []
               help="Which host's patches to write.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Folder for the patches (default: next to the model; the model is named relative to it).")
-@click.option("--buffer", type=int, default=2048, show_default=True,
+@click.option("--buffer", type=int, default=DEFAULT_BUFFER, show_default=True,
               help="nn~ buffer size: a power of two >= the model's highest ratio; smaller = less latency, more CPU.")
-@click.option("--osc-port", type=int, default=9000, show_default=True, help="UDP port of the OSC receiver.")
-@click.option("--osc-host", default="127.0.0.1", show_default=True, metavar="ADDRESS",
+@click.option("--osc-port", type=int, default=DEFAULT_OSC_PORT, show_default=True, help="UDP port of the OSC receiver.")
+@click.option("--osc-host", default=DEFAULT_OSC_HOST, show_default=True, metavar="ADDRESS",
               help="Address the Pd OSC receiver listens on: 127.0.0.1 is this machine only; this "
                    "machine's LAN address or 0.0.0.0 / :: open it to the network (docs/patches.md).")
 def patch_command(model: Path, host: str, out_dir: Path | None, buffer: int, osc_port: int,

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 from tildekit.errors import TildekitError
-from tildekit.models.names import shown
+from tildekit.models.contract.names import shown
 
 # Punctuation a word in an object or message box may use besides letters and digits (any
 # script): enough for object names, relative paths, OSC addresses and numbers, and nothing
@@ -101,7 +101,7 @@ def atom_problem(word: str, host: str) -> str | None:
     return None
 
 
-def box_tokens(box: "Box", host: str) -> list[str]:
+def box_tokens(box: Box, host: str) -> list[str]:
     """The words of an object/message box, each checked as a plain atom; ';' only between the
     messages of a :meth:`Graph.sends` box.
 
@@ -122,7 +122,7 @@ def box_tokens(box: "Box", host: str) -> list[str]:
     return tokens
 
 
-def _check_word(box: "Box", word: str, host: str) -> None:
+def _check_word(box: Box, word: str, host: str) -> None:
     problem = atom_problem(word, host)
     if problem:
         raise TildekitError(f"the {host} box {shown(box.text)} cannot be written safely: {shown(word)} "

@@ -13,6 +13,7 @@ and non-printable characters are dropped.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from py2max import Patcher
 from py2max.core import Box as MaxBox
@@ -23,7 +24,8 @@ CHAR_WIDTH = 7.0
 BOX_HEIGHT = 22.0
 
 
-def _rect(box: Box, width: float | None = None, height: float = BOX_HEIGHT) -> list[float]:
+def _rect(box: Box, width: float | None = None, height: float = BOX_HEIGHT) -> Any:
+    # Any: py2max annotates its Rect NamedTuple, which releases before 0.7 lack; it takes any [x, y, w, h].
     width = width if width is not None else max(40.0, CHAR_WIDTH * len(box.text) + 16)
     return [float(box.x), float(box.y), width, height]
 
@@ -51,7 +53,7 @@ def _add(patcher: Patcher, box: Box):
             min=box.minimum, size=box.maximum - box.minimum, hint=max_comment(box.label)))
     if box.kind == "number":
         limits = {"minimum": box.minimum, "maximum": box.maximum} if box.maximum > box.minimum else {}
-        return patcher.add_floatbox(patching_rect=_rect(box, 60.0), hint=max_comment(box.label), **limits)
+        return patcher.add_floatbox(patching_rect=_rect(box, 60.0), hint=max_comment(box.label), **limits)  # type: ignore[arg-type]
     raise ValueError(f"unknown box kind {box.kind!r}")
 
 

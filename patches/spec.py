@@ -12,19 +12,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from tildekit.export.card_io import is_derived
-from tildekit.export.nn_host import nn_host_delay
 from tildekit.errors import TildekitError
-from tildekit.models.card import AttributeSpec, ModelCard
-from tildekit.models.names import shown
+from tildekit.export.card_io import is_derived
+from tildekit.models.contract.card import AttributeSpec, ModelCard
+from tildekit.models.contract.hosts import DEFAULT_BUFFER, DEFAULT_OSC_HOST, DEFAULT_OSC_PORT, check_buffer
+from tildekit.models.contract.names import shown
+from tildekit.models.contract.nn_host import nn_host_delay
+from tildekit.models.contract.oscmap import GAIN_RANGE, OscMap
 from tildekit.patches.graph import ATOM_PUNCTUATION
-from tildekit.scripting.oscmap import GAIN_RANGE, OscMap
 
-DEFAULT_BUFFER = 2048
-DEFAULT_OSC_PORT = 9000
-# The generated OSC receivers listen on this machine only unless told otherwise (same default
-# as `tildekit serve --osc-host`); docs/patches.md says how to open them to a LAN.
-DEFAULT_OSC_HOST = "127.0.0.1"
 FALLBACK_LATENT_RANGE = (-3.0, 3.0)
 SCALE_SLIDER_RANGE = (-2.0, 2.0)  # a usable slider; OSC may send more (the slider clips)
 # nn~ 1-in/1-out methods in Pd keep 4096-sample internal buffers unless told otherwise
@@ -123,7 +119,8 @@ class PatchSpec:
         what = "nn~ model" if is_derived(self.card) else "tildekit model"
         lines = [f"{what} '{self.card.name}': {self.card.channels} channel(s) at {sr} Hz, "
                  f"{self.card.latent_size} latent dimensions, model delay {self.card.delay_ms:.1f} ms"]
-        dsp = "turn DSP on (Media > DSP On, or Ctrl+/)" if host == "pd" else "turn audio on (click ezdac~ or Options > Audio Status)"
+        dsp = ("turn DSP on (Media > DSP On, or Ctrl+/)" if host == "pd"
+               else "turn audio on (click ezdac~ or Options > Audio Status)")
         lines.append(f"1. {dsp}, then play into the input")
         lines.append(f"2. nn~ loads {self.model_ref} relative to this patch: keep the model there "
                      f"(or edit the nn~ boxes)")
@@ -182,17 +179,9 @@ def check_listen_address(host: str) -> str:
                             f"only), this machine's LAN address, or 0.0.0.0 / :: (every interface)") from None
 
 
-def check_buffer(card: ModelCard, buffer: int) -> None:
-    ratio = card.highest_ratio
-    if buffer < 1 or buffer & (buffer - 1) or buffer < ratio:
-        raise TildekitError(
-            f"--buffer {buffer}: nn~ needs a power of two >= the model's highest ratio {ratio} "
-            f"(e.g. {max(ratio, DEFAULT_BUFFER)})")
-
-
 def build_spec(card: ModelCard, model_ref: str, stem: str, buffer: int = DEFAULT_BUFFER,
                osc_port: int = DEFAULT_OSC_PORT, osc_host: str = DEFAULT_OSC_HOST) -> PatchSpec:
-    check_buffer(card, buffer)
+    check_buffer(card, buffer, host="nn")
     if not 1 <= osc_port <= 65535:
         raise TildekitError(f"--osc-port {osc_port}: must be a UDP port in 1..65535")
     osc_host = check_listen_address(osc_host)
@@ -246,8 +235,8 @@ def _routes(osc: OscMap, latents: tuple[LatentControl, ...], attributes: tuple[A
         routes.append(route(osc.latent_scale(lat.index), 1, (lat.scale_name,), f"gain of {lat.label}"))
     size = len(latents)
     if size:  # a model with no latent space (forward only) has no latent addresses
-        routes.append(route(osc.bias_all, size, tuple(l.bias_name for l in latents), "all biases"))
-        routes.append(route(osc.scale_all, size, tuple(l.scale_name for l in latents), "all gains"))
+        routes.append(route(osc.bias_all, size, tuple(dim.bias_name for dim in latents), "all biases"))
+        routes.append(route(osc.scale_all, size, tuple(dim.scale_name for dim in latents), "all gains"))
     for attr in attributes:
         routes.append(route(osc.attr(attr.name), len(attr.types), (attr.receive,), attr.description))
     routes.append(route(osc.gain, 1, (gain_name,), "output gain"))

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from tildekit.errors import TildekitError
-from tildekit.models.atomic import atomic_write_text
-from tildekit.models.card import ModelCard
-from tildekit.models.names import check_name
+from tildekit.models.contract.atomic import atomic_write_text
+from tildekit.models.contract.card import ModelCard
+from tildekit.models.contract.names import check_name
+from tildekit.models.contract.oscmap import model_slug
 from tildekit.models.outputs import output_dir, refuse_foreign_file, write_error
-from tildekit.scripting.oscmap import model_slug
 from tildekit.patches.build import forward_graph, osc_graph, transfer_graph
 from tildekit.patches.graph import Graph
-from tildekit.patches.spec import (DEFAULT_BUFFER, DEFAULT_OSC_HOST, DEFAULT_OSC_PORT, HOSTS, PatchSpec, build_spec,
-                                   model_reference)
+from tildekit.patches.spec import (
+    DEFAULT_BUFFER,
+    DEFAULT_OSC_HOST,
+    DEFAULT_OSC_PORT,
+    HOSTS,
+    PatchSpec,
+    build_spec,
+    model_reference,
+)
 
 PATCH_SIGNATURE = b"tildekit"
 
@@ -23,7 +30,7 @@ def _renderers(host: str) -> list[tuple[str, Callable[[Graph], str]]]:
     hosts = list(HOSTS) if host == "both" else [host]
     if any(h not in HOSTS for h in hosts):
         raise TildekitError(f"--host {host!r}: choose pd, max or both")
-    out = []
+    out: list[tuple[str, Callable[[Graph], str]]] = []
     for h in hosts:
         if h == "pd":
             from tildekit.patches.pd import render_pd

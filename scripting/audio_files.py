@@ -17,7 +17,7 @@ from types import TracebackType
 import numpy as np
 
 from tildekit.errors import TildekitError
-from tildekit.scripting.runner import as_channels
+from tildekit.models.contract.audio import adapt_channels, planar
 
 # Extension -> (soundfile format, subtype). Float where the format has it: the engine's output is
 # float and stays bit-exact; FLAC and Ogg store it at their own resolution.
@@ -47,7 +47,7 @@ def read_audio(path: str | Path, channels: int, option: str = "--input") -> tupl
         audio, file_rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (RuntimeError, sf.LibsndfileError, OSError, ValueError) as exc:
         raise TildekitError(f"{option} {path}: not a readable sound file ({_one_line(exc)})") from None
-    return as_channels(audio, channels, f"{option} {path}"), int(file_rate)
+    return adapt_channels(planar(audio), channels), int(file_rate)
 
 
 def read_input(path: str | Path, rate: int, channels: int, option: str = "--input") -> np.ndarray:
@@ -127,7 +127,7 @@ class AtomicOutput:
             self.temporary.unlink(missing_ok=True)
             self.temporary = None
 
-    def __enter__(self) -> "AtomicOutput":
+    def __enter__(self) -> AtomicOutput:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,

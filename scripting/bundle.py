@@ -25,24 +25,35 @@ import shutil
 import tempfile
 import time
 import unicodedata
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Protocol
 
 import numpy as np
 
 from tildekit.errors import TildekitError
-from tildekit.models.card import ModelCard
-from tildekit.scripting.oscmap import OscMap, model_slug
+from tildekit.models.contract.card import ModelCard
+from tildekit.models.contract.hosts import DEFAULT_BUFFER, DEFAULT_OSC_HOST, DEFAULT_OSC_PORT
+from tildekit.models.contract.oscmap import OscMap, model_slug
 from tildekit.scripting.pi_service import (
-    CONFIG_ERROR_STATUS, DEFAULT_OSC_HOST, DEFAULT_OSC_PORT, DEVICE_STATUS, RESTART_SEC, START_LIMIT_BURST,
-    START_LIMIT_INTERVAL_SEC, START_SCRIPT, UNIT_FILE, ServiceSettings, service_settings, service_unit, start_script,
+    CONFIG_ERROR_STATUS,
+    DEVICE_STATUS,
+    RESTART_SEC,
+    START_LIMIT_BURST,
+    START_LIMIT_INTERVAL_SEC,
+    START_SCRIPT,
+    UNIT_FILE,
+    ServiceSettings,
+    service_settings,
+    service_unit,
+    start_script,
 )
 from tildekit.scripting.runtime_wheel import write_runtime_wheel
 from tildekit.scripting.shell_quote import shell_word
 
 TARGETS = ("raspberry",)
-BENCH_BUFFER = 2048
+BENCH_BUFFER = DEFAULT_BUFFER  # what the README's timings are at, beside the Pi's buffer
 # A Raspberry Pi 4 core (Cortex-A72, 1.5-1.8 GHz) runs these models 10-25x slower than a recent
 # x86 core; the recommendation takes the slow end so the Pi keeps up.
 PI_SLOWDOWN = (10.0, 25.0)
@@ -53,6 +64,13 @@ WHEELS_DIR = "wheels"
 SERVED_RUNTIME = "onnx"  # what the Pi runs: the runtime install has ONNX Runtime, not torch
 
 Progress = Callable[[str], None]
+
+
+class PatchWriter(Protocol):
+    """Writes Pd patches for a model file (:func:`tildekit.patches.write.write_patches`). The caller
+    passes it: scripting and patches are sibling layers, and neither imports the other."""
+
+    def __call__(self, model: Path, out_dir: Path, /, *, host: str, buffer: int, osc_port: int) -> list[Path]: ...
 
 
 @dataclass
@@ -200,13 +218,14 @@ def measure_buffers(runner, buffers: list[int], min_seconds: float = 0.2, min_ca
     return compute
 
 
-def _pd_patches(ts_path: Path | None, bundle: Path, buffer: int, osc_port: int) -> tuple[list[str], str]:
+def _pd_patches(ts_path: Path | None, bundle: Path, buffer: int, osc_port: int,
+                write_patches: PatchWriter | None) -> tuple[list[str], str]:
     """Copy the ``.ts`` and write Pd patches for it: (patch file names, "") or ([], why not).
     The engine does not need them: a name Pd cannot carry leaves them out, with the reason."""
     if ts_path is None:
         return [], "there is no .ts export beside the model (nn~ loads TorchScript)"
-    from tildekit.patches.write import write_patches
-
+    if write_patches is None:
+        return [], "no patch writer was given"
     copy = bundle / ts_path.name
     shutil.copy2(ts_path, copy)
     try:
@@ -254,11 +273,13 @@ def readme(report: BundleReport, card: ModelCard, settings: ServiceSettings, whe
     timings = "\n".join(f"| {t.runtime} | `{readme_text(t.model_file)}` | {t.buffer} | "
                         f"{1000 * t.seconds_per_buffer:.2f} ms | {t.realtime_factor:.1f}x |" for t in report.timings)
     slow, fast = report.pi_realtime_estimate
+    low, high = PI_SLOWDOWN
     fit = ("fits" if report.pi_fits else
            "does NOT fit at any buffer on the slow estimate: expect over-runs; a model trained with "
            "`--profile raspberry` is sized for a Pi 4")
     per_buffer = "\n".join(f"| {b} | {1000 * b / card.sample_rate:.1f} ms | {1000 * s:.2f} ms | "
-                           f"{1000 * s * PI_SLOWDOWN[1]:.1f} ms |" for b, s in sorted(report.buffer_seconds_here.items()))
+                           f"{1000 * s * PI_SLOWDOWN[1]:.1f} ms |"
+                           for b, s in sorted(report.buffer_seconds_here.items()))
     model = shell_word("./" + report.model_file, "model file")
     install_dir = shell_word(settings.install_dir, "--install-dir")
     if ipaddress.ip_address(settings.osc_host).is_loopback:
@@ -266,7 +287,8 @@ def readme(report: BundleReport, card: ModelCard, settings: ServiceSettings, whe
     else:
         senders = f"from {', '.join(settings.osc_allow)} only" if settings.osc_allow else "from any sender"
         listen = f"{settings.osc_host}: OSC {senders}"
-    pd_section = f"\n## Pure Data + nn~\n\nNo Pd patches in this bundle: {readme_text(no_patches, 400)}\n" if no_patches else ""
+    pd_section = (f"\n## Pure Data + nn~\n\nNo Pd patches in this bundle: {readme_text(no_patches, 400)}\n"
+                  if no_patches else "")
     if ts_file and patches:
         ts_name = readme_text(ts_file)
         listing = ", ".join(f"`{readme_text(p)}`" for p in patches)
@@ -356,7 +378,7 @@ Measured on the machine that made this bundle, 1 thread:
 {timings}
 
 - Compute: {gflops}.
-- A Pi 4 core is roughly {PI_SLOWDOWN[0]:.0f}-{PI_SLOWDOWN[1]:.0f}x slower: about {slow:.1f}x-{fast:.1f}x real time there.
+- A Pi 4 core is roughly {low:.0f}-{high:.0f}x slower: about {slow:.1f}x-{fast:.1f}x real time there.
 - Recommended buffer on a Pi 4: **{report.pi_buffer} samples** ({1000 * report.pi_buffer / card.sample_rate:.1f} ms);
   latency about **{report.pi_latency_ms:.0f} ms** (two buffers of I/O + {card.delay_ms:.1f} ms model delay).
   On the slow estimate this {fit}.
@@ -380,8 +402,9 @@ over-runs (`journalctl`), raise `BUFFER` in the override (`Environment=BUFFER=..
 def make_bundle(run_or_model: str | Path, out_dir: str | Path, target: str = "raspberry", user: str = "pi",
                 install_dir: str | None = None, osc_port: int = DEFAULT_OSC_PORT,
                 osc_host: str = DEFAULT_OSC_HOST, osc_allow: tuple[str, ...] | list[str] = (),
-                progress: Progress | None = None) -> BundleReport:
-    """Build the bundle folder ``out_dir`` (see the module docstring); returns what was measured."""
+                progress: Progress | None = None, write_patches: PatchWriter | None = None) -> BundleReport:
+    """Build the bundle folder ``out_dir`` (see the module docstring); returns what was measured.
+    ``write_patches`` writes the Pd patches beside the ``.ts`` (none without it)."""
     from tildekit.export.card_io import read_card
     from tildekit.scripting.runner import open_runner
 
@@ -448,7 +471,8 @@ def make_bundle(run_or_model: str | Path, out_dir: str | Path, target: str = "ra
         bundle.mkdir()
         for path in dict.fromkeys([served, *_onnx_companions(served)]):
             shutil.copy2(path, bundle / path.name)
-        patches, no_patches = _pd_patches(models.get("torchscript"), bundle, pi_buffer, osc_port)
+        patches, no_patches = _pd_patches(models.get("torchscript"), bundle, pi_buffer, osc_port,
+                                          write_patches)
         if no_patches:
             say(f"no Pd patches: {no_patches}")
         (bundle / WHEELS_DIR).mkdir()

@@ -11,12 +11,12 @@ import sys
 import click
 
 from tildekit.errors import TildekitError
-from tildekit.scripting.netaccess import DEFAULT_HOST
+from tildekit.models.contract.hosts import DEFAULT_BUFFER, DEFAULT_OSC_HOST, DEFAULT_OSC_PORT
 
 COMMANDS: list[click.Command] = []
 
-_host = click.option("--host", default="127.0.0.1", show_default=True, help="Where to send OSC messages.")
-_port = click.option("--port", "-p", type=click.IntRange(1, 65535), default=9000, show_default=True,
+_host = click.option("--host", default=DEFAULT_OSC_HOST, show_default=True, help="Where to send OSC messages.")
+_port = click.option("--port", "-p", type=click.IntRange(1, 65535), default=DEFAULT_OSC_PORT, show_default=True,
                      help="UDP port of the receiver (patch or engine).")
 
 
@@ -114,7 +114,7 @@ def send(address: str, args: tuple[str, ...], host: str, port: int, model: str |
 
 
 _osc_host = click.option(
-    "--osc-host", "--host", "osc_host", default=DEFAULT_HOST, show_default=True, metavar="ADDRESS",
+    "--osc-host", "--host", "osc_host", default=DEFAULT_OSC_HOST, show_default=True, metavar="ADDRESS",
     help="Interface to listen on: 127.0.0.1 is this machine only; 0.0.0.0 (IPv4) or :: (IPv6 and "
          "IPv4) every interface, or one interface's address. Pair it with --osc-allow.")
 _osc_allow = click.option(
@@ -139,7 +139,7 @@ def _warn_if_exposed(host: str, allow) -> None:
 
 @osc.command("monitor")
 @_osc_host
-@click.option("--port", "-p", type=click.IntRange(0, 65535), default=9000, show_default=True,
+@click.option("--port", "-p", type=click.IntRange(0, 65535), default=DEFAULT_OSC_PORT, show_default=True,
               help="UDP port to listen on (0 picks a free one and prints it).")
 @_osc_allow
 @click.option("--count", "-n", type=click.IntRange(min=1), help="Stop after this many messages.")
@@ -154,8 +154,8 @@ def monitor(osc_host: str, port: int, osc_allow: tuple[str, ...], count: int | N
 
     osc_map = None
     if model is not None:
+        from tildekit.models.contract.oscmap import OscMap
         from tildekit.scripting.controller import read_model_card
-        from tildekit.scripting.oscmap import OscMap
 
         osc_map = OscMap(read_model_card(model))
     allow = _allow_list(osc_allow)
@@ -197,13 +197,13 @@ COMMANDS.append(osc)
                    "without: live on the sound card).")
 @click.option("--output", "-o", "output_path", type=click.Path(),
               help="Sound file to write: .wav, .flac, .ogg, .aiff, .caf or .w64 (default: the sound card).")
-@click.option("--osc-port", type=click.IntRange(0, 65535), default=9000, show_default=True,
+@click.option("--osc-port", type=click.IntRange(0, 65535), default=DEFAULT_OSC_PORT, show_default=True,
               help="UDP port for OSC control (0 picks a free one and prints it).")
 @_osc_host
 @_osc_allow
 @click.option("--ceiling-db", type=float, default=-1.0, show_default=True, metavar="DBFS",
               help="Peak ceiling of the output, -40..0 dBFS: the limiter never lets a sample above it.")
-@click.option("--buffer", type=click.IntRange(min=1, max=1 << 20), default=2048, show_default=True,
+@click.option("--buffer", type=click.IntRange(min=1, max=1 << 20), default=DEFAULT_BUFFER, show_default=True,
               help="Samples per buffer (a multiple of the model's compression).")
 @click.option("--threads", type=click.IntRange(min=1, max=256), default=1, show_default=True,
               help="Compute threads for the model.")
@@ -213,7 +213,8 @@ COMMANDS.append(osc)
 @click.option("--realtime", is_flag=True, help="In file mode, pace buffers at real time (for live OSC tests).")
 @click.option("--verbose", "-v", is_flag=True, help="Print statistics every few seconds.")
 def serve(model: str, input_path: str | None, use_device: bool, silence: float | None, output_path: str | None,
-          osc_port: int, osc_host: str, osc_allow: tuple[str, ...], ceiling_db: float, buffer: int, threads: int, rate: int | None,
+          osc_port: int, osc_host: str, osc_allow: tuple[str, ...], ceiling_db: float, buffer: int, threads: int,
+          rate: int | None,
           realtime: bool, verbose: bool) -> None:
     """Run an exported MODEL (.ts or .onnx) headless, controlled live over OSC.
 
@@ -285,7 +286,7 @@ def serve(model: str, input_path: str | None, use_device: bool, silence: float |
                 if audio is not None:
                     result = engine.run_array(audio)
                 else:
-                    result = engine.run_array(None, int(round(float(silence) * engine.host_rate)))
+                    result = engine.run_array(None, int(round(float(silence or 0.0) * engine.host_rate)))
                 written = output.commit(result, engine.host_rate)
                 resampled = (f", resampled from {engine.host_rate} Hz, delay {engine.delay:.0f} samples"
                              if engine.stage is not None else "")
@@ -297,33 +298,4 @@ def serve(model: str, input_path: str | None, use_device: bool, silence: float |
         click.echo(engine.summary(), err=True)
 
 
-@click.command("bundle")
-@click.argument("run_or_model", type=click.Path(exists=True))
-@click.option("--target", type=click.Choice(["raspberry"]), default="raspberry", show_default=True)
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
-              help="Folder to create (must not exist yet, or be empty).")
-@click.option("--user", default="pi", show_default=True, help="Account that runs the service on the Pi.")
-@click.option("--install-dir", default=None,
-              help="Where the folder will live on the Pi (default /home/USER/<folder name>).")
-@click.option("--osc-port", type=click.IntRange(1, 65535), default=9000, show_default=True,
-              help="UDP port for OSC control on the Pi.")
-@click.option("--osc-host", default="127.0.0.1", show_default=True,
-              help="Address the Pi's engine listens on: 127.0.0.1 the Pi only, 0.0.0.0 (IPv4) or :: (IPv6) "
-                   "the network.")
-@click.option("--osc-allow", multiple=True, metavar="IP",
-              help="Accept OSC only from this sender, IPv4 or IPv6 (repeatable).")
-def bundle(run_or_model: str, target: str, out_dir: str, user: str, install_dir: str | None, osc_port: int,
-           osc_host: str, osc_allow: tuple[str, ...]) -> None:
-    """A self-contained folder for a Raspberry Pi: the tildekit runtime as a wheel (no torch), the
-    ONNX model, Pd patches, start script, systemd unit, README."""
-    from tildekit.scripting.bundle import make_bundle
-
-    report = make_bundle(run_or_model, out_dir, target=target, user=user, install_dir=install_dir,
-                         osc_port=osc_port, osc_host=osc_host, osc_allow=osc_allow,
-                         progress=lambda line: click.echo(line, err=True))
-    click.echo(f"wrote {report.out_dir} ({report.model_file}, {report.realtime_factor:.1f}x real time here "
-               f"at 1 thread; Pi 4 buffer {report.pi_buffer})")
-
-
 COMMANDS.append(serve)
-COMMANDS.append(bundle)

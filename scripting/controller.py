@@ -8,19 +8,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from tildekit.errors import TildekitError
-from tildekit.models.card import ModelCard
-from tildekit.scripting.oscmap import OscMap, OscValueError
+from tildekit.models.contract.card import ModelCard
+from tildekit.models.contract.hosts import DEFAULT_OSC_HOST, DEFAULT_OSC_PORT
+from tildekit.models.contract.oscmap import OscMap, OscValueError
 from tildekit.scripting.schedule import PlayReport, Scheduler, TimedMessage
 
 if TYPE_CHECKING:
     from pythonosc.udp_client import SimpleUDPClient
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 9000
 
 
 class ControlError(OscValueError, TildekitError):
@@ -57,7 +57,7 @@ def osc_args(values: Sequence[Any]) -> list[Any]:
 class Controller:
     """An OSC client for one model: validated setters over a UDP socket."""
 
-    def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, card: ModelCard | None = None,
+    def __init__(self, host: str = DEFAULT_OSC_HOST, port: int = DEFAULT_OSC_PORT, card: ModelCard | None = None,
                  name: str | None = None) -> None:
         if card is None:
             raise TildekitError("Controller needs the model card: pass card=..., or use "
@@ -71,8 +71,8 @@ class Controller:
         self._client = udp_client(host, self.port)
 
     @classmethod
-    def for_model(cls, path: str | Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-                  name: str | None = None) -> "Controller":
+    def for_model(cls, path: str | Path, host: str = DEFAULT_OSC_HOST, port: int = DEFAULT_OSC_PORT,
+                  name: str | None = None) -> Controller:
         """A controller for an exported model file (.ts / .nm / .onnx), from its embedded card."""
         return cls(host, port, card=read_model_card(path), name=name)
 
@@ -132,7 +132,7 @@ class Controller:
     def close(self) -> None:
         self._client.close()
 
-    def __enter__(self) -> "Controller":
+    def __enter__(self) -> Controller:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -142,7 +142,7 @@ class Controller:
         return f"Controller({self.map.prefix} -> {self.host}:{self.port})"
 
 
-def udp_client(host: str, port: int) -> "SimpleUDPClient":
+def udp_client(host: str, port: int) -> SimpleUDPClient:
     """A python-osc UDP client, or a clear error if the host does not resolve."""
     from pythonosc.udp_client import SimpleUDPClient  # keeps `import controller` cheap
 

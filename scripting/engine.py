@@ -30,30 +30,29 @@ from __future__ import annotations
 
 import logging
 import math
-import socket
 import threading
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Callable, Hashable, Iterable, Iterator
 
 import numpy as np
 
 from tildekit.errors import DeviceUnavailable, TildekitError
+from tildekit.models.contract.hosts import DEFAULT_BUFFER, DEFAULT_OSC_HOST, DEFAULT_OSC_PORT, check_buffer
+from tildekit.models.contract.oscmap import Control, OscMap, OscValueError, UnknownAddressError
 from tildekit.scripting.audio_files import AtomicOutput, read_audio, read_input
-from tildekit.scripting.netaccess import DEFAULT_HOST, AllowList, open_udp_socket
-from tildekit.scripting.oscmap import Control, OscMap, UnknownAddressError, OscValueError
+from tildekit.scripting.netaccess import AllowList, open_udp_socket
 from tildekit.scripting.oscwire import MAX_DATAGRAM, MalformedPacket, decode, osc_framing_problem
 from tildekit.scripting.resample_stage import ResampleStage
-from tildekit.scripting.runner import Runner, check_buffer
+from tildekit.scripting.runner import Runner
 from tildekit.scripting.safety import DEFAULT_CEILING_DB, SafetyStage, to_db
 
 __all__ = ["ControlQueue", "Engine", "EngineStats", "OscServer", "osc_framing_problem", "read_input"]
 
 log = logging.getLogger("tildekit.engine")
 
-DEFAULT_BUFFER = 2048
 # The OSC thread wakes this often to notice a stop request and to print stats.
 POLL_SECONDS = 0.1
 # Problems of one kind are logged individually this many times, then summed up at most once per
@@ -186,8 +185,8 @@ class RateLimitedLog:
 class OscServer:
     """A UDP thread that turns datagrams into validated Controls in a ControlQueue."""
 
-    def __init__(self, osc_map: OscMap, queue: ControlQueue, stats: EngineStats, host: str = DEFAULT_HOST,
-                 port: int = 9000, allow: AllowList | Iterable[str] | None = None,
+    def __init__(self, osc_map: OscMap, queue: ControlQueue, stats: EngineStats, host: str = DEFAULT_OSC_HOST,
+                 port: int = DEFAULT_OSC_PORT, allow: AllowList | Iterable[str] | None = None,
                  on_tick: Callable[[], None] | None = None,
                  on_packet: Callable[[], None] | None = None) -> None:
         self.map = osc_map
@@ -203,7 +202,7 @@ class OscServer:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="tildekit-osc", daemon=True)
 
-    def start(self) -> "OscServer":
+    def start(self) -> OscServer:
         self._thread.start()
         return self
 
@@ -217,7 +216,7 @@ class OscServer:
         while not self._stop.is_set():
             try:
                 data, sender = self.sock.recvfrom(MAX_DATAGRAM)
-            except socket.timeout:
+            except TimeoutError:
                 data = None
             except OSError:
                 if self._stop.is_set():
@@ -276,7 +275,7 @@ class Engine:
     and benchmarks use them to know where the stream and the network are.
     """
 
-    def __init__(self, runner: Runner, osc_host: str = DEFAULT_HOST, osc_port: int = 9000,
+    def __init__(self, runner: Runner, osc_host: str = DEFAULT_OSC_HOST, osc_port: int = DEFAULT_OSC_PORT,
                  allow: AllowList | Iterable[str] | None = None, buffer: int = DEFAULT_BUFFER,
                  realtime: bool = False, verbose: bool = False, report_every: float = 5.0,
                  name: str | None = None, on_buffer: BufferCallback | None = None, queue_limit: int = 1024,
@@ -552,7 +551,7 @@ class Engine:
         self.server.close()
         self.runner.close()
 
-    def __enter__(self) -> "Engine":
+    def __enter__(self) -> Engine:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -176,7 +176,7 @@ def interpolation_messages(address: str, za: Any, zb: Any, seconds: float, rate_
             for i, t in enumerate(times)]
 
 
-def send_interpolation(controller: "Controller", za: Any, zb: Any, seconds: float,
+def send_interpolation(controller: Controller, za: Any, zb: Any, seconds: float,
                        rate: float | None = None, curve: str = "linear",
                        scheduler: Scheduler | None = None) -> PlayReport:
     """Send the interpolation live as ``/latent/bias`` messages, ``rate`` per second.

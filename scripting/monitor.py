@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import datetime
 import reprlib
-import socket
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
-from tildekit.scripting.netaccess import DEFAULT_HOST, AllowList, open_udp_socket
-from tildekit.scripting.oscmap import OscMap, OscValueError
+from tildekit.models.contract.hosts import DEFAULT_OSC_HOST, DEFAULT_OSC_PORT
+from tildekit.models.contract.oscmap import OscMap, OscValueError
+from tildekit.scripting.netaccess import AllowList, open_udp_socket
 from tildekit.scripting.oscwire import MAX_DATAGRAM, MalformedPacket, decode
 
 # How often a waiting monitor wakes up, so that Ctrl-C is prompt.
@@ -53,7 +54,7 @@ class Monitor:
     outside ``allow`` are counted in ``rejected``, undecodable ones in ``malformed``.
     """
 
-    def __init__(self, host: str = DEFAULT_HOST, port: int = 9000,
+    def __init__(self, host: str = DEFAULT_OSC_HOST, port: int = DEFAULT_OSC_PORT,
                  on_message: Callable[[str], None] | None = print, osc_map: OscMap | None = None,
                  allow: AllowList | Iterable[str] | None = None) -> None:
         self.allow = allow if isinstance(allow, AllowList) or allow is None else AllowList.parse(allow)
@@ -109,7 +110,7 @@ class Monitor:
                 self._sock.settimeout(min(remaining, POLL_SECONDS))
             try:
                 data, source = self._sock.recvfrom(MAX_DATAGRAM)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             self._handle(data, (str(source[0]), int(source[1])))
         return self.received[start:]
@@ -117,7 +118,7 @@ class Monitor:
     def close(self) -> None:
         self._sock.close()
 
-    def __enter__(self) -> "Monitor":
+    def __enter__(self) -> Monitor:
         return self
 
     def __exit__(self, *exc: object) -> None:

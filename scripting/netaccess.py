@@ -12,12 +12,11 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from tildekit.errors import TildekitError
 
-DEFAULT_HOST = "127.0.0.1"
 # Room for bursts: a fader flood must not lose datagrams while the listener thread waits for the GIL.
 RECEIVE_BUFFER_BYTES = 1 << 20
 
@@ -42,7 +41,7 @@ class AllowList:
     networks: tuple[IPNetwork, ...]
 
     @classmethod
-    def parse(cls, entries: Iterable[str] | None, option: str = "--osc-allow") -> "AllowList | None":
+    def parse(cls, entries: Iterable[str] | None, option: str = "--osc-allow") -> AllowList | None:
         """None (everyone) for no entries; each entry an address, a CIDR network or a host name.
 
         An entry may hold several, separated by commas or spaces (``OSC_ALLOW="10.0.0.5 ::1"``).

@@ -23,11 +23,10 @@ import posixpath
 from dataclasses import dataclass, field
 
 from tildekit.errors import DeviceUnavailable, TildekitError
+from tildekit.models.contract.hosts import DEFAULT_OSC_HOST, DEFAULT_OSC_PORT
 from tildekit.scripting.shell_quote import shell_word, shown
 from tildekit.scripting.systemd_quote import environment, exec_path, unit_text, user_name
 
-DEFAULT_OSC_HOST = "127.0.0.1"  # this machine only, until the user opens it
-DEFAULT_OSC_PORT = 9000
 START_SCRIPT = "start.sh"
 UNIT_FILE = "tildekit.service"
 CONFIG_ERROR_STATUS = TildekitError.exit_code  # 2: restarting cannot help
@@ -168,4 +167,4 @@ ProtectSystem=full
 
 [Install]
 WantedBy=multi-user.target
-"""
+"""  # noqa: E501 (the unit file's comment lines are its documentation)

@@ -34,14 +34,16 @@ class ResampleStage:
         self.plan: MethodPlan = plan_method("forward", card.sample_rate, host_rate, 1, 1, card.delay,
                                             card.compression, granularity=self.quantum)
         self.path = StreamPath(self.plan, card.channels, card.channels)
+        self._ready: np.ndarray = np.zeros((card.channels, 0), dtype=np.float32)
         post = self.plan.post
         self._generated = PolyphaseStream(post.prototype.bank(), post.up, post.down, post.offset)
         self._reset_generation()
 
     @property
     def delay(self) -> float:
-        """Host samples from input to output, the model's own delay included."""
-        return float(self.plan.delay)
+        """Host samples from input to output, the model's own delay included (for the engine's
+        buffer size once it has played one; the any-size figure before)."""
+        return float(self.path.delay)
 
     def process(self, block: np.ndarray) -> np.ndarray:
         """(channels, n) at the host rate -> (channels, n): the model's forward, resampled."""

@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 
 from tildekit.errors import TildekitError
-from tildekit.models.card import ModelCard
-from tildekit.scripting.oscmap import Control
+from tildekit.models.contract.attributes import LATENT_BIAS, LATENT_SCALE, RESET
+from tildekit.models.contract.card import ModelCard
+from tildekit.models.contract.oscmap import Control
 
 RUNTIMES = {".ts": "torchscript", ".onnx": "onnx"}
 
@@ -66,24 +67,24 @@ class Runner:
         kind = control.kind
         if kind == "bias":
             self.bias[control.index] = control.values[0]
-            self._set("latent_bias", self.bias.tolist())
+            self._set(LATENT_BIAS, self.bias.tolist())
         elif kind == "bias_all":
             self.bias[:] = control.values
-            self._set("latent_bias", self.bias.tolist())
+            self._set(LATENT_BIAS, self.bias.tolist())
         elif kind == "scale":
             self.scale[control.index] = control.values[0]
-            self._set("latent_scale", self.scale.tolist())
+            self._set(LATENT_SCALE, self.scale.tolist())
         elif kind == "scale_all":
             self.scale[:] = control.values
-            self._set("latent_scale", self.scale.tolist())
+            self._set(LATENT_SCALE, self.scale.tolist())
         elif kind == "attr":
-            if control.name == "reset":
+            if control.name == RESET:
                 if control.values and control.values[0]:
                     self.reset()
                 return
-            if control.name == "latent_bias":
+            if control.name == LATENT_BIAS:
                 self.bias[:] = control.values
-            elif control.name == "latent_scale":
+            elif control.name == LATENT_SCALE:
                 self.scale[:] = control.values
             self._set(control.name, list(control.values))
         elif kind == "reset":
@@ -131,7 +132,7 @@ class TorchScriptRunner(Runner):
 
         # a file tildekit did not write, without latent attributes: latent controls go through
         # decode(encode(x) * scale + bias); tildekit's own files always play their forward
-        self.latent_path = (is_derived(card) and "latent_bias" not in self._setters
+        self.latent_path = (is_derived(card) and LATENT_BIAS not in self._setters
                             and {"encode", "decode"} <= methods and card.latent_size > 0)
 
     def _load(self) -> Any:
@@ -166,7 +167,7 @@ class TorchScriptRunner(Runner):
         return y[0].numpy()
 
     def _set(self, name: str, values: list[Any]) -> None:
-        if self.latent_path and name in ("latent_bias", "latent_scale"):
+        if self.latent_path and name in (LATENT_BIAS, LATENT_SCALE):
             return  # applied between encode and decode in process()
         setter = self._setters.get(name)
         if setter is None:
@@ -184,8 +185,8 @@ class TorchScriptRunner(Runner):
     def reset(self) -> None:
         from tildekit.export.card_io import is_derived
 
-        if "reset" in self._setters and not is_derived(self.card):
-            self._set("reset", [True])
+        if RESET in self._setters and not is_derived(self.card):
+            self._set(RESET, [True])
         elif self.model._c._has_method("reset_state"):
             self.model.reset_state()
         else:  # a foreign file: a fresh load is its initial state; keep what was set
@@ -258,29 +259,4 @@ def open_runner(path: str | Path, threads: int = 1) -> Runner:
     if runtime == "torchscript":
         return TorchScriptRunner(path, card, threads)
     return OnnxRunner(path, card, threads)
-
-
-def check_buffer(card: ModelCard, buffer: int) -> None:
-    """A buffer must hold whole latent frames (a multiple of the highest ratio)."""
-    ratio = card.highest_ratio
-    if buffer < ratio or buffer % ratio:
-        raise TildekitError(f"--buffer {buffer}: must be a positive multiple of {ratio} "
-                            f"(the model's compression), e.g. {max(ratio, 2048 // ratio * ratio)}")
-
-
-def as_channels(audio: np.ndarray, channels: int, what: str) -> np.ndarray:
-    """(frames, file_channels) -> (channels, frames): mono is duplicated, several are averaged."""
-    if audio.ndim == 1:
-        audio = audio[:, None]
-    have = audio.shape[1]
-    if have == channels:
-        out = audio.T
-    elif have == 1:
-        out = np.repeat(audio.T, channels, axis=0)
-    elif channels == 1:
-        out = audio.mean(axis=1, keepdims=True).T
-    else:
-        raise TildekitError(f"{what}: has {have} channels but the model takes {channels}: "
-                            f"convert it to mono or {channels} channels first")
-    return np.ascontiguousarray(out, dtype=np.float32)
 

@@ -64,13 +64,6 @@ def _record_hash(data: bytes) -> str:
     return f"sha256={digest}"
 
 
-def left_out_commands() -> list[str]:
-    """The full install's commands that the runtime does not have (named in its error messages)."""
-    from tildekit.cli import main
-
-    return sorted(name for name in main.commands if name not in runtime.COMMANDS)
-
-
 def runtime_files(package: Path | None = None) -> dict[str, bytes]:
     """Archive path -> content of the package files: the runtime modules and the marker."""
     package = package or Path(tildekit.__file__).parent
@@ -82,7 +75,7 @@ def runtime_files(package: Path | None = None) -> dict[str, bytes]:
                                 f"then bundle again")
         files[f"tildekit/{relative}"] = source.read_bytes()
     marker = {"distribution": runtime.DISTRIBUTION, "version": tildekit.__version__,
-              "modules": list(runtime.MODULES), "left_out_commands": left_out_commands()}
+              "modules": list(runtime.MODULES), "left_out_commands": sorted(runtime.FULL_INSTALL_COMMANDS)}
     files[f"tildekit/{runtime.MARKER}"] = (json.dumps(marker, indent=1) + "\n").encode("utf-8")
     return files
 

@@ -98,4 +98,5 @@ class SafetyStage:
             self._log_gain = max(float(log_gain[-1]), self._deepest_held)
         limited = (audio * np.exp(log_gain)).astype(np.float32)
         np.clip(limited, -self._bound, self._bound, out=limited)  # rounding of exp/log: hard bound
-        return limited, Outcome(peak, limited=peak > self.ceiling, reduction_db=float(log_gain.min()) * 20.0 / math.log(10.0))
+        reduction_db = float(log_gain.min()) * 20.0 / math.log(10.0)
+        return limited, Outcome(peak, limited=peak > self.ceiling, reduction_db=reduction_db)

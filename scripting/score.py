@@ -23,20 +23,35 @@ one-line error past the bound, and numbers written ``1e9`` (a string to YAML 1.1
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any
 
 import numpy as np
 
 from tildekit.errors import TildekitError
-from tildekit.models.card import AttributeSpec, ModelCard
+from tildekit.models.contract.audio import adapt_channels, planar
+from tildekit.models.contract.card import AttributeSpec, ModelCard
+from tildekit.models.contract.oscmap import OscMap, OscValueError, UnknownAddressError
 from tildekit.scripting.controller import Controller, full_address, read_model_card
 from tildekit.scripting.interpolate import INTERPOLATION_CURVES, encode_audio, interpolation_messages
-from tildekit.scripting.oscmap import OscMap, OscValueError, UnknownAddressError
-from tildekit.scripting.schedule import (CURVES, DEFAULT_RATE_HZ, LFO_SHAPES, MAX_LFO_HZ, MAX_RATE_HZ,
-                                         MAX_SECONDS, PlayReport, Scheduler, TimedMessage, lfo_values,
-                                         merge, ramp_values, timed, update_count)
+from tildekit.scripting.schedule import (
+    CURVES,
+    DEFAULT_RATE_HZ,
+    LFO_SHAPES,
+    MAX_LFO_HZ,
+    MAX_RATE_HZ,
+    MAX_SECONDS,
+    PlayReport,
+    Scheduler,
+    TimedMessage,
+    lfo_values,
+    merge,
+    ramp_values,
+    timed,
+    update_count,
+)
 
 MAX_SCORE_BYTES = 4 << 20  # a YAML score larger than this is not hand-written
 MAX_EVENTS = 10_000
@@ -114,7 +129,7 @@ class InterpolateEvent:
     update_hz: float | None = None
 
 
-Event = Union[SetEvent, RampEvent, LfoEvent, AttrEvent, GainEvent, ResetEvent, InterpolateEvent]
+Event = SetEvent | RampEvent | LfoEvent | AttrEvent | GainEvent | ResetEvent | InterpolateEvent
 
 ACTIONS = ("set", "ramp", "lfo", "attr", "gain", "reset", "interpolate")
 # Fields each action accepts besides `at` and the action key itself.
@@ -337,7 +352,7 @@ def synthetic_card(source: str, name: Any, latent_size: Any, attributes: Any) ->
                          f"got {_short(latent_size)}")
     if attributes is not None and not isinstance(attributes, dict):
         raise ScoreError(f"{source}: 'attributes' must map names to types, like {{temperature: float}}")
-    if len(attributes or {}) > MAX_ATTRIBUTES:
+    if attributes is not None and len(attributes) > MAX_ATTRIBUTES:
         raise ScoreError(f"{source}: {len(attributes)} attributes, more than {MAX_ATTRIBUTES}")
     specs = []
     for attr_name, spec in (attributes or {}).items():
@@ -354,7 +369,7 @@ def synthetic_card(source: str, name: Any, latent_size: Any, attributes: Any) ->
                              f"(bool, int, float or str)")
         if not types or len(types) > MAX_LIST:
             raise ScoreError(f"{source}: attributes.{attr_name}: give 1 to {MAX_LIST} types")
-        bounds = []
+        bounds: list[float | None] = []
         for key in ("min", "max"):
             bound = spec.get(key)
             if bound is not None and not _finite(bound):
@@ -362,7 +377,8 @@ def synthetic_card(source: str, name: Any, latent_size: Any, attributes: Any) ->
                                  f"got {_short(bound)}")
             bounds.append(None if bound is None else float(bound))
         defaults = {"bool": False, "int": 0, "float": 0.0, "str": ""}
-        specs.append(AttributeSpec(str(attr_name), types, [defaults[t] for t in types], *bounds))
+        specs.append(AttributeSpec(str(attr_name), types, [defaults[t] for t in types], minimum=bounds[0],
+                                   maximum=bounds[1]))
     return ModelCard(name=str(name or "model"), sample_rate=48000, channels=1, compression=2048,
                      latent_size=latent_size, methods={}, attributes=specs, delay=0)
 
@@ -482,9 +498,7 @@ def read_sound(path: Path, card: ModelCard) -> np.ndarray:
         raise
     except Exception as exc:  # soundfile.LibsndfileError and friends
         raise ScoreError(f"cannot read sound file {path}: {exc}") from None
-    audio = audio.T
-    if audio.shape[0] != card.channels:
-        audio = np.repeat(audio.mean(axis=0, keepdims=True), card.channels, axis=0)
+    audio = adapt_channels(planar(audio), card.channels)
     if rate != card.sample_rate:
         import librosa
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tildekit.models.card import AttributeSpec, LatentDim, MethodSpec, ModelCard
+from tildekit.models.contract.card import AttributeSpec, LatentDim, MethodSpec, ModelCard
 
 
 def make_card(latent_size: int = 4, compression: int = 128, sample_rate: int = 16000,

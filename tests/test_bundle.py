@@ -20,14 +20,14 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
+from tests.conftest import export_tiny_model
 from tildekit import runtime
 from tildekit.cli import main
 from tildekit.errors import TildekitError
-from tildekit.models.card import CARD_ONNX_KEY
+from tildekit.models.contract.card import CARD_ONNX_KEY
+from tildekit.patches.write import write_patches
 from tildekit.scripting.bundle import make_bundle
 from tildekit.scripting.runtime_wheel import runtime_files, wheel_name, write_runtime_wheel
-
-from tests.conftest import export_tiny_model
 
 pytestmark = pytest.mark.filterwarnings(r"ignore:.torch\.(jit|onnx):DeprecationWarning")
 
@@ -76,7 +76,8 @@ def test_bundle_folder(bundled, models, tmp_path):
     for command in ("sudo apt install -y python3-venv libportaudio2 libsndfile1", "python3 -m venv venv",
                     f"venv/bin/pip install 'wheels/{wheel_name()}[audio]'", "venv/bin/tildekit check ./tiny.onnx",
                     "sudo cp tildekit.service /etc/systemd/system/tildekit-tiny.service",
-                    "sudo systemctl enable --now tildekit-tiny", 'Environment="OSC_HOST=0.0.0.0" "OSC_ALLOW=192.168.1.20"'):
+                    "sudo systemctl enable --now tildekit-tiny",
+                    'Environment="OSC_HOST=0.0.0.0" "OSC_ALLOW=192.168.1.20"'):
         assert command in readme
     assert "0.0.0.0: OSC from 192.168.1.20, fd00::20 only" in readme
     assert f"**{budget['pi_buffer']} samples**" in readme and "GFLOP per second of audio" in readme
@@ -233,6 +234,8 @@ def test_runtime_modules_import_only_the_runtime():
     assert runtime_files().keys() == {f"tildekit/{m}" for m in runtime.MODULES} | {f"tildekit/{runtime.MARKER}"}
     assert not runtime.is_runtime_install()  # this is the full install: every command is there
     assert {"train", "export", "bundle"} <= set(main.commands)
+    # runtime.py declares which install has which command: every command is in exactly one list.
+    assert sorted(main.commands) == sorted(runtime.COMMANDS + runtime.FULL_INSTALL_COMMANDS)
 
 
 # -- the sound card ------------------------------------------------------------------------------
@@ -269,7 +272,7 @@ def test_bundle_from_a_run_dir_exports_onnx_for_the_pi_buffer(tmp_path):
     lines: list[str] = []
     with pytest.warns(UserWarning, match="no latent statistics"):
         report = make_bundle(run, tmp_path / "voice-pi", user="alice", install_dir="/opt/voice",
-                             progress=lines.append)
+                             progress=lines.append, write_patches=write_patches)
     assert {"voice.ts", "voice.onnx", "voice.decode.onnx", "voice-transfer.pd", "start.sh", "tildekit.service",
             "README.md", "budget.json", f"wheels/{wheel_name()}"} <= set(report.files)
     assert report.runtime == "onnx" and report.model_file == "voice.onnx"

@@ -18,12 +18,11 @@ import numpy as np
 import pytest
 import soundfile
 
+from tests.conftest import export_tiny_model
 from tildekit import runtime
 from tildekit.scripting.bundle import make_bundle
 from tildekit.scripting.runtime_wheel import wheel_name
 from tildekit.scripting.shell_quote import shell_word
-
-from tests.conftest import export_tiny_model
 
 pytestmark = pytest.mark.filterwarnings(r"ignore:.torch\.(jit|onnx):DeprecationWarning")
 
@@ -140,7 +139,8 @@ def test_the_readme_commands_run_as_written(installed):
 def test_start_script_on_a_sound_file(installed, tmp_path):
     bundle, env, _, _ = installed
     t = np.arange(int(1.5 * RATE)) / RATE
-    signal = 0.4 * np.sin(2 * np.pi * (100 * t + 500 * t ** 2)) + 0.05 * np.random.default_rng(0).standard_normal(t.size)
+    noise = np.random.default_rng(0).standard_normal(t.size)
+    signal = 0.4 * np.sin(2 * np.pi * (100 * t + 500 * t ** 2)) + 0.05 * noise
     soundfile.write(tmp_path / "in put.wav", signal.astype(np.float32), RATE, subtype="FLOAT")
     done = run(["./start.sh", "--input", str(tmp_path / "in put.wav"), "--output", str(tmp_path / "out.wav")],
                bundle, {**env, "OSC_PORT": "0", "OSC_ALLOW": "127.0.0.1 ::1"})
@@ -155,10 +155,11 @@ def test_full_install_commands_say_so_in_one_line(installed):
     bundle, env, _, models = installed
     tildekit = str(bundle / "venv" / "bin" / "tildekit")
     done = run([tildekit, "train", "data"], bundle, env)
-    assert done.returncode == 2 and done.stderr.startswith("Error: `tildekit train` is not part of the tildekit runtime")
+    assert done.returncode == 2
+    assert done.stderr.startswith("Error: `tildekit train` is not part of the tildekit runtime")
     assert done.stderr.count("\n") == 1
-    done = run([tildekit, "serve", str(models / f"{STEM}.ts"), "--silence", "1", "--output", "x.wav", "--osc-port", "0"],
-               bundle, env)
+    done = run([tildekit, "serve", str(models / f"{STEM}.ts"), "--silence", "1", "--output", "x.wav",
+                "--osc-port", "0"], bundle, env)
     assert done.returncode == 2 and "needs torch" in done.stderr and "Traceback" not in done.stderr
     assert [line for line in done.stderr.splitlines() if line.startswith("Error: ")] == [done.stderr.strip()]
     done = run([tildekit, "--help"], bundle, env)

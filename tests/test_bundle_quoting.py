@@ -119,7 +119,7 @@ def test_start_script_model_name_never_runs(name, tmp_path):
                           env={"PATH": os.environ["PATH"], "OSC_ALLOW": "127.0.0.1 ::1 *"})
     assert done.returncode == 0, done.stderr
     argv = done.stdout.split(b"\0")[:-1]
-    assert argv[:2] == [b"serve", f"{bundle}/{name}".encode("utf-8")]
+    assert argv[:2] == [b"serve", f"{bundle}/{name}".encode()]
     assert argv[argv.index(b"--osc-host") + 1] == b"127.0.0.1"
     assert [argv[i + 1] for i, a in enumerate(argv) if a == b"--osc-allow"] == [b"127.0.0.1", b"::1", b"*"]
     assert argv[-2:] == [b"--input", b"x.wav"]

@@ -13,11 +13,10 @@ import onnx
 import pytest
 import torch
 
+from tests.conftest import make_card
 from tildekit.errors import TildekitError
 from tildekit.export.card_io import card_extra_files, read_card, set_onnx_card
-from tildekit.models.card import CARD_FILE_NAME, CARD_FORMAT, ModelCard
-
-from tests.conftest import make_card
+from tildekit.models.contract.card import CARD_FILE_NAME, CARD_FORMAT, ModelCard
 
 pytestmark = pytest.mark.filterwarnings(r"ignore:.torch\.(jit|onnx):DeprecationWarning")
 

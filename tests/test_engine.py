@@ -9,8 +9,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -19,14 +19,13 @@ from click.testing import CliRunner
 from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
 from pythonosc.osc_message_builder import OscMessageBuilder
 
+from tests.conftest import export_tiny_model
 from tildekit.cli import main
 from tildekit.errors import TildekitError
+from tildekit.models.contract.oscmap import Control
 from tildekit.scripting.controller import Controller
 from tildekit.scripting.engine import ControlQueue, Engine, osc_framing_problem
-from tildekit.scripting.oscmap import Control
 from tildekit.scripting.runner import open_runner
-
-from tests.conftest import export_tiny_model
 
 pytestmark = pytest.mark.filterwarnings(r"ignore:.torch\.(jit|onnx):DeprecationWarning")
 

@@ -73,7 +73,7 @@ def test_engine_at_a_host_rate_equals_the_nn_tilde_resampler(models: Path, model
     with Engine(open_runner(models / model), "127.0.0.1", 0, buffer=BUFFER, host_rate=HOST) as engine:
         assert engine.stage is not None and engine.buffer_seconds == BUFFER / HOST
         y = engine.run_array(x)
-        assert engine.delay == engine.runner.card.host_rate(HOST).delays["forward"]  # the card's number
+        assert engine.delay == engine.runner.card.host_rate(HOST).delay("forward", BUFFER)  # the card's number
         if model.endswith(".ts"):  # the engine resamples itself: the file's own resampler stays off
             assert list(engine.runner.model.get_host_sample_rate()) == [engine.card.sample_rate]
     assert y.shape == x.shape and np.isfinite(y).all() and np.abs(y).max() > 0

@@ -16,7 +16,7 @@ from tildekit.cli import main
 from tildekit.errors import TildekitError
 from tildekit.export.evaluate import SYSTEMS, evaluate, evaluate_model, play
 from tildekit.models import metrics, synthetic
-from tildekit.models.card import ModelCard
+from tildekit.models.contract.card import ModelCard
 
 pytestmark = [pytest.mark.filterwarnings(r"ignore:.torch\.(jit|onnx):DeprecationWarning"),
               pytest.mark.usefixtures("one_thread")]

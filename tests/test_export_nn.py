@@ -22,8 +22,8 @@ from tildekit.export.model_card import card_from_core
 from tildekit.export.nn_tilde import export_nn
 from tildekit.export.prepare import choose_latent_dims, core_from_stats
 from tildekit.models.autoencoder import AutoEncoder, build_model
-from tildekit.models.card import CARD_FILE_NAME
 from tildekit.models.config import Profile, load_profile
+from tildekit.models.contract.card import CARD_FILE_NAME
 from tildekit.models.latent_stats import LatentStats, stats_from_latents
 
 pytestmark = [pytest.mark.filterwarnings(r"ignore:.torch\.(jit|onnx):DeprecationWarning"),
@@ -205,9 +205,9 @@ def test_attributes_set_as_pd_sends_them_change_the_output(exported: Exported):
     assert module.set_sample_rate(card.sample_rate) == 0
 
     # the wrong number of values is refused the way nn~ refuses it
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 (TorchScript raises its own error types)
         module.set_latent_bias(1.0, 2.0)
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017
         nn_set(module, "temperature", [-1.0])
 
 

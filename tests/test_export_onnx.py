@@ -21,7 +21,13 @@ from tildekit.export.core import ExportCore
 from tildekit.export.model_card import card_from_core
 from tildekit.export.onnx_export import CoreMethods, check_onnx, export_onnx
 from tildekit.export.onnx_runtime import (
-    META_BATCH, META_BUFFER, META_METHOD, META_OPSET, META_STATE, META_STREAMING, OnnxStreamer,
+    META_BATCH,
+    META_BUFFER,
+    META_METHOD,
+    META_OPSET,
+    META_STATE,
+    META_STREAMING,
+    OnnxStreamer,
     read_initial_state,
 )
 from tildekit.models.autoencoder import build_model

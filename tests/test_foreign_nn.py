@@ -14,6 +14,8 @@ import soundfile as sf
 import torch
 from click.testing import CliRunner
 
+from tests import nn_convention as nnc
+from tests.test_patches import _free_udp_port, _problems, _run_pd, needs_pd
 from tildekit.cli import main
 from tildekit.errors import TildekitError
 from tildekit.export.bench import bench_file
@@ -21,12 +23,10 @@ from tildekit.export.card_io import FOREIGN_NOTE, MissingCardError, is_derived, 
 from tildekit.export.check import check_file
 from tildekit.export.foreign_nn import derive_card, model_card
 from tildekit.export.neutone_foreign import attribute_range, convert_to_neutone
+from tildekit.models.contract.oscmap import OscMap
 from tildekit.patches.write import write_patches
 from tildekit.scripting.controller import ControlError, Controller
-from tildekit.scripting.oscmap import OscMap
 from tildekit.scripting.runner import open_runner
-from tests import nn_convention as nnc
-from tests.test_patches import _free_udp_port, _problems, _run_pd, needs_pd
 
 pytestmark = pytest.mark.filterwarnings(r"ignore:.torch\.(jit|onnx):DeprecationWarning")
 

@@ -19,25 +19,26 @@ import shutil
 import stat
 import subprocess
 import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import torch
 from click.testing import CliRunner
 
-from tildekit.cli import main
-from tildekit.errors import TildekitError
-from tildekit.export.card_io import card_extra_files, read_card
-from tildekit.export.check import check_file
-from tildekit.models.card import CARD_FILE_NAME, ModelCard
-from tildekit.models.card_check import MAX_CARD_BYTES
-from tildekit.models.outputs import MARKER_FILE
-from tildekit.models.preprocess import INDEX_FILE, preprocess
 from tests.conftest import make_card
 from tests.test_export_nn import TINY, _make_run, _stats, _tiny_models
 from tests.test_patches import _free_udp_port, _problems
 from tests.test_preprocess import SR, tone, write
+from tildekit.cli import main
+from tildekit.errors import TildekitError
+from tildekit.export.card_io import card_extra_files, read_card
+from tildekit.export.check import check_file
+from tildekit.models.contract.card import CARD_FILE_NAME, ModelCard
+from tildekit.models.contract.card_check import MAX_CARD_BYTES
+from tildekit.models.outputs import MARKER_FILE
+from tildekit.models.preprocess import INDEX_FILE, preprocess
 
 pytestmark = [pytest.mark.filterwarnings(r"ignore:.torch\.(jit|onnx):DeprecationWarning"),
               pytest.mark.usefixtures("one_thread")]
@@ -275,7 +276,7 @@ def scripted(tmp_path_factory) -> tuple[Any, ModelCard]:
 
 def _with_channels(data: dict, channels: int) -> None:
     data["channels"] = channels
-    for method, spec in data["methods"].items():
+    for spec in data["methods"].values():
         if spec["in_ratio"] == 1:
             spec["in_channels"] = channels
             spec["input_labels"] = []
@@ -341,7 +342,7 @@ def test_export_refuses_hostile_names_before_any_work(tmp_path: Path, name: str)
 
 
 def test_default_export_name_from_a_run_folder_is_made_safe(tmp_path: Path) -> None:
-    from tildekit.models.names import slug_name
+    from tildekit.models.contract.names import slug_name
 
     assert slug_name("my run; rm -rf ~") == "my_run_rm_-rf"
     assert slug_name("../../..") == "model" and slug_name("caf\u00e9") == "caf"
@@ -459,7 +460,8 @@ def _read_until(proc: subprocess.Popen, prefix: bytes, guard: float = 120.0) -> 
         ready, _, _ = select.select([proc.stdout], [], [], guard)
         line = proc.stdout.readline() if ready else b""
         if not line:
-            raise AssertionError("Pd never printed " + prefix.decode() + ": " + b"".join(lines).decode(errors="replace"))
+            printed = b"".join(lines).decode(errors="replace")
+            raise AssertionError("Pd never printed " + prefix.decode() + ": " + printed)
         lines.append(line)
         if line.startswith(prefix):
             return b"".join(lines).decode(errors="replace")

@@ -25,20 +25,26 @@ import torch
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
 from pythonosc.osc_message_builder import OscMessageBuilder
 
 from tests.conftest import make_card
-from tests.test_engine import BUFFER, RATE, models, model_ts, osc, signal  # noqa: F401 (fixtures)
+from tests.test_engine import BUFFER, RATE, model_ts, models, osc, signal  # noqa: F401 (fixtures)
 from tildekit.cli import main
 from tildekit.errors import TildekitError
 from tildekit.export.card_io import card_extra_files
+from tildekit.models.contract.oscmap import (
+    BIAS_RANGE,
+    GAIN_RANGE,
+    SCALE_RANGE,
+    BadValueError,
+    OscMap,
+    UnknownAddressError,
+    attribute_range,
+)
 from tildekit.scripting.audio_files import AtomicOutput
 from tildekit.scripting.engine import LOG_INTERVAL, Engine, RateLimitedLog
 from tildekit.scripting.monitor import Monitor
 from tildekit.scripting.netaccess import AllowList
-from tildekit.scripting.oscmap import (BIAS_RANGE, GAIN_RANGE, SCALE_RANGE, BadValueError, OscMap,
-                                       OscValueError, UnknownAddressError, attribute_range)
 from tildekit.scripting.oscwire import MalformedPacket, decode
 from tildekit.scripting.runner import open_runner
 from tildekit.scripting.safety import SafetyStage

@@ -19,28 +19,43 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from tests.conftest import make_card
 from tildekit.errors import TildekitError
-from tildekit.export.card_io import read_card
-from tildekit.export.neutone import (
-    KNOBS, TildekitW2W, W2W_PRESERVED_ATTRIBUTES, check_neutone_file, export_neutone,
-    native_buffer_sizes,
-)
-from tildekit.export.card_io import card_extra_files
+from tildekit.export.card_io import card_extra_files, read_card
 from tildekit.export.check import check_file
+from tildekit.export.neutone import (
+    KNOBS,
+    W2W_PRESERVED_ATTRIBUTES,
+    TildekitW2W,
+    check_neutone_file,
+    export_neutone,
+)
 from tildekit.export.neutone_contract import (
-    CORE_METADATA_KEYS, CORE_PRESERVED_ATTRIBUTES, ROOT_SIGNATURES, W2W_METADATA_KEYS, W2W_SIGNATURES,
+    CORE_METADATA_KEYS,
+    CORE_PRESERVED_ATTRIBUTES,
+    ROOT_SIGNATURES,
+    W2W_METADATA_KEYS,
+    W2W_SIGNATURES,
     method_signature,
 )
 from tildekit.export.neutone_metadata import (
-    METADATA_FILE_NAME, NeutoneInfo, NeutoneMetadataError, build_metadata, validate_metadata, with_sounds,
+    METADATA_FILE_NAME,
+    NeutoneInfo,
+    NeutoneMetadataError,
+    build_metadata,
+    validate_metadata,
+    with_sounds,
 )
-from tildekit.export.neutone_queue import (
-    ROOT_PRESERVED_ATTRIBUTES, BlockResampler, NeutoneRoot, SampleFifo, buffering_delay_samples,
-    max_daw_queue_size, saturation_samples, select_model_buffer_size, select_model_sample_rate,
+from tildekit.export.neutone_queue import ROOT_PRESERVED_ATTRIBUTES, BlockResampler, NeutoneRoot, SampleFifo
+from tildekit.models.contract.card import ModelCard
+from tildekit.models.contract.hosts import neutone_native_buffers
+from tildekit.models.contract.neutone_host import (
+    buffering_delay_samples,
+    max_daw_queue_size,
+    saturation_samples,
+    select_model_buffer_size,
+    select_model_sample_rate,
 )
-from tildekit.models.card import ModelCard
-
-from tests.conftest import make_card
 
 pytestmark = pytest.mark.filterwarnings(r"ignore:.torch\.(jit|onnx):DeprecationWarning")
 
@@ -215,9 +230,9 @@ def test_model_rate_and_buffer_selection_rules():
 
 
 def test_native_buffer_sizes_are_whole_frames():
-    assert native_buffer_sizes(2048) == [2048, 4096, 8192, 16384]
-    assert native_buffer_sizes(32768) == [32768]
-    assert all(bs % 16 == 0 for bs in native_buffer_sizes(16))
+    assert neutone_native_buffers(2048) == [2048, 4096, 8192, 16384]
+    assert neutone_native_buffers(32768) == [32768]
+    assert all(bs % 16 == 0 for bs in neutone_native_buffers(16))
 
 
 def test_fifo_keeps_order_across_wraparound_and_counts_drops():
@@ -291,7 +306,7 @@ def test_embedded_metadata_is_valid_and_matches_to_metadata(export_dir, mono_nm)
     assert json.loads(mono_nm.get_metadata_json()) == mono_nm.to_metadata()
     assert embedded["model_type"] == "mono-mono"
     assert embedded["native_sample_rates"] == [MODEL_SR]
-    assert embedded["native_buffer_sizes"] == native_buffer_sizes(COMPRESSION)
+    assert embedded["native_buffer_sizes"] == neutone_native_buffers(COMPRESSION)
     assert [embedded["neutone_parameters"][f"p{i}"]["name"] for i in (1, 2, 3, 4)] == \
         ["chaos", "latent dim", "dim scale", "dim offset"]
     assert read_card(export_dir / "mono.nm") == card_for(1)
@@ -301,7 +316,7 @@ def test_host_queries_and_defaults(mono_nm, stereo_nm):
     assert mono_nm.is_input_mono() and mono_nm.is_output_mono()
     assert not stereo_nm.is_input_mono() and not stereo_nm.is_output_mono()
     assert mono_nm.get_native_sample_rates() == [MODEL_SR]
-    assert mono_nm.get_native_buffer_sizes() == native_buffer_sizes(COMPRESSION)
+    assert mono_nm.get_native_buffer_sizes() == neutone_native_buffers(COMPRESSION)
     defaults = mono_nm.get_default_param_values()
     assert defaults.shape == (4, 1)
     assert defaults[:, 0].tolist() == [k.default_0to1 for k in KNOBS] == [0.0, 0.0, 0.5, 0.5]
@@ -363,7 +378,7 @@ def test_w2w_base_never_resamples_and_its_daw_setter_only_forwards(mono_nm):
     # the SDK's path for that rate is the root's: it resamples and picks a native buffer
     mono_nm.set_daw_sample_rate_and_buffer_size(44100, 100)
     assert mono_nm.is_resampling() and w2w.is_resampling() is False
-    assert w2w.model_bs in native_buffer_sizes(COMPRESSION)
+    assert w2w.model_bs in neutone_native_buffers(COMPRESSION)
     assert mono_nm.forward(noise(1, 100)).shape == (1, 100)
     mono_nm.set_daw_sample_rate_and_buffer_size(48000, 512)
 
@@ -429,7 +444,7 @@ def test_plugin_call_sequence_for_every_rate_and_buffer(mono_nm, stereo_nm, daw_
         for daw_bs in DAW_BUFFERS:
             io_bs = math.ceil(daw_bs * MODEL_SR / daw_sr)
             queue = model.set_daw_sample_rate_and_buffer_size(daw_sr, daw_bs)
-            model_bs = select_model_buffer_size(io_bs, native_buffer_sizes(COMPRESSION))
+            model_bs = select_model_buffer_size(io_bs, neutone_native_buffers(COMPRESSION))
             assert queue == 2 * daw_bs + int(model_bs * daw_sr / MODEL_SR) + 1
             model.reset()
             assert model.is_resampling() == (daw_sr != MODEL_SR)
@@ -793,8 +808,8 @@ def test_export_refuses_a_card_name_too_long_for_neutone():
 def test_real_tiny_model_exports_and_matches_the_core_forward(tmp_path):
     from tildekit.export.core import ExportCore
     from tildekit.models.autoencoder import AutoEncoder
-    from tildekit.models.card import MethodSpec
     from tildekit.models.config import ModelConfig
+    from tildekit.models.contract.card import MethodSpec
 
     cfg = ModelConfig(sample_rate=MODEL_SR, n_band=2, pqmf_taps_per_band=4, capacity=4,
                       ratios=[2, 2], latent_size=4, dilations=[1], max_channels=16)

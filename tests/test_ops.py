@@ -16,8 +16,7 @@ import torch
 from torch import nn
 
 from tildekit.errors import TildekitError
-from tildekit.export.ops import (DATA_DIR, HOSTS, check_operators, graph_operators,
-                                 load_host_ops, require_host_operators)
+from tildekit.export.ops import DATA_DIR, HOSTS, check_operators, graph_operators, load_host_ops, require_host_operators
 
 NN_TILDE = "nn~ 1.6 (libtorch 2.5.1)"
 NEUTONE = next(h for h in HOSTS if h.startswith("Neutone FX"))

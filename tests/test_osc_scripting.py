@@ -19,22 +19,27 @@ from click.testing import CliRunner
 from pythonosc.dispatcher import Dispatcher
 from pythonosc.osc_server import BlockingOSCUDPServer
 
+from tests.conftest import make_card
 from tildekit.cli import main
 from tildekit.errors import TildekitError
 from tildekit.export.card_io import card_extra_files
+from tildekit.models.contract.oscmap import OscValueError
 from tildekit.scripting.controller import ControlError, Controller
-from tildekit.scripting.interpolate import (crossfade_weights, decode_latents, encode_audio,
-                                            interpolate_latents, interpolation_messages,
-                                            render_interpolation, send_interpolation)
+from tildekit.scripting.interpolate import (
+    crossfade_weights,
+    decode_latents,
+    encode_audio,
+    interpolate_latents,
+    interpolation_messages,
+    render_interpolation,
+    send_interpolation,
+)
 from tildekit.scripting.monitor import Monitor
-from tildekit.scripting.oscmap import OscValueError
-from tildekit.scripting.schedule import (CURVES, LFO_SHAPES, Scheduler, TimedMessage, lfo_values,
-                                         ramp_values)
+from tildekit.scripting.schedule import CURVES, LFO_SHAPES, Scheduler, TimedMessage, lfo_values, ramp_values
 from tildekit.scripting.score import ScoreError, compile_score, load_score, parse_score, play_score
 
-from tests.conftest import make_card
-
-pytestmark = pytest.mark.filterwarnings(r"ignore:.torch\.(jit|onnx):DeprecationWarning")  # torch.jit.* deprecation notes
+# torch.jit.* deprecation notes
+pytestmark = pytest.mark.filterwarnings(r"ignore:.torch\.(jit|onnx):DeprecationWarning")
 
 RATIO = 8
 LATENT = 4

@@ -18,13 +18,13 @@ import torch
 from click.testing import CliRunner
 from pythonosc.udp_client import SimpleUDPClient
 
+from tests.conftest import make_card
 from tildekit.cli import main
 from tildekit.errors import TildekitError
 from tildekit.export.card_io import card_extra_files
-from tildekit.models.card import LatentDim, MethodSpec, ModelCard
+from tildekit.models.contract.card import ModelCard
+from tildekit.models.contract.oscmap import OscMap, model_slug
 from tildekit.patches.write import write_patches
-from tildekit.scripting.oscmap import OscMap, model_slug
-from tests.conftest import make_card
 
 pytestmark = pytest.mark.filterwarnings(r"ignore:.torch\.(jit|onnx):DeprecationWarning")
 
@@ -129,7 +129,7 @@ def test_pd_osc_reaches_every_control(tmp_path: Path) -> None:
                              "-open", str(harness), "-open", str(main_patch)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
     lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(l.rstrip("\n")) for l in proc.stdout], daemon=True).start()
+    threading.Thread(target=lambda: [lines.put(line.rstrip("\n")) for line in proc.stdout], daemon=True).start()
     client = SimpleUDPClient("127.0.0.1", port)
     seen: list[str] = []
 

@@ -28,8 +28,7 @@ from tildekit.models.autoencoder import build_model
 from tildekit.models.config import load_profile
 from tildekit.models.preprocess import preprocess
 from tildekit.models.run import load_checkpoint, newest_checkpoint, read_profile
-from tildekit.models.synthetic import (NOISE_FLOOR_DB, harmonic_tone, noise_burst,
-                                       write_example_folder)
+from tildekit.models.synthetic import NOISE_FLOOR_DB, harmonic_tone, noise_burst, write_example_folder
 from tildekit.models.trainer import train, training_window
 
 STEPS = 300

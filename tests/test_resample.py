@@ -13,12 +13,25 @@ import scipy.signal
 import soxr
 import torch
 
-from tildekit.models.resample import (ResamplePath, StreamResampler, conv_weight, group_matrices, period_matrix,
-                                      resample_step)
-from tildekit.models.resample_design import PASSBAND, STOPBAND_DB, hold_prototype, kaiser_beta, kaiser_length
+from tildekit.models.resample import (
+    ResamplePath,
+    StreamResampler,
+    conv_weight,
+    group_matrices,
+    period_matrix,
+    resample_step,
+)
+from tildekit.models.resample_design import (
+    PASSBAND,
+    STOPBAND_DB,
+    hold_prototype,
+    kaiser_beta,
+    kaiser_length,
+    reduced_ratio,
+    sinc_prototype,
+)
 from tildekit.models.resample_design import group_matrices as numpy_group_matrices
 from tildekit.models.resample_design import period_matrix as numpy_period_matrix
-from tildekit.models.resample_design import reduced_ratio, sinc_prototype
 from tildekit.models.resample_plan import HOST_RATES, plan_method
 from tildekit.models.resample_stream import PolyphaseStream, StreamPath, produced
 
@@ -254,31 +267,87 @@ class _Delay(torch.nn.Module):
         return joined[..., : x.size(-1)]
 
 
-@pytest.mark.parametrize("host, model", PAIRS)
-def test_a_path_plays_a_sine_at_its_pitch_after_exactly_the_planned_delay(host: int, model: int):
-    """Torch and numpy paths around a pure delay: the sine comes out unchanged, ``delay`` late."""
-    compression, model_delay = 256, 100
-    plan = plan_method("forward", model, host, 1, 1, model_delay, compression)
-    delay = int(plan.delay)
-    assert plan.delay == delay
-    n = np.arange(host // 2)
-    f = 0.25 * min(host, model)
-    x = (0.5 * np.sin(2 * np.pi * f * n / host)).astype(np.float32)[None]
+def _through_paths(plan, x: np.ndarray, sizes: list[int], model_delay: int) -> tuple[np.ndarray, np.ndarray, StreamPath]:
+    """``x`` through the torch and numpy paths around a pure delay of ``model_delay`` samples."""
     torch_path = ResamplePath(1, 1)
     torch_path.configure(torch.from_numpy(plan.pre.prototype.bank()), torch.from_numpy(plan.post.prototype.bank()),
                          plan.ints())
     numpy_path = StreamPath(plan, 1, 1)
     line, numpy_line = _Delay(model_delay), np.zeros((1, model_delay), np.float32)
     outs, numpy_outs = [], []
-    for block in _split(x, [1000] * (x.shape[-1] // 1000) + [x.shape[-1] % 1000]):
+    for block in _split(x, sizes):
         ready = torch_path.enter(torch.from_numpy(block)[None])
         outs.append(torch_path.leave(line(ready), block.shape[-1])[0].numpy())
         ready = numpy_path.enter(block)
         joined = np.concatenate([numpy_line, ready], -1)
         numpy_line, ready = joined[:, ready.shape[-1]:], joined[:, : ready.shape[-1]]
         numpy_outs.append(numpy_path.leave(ready, block.shape[-1]))
-    y, y_numpy = np.concatenate(outs, -1)[0], np.concatenate(numpy_outs, -1)[0]
-    np.testing.assert_allclose(y, y_numpy, rtol=0, atol=TOLERANCE)
-    settled = np.arange(delay + 2000, x.shape[-1] - 100)
-    expected = 0.5 * np.sin(2 * np.pi * f * (settled - delay) / host)
-    assert np.abs(y[settled] - expected).max() < 1e-3, (host, model, delay)
+    assert torch_path.filled == numpy_path.filled
+    return np.concatenate(outs, -1)[0], np.concatenate(numpy_outs, -1)[0], numpy_path
+
+
+def _sine(host: int, model: int, samples: int) -> tuple[np.ndarray, float]:
+    f = 0.25 * min(host, model)
+    return (0.5 * np.sin(2 * np.pi * f * np.arange(samples) / host)).astype(np.float32)[None], f
+
+
+@pytest.mark.parametrize("host, model", PAIRS)
+def test_a_path_plays_a_sine_at_its_pitch_after_exactly_the_planned_delay(host: int, model: int):
+    """Torch and numpy paths around a pure delay: the sine comes out unchanged, ``delay`` late,
+    for calls of one size (the delay for that size) and of several (the any-size delay)."""
+    compression, model_delay = 256, 100
+    plan = plan_method("forward", model, host, 1, 1, model_delay, compression)
+    aligned = compression * host // model  # whole frames at the model's rate, when whole
+    buffers = [1000] + ([aligned] if compression * host % model == 0 else [])
+    for buffer in buffers:
+        x, f = _sine(host, model, host // 2 // buffer * buffer)
+        y, y_numpy, numpy_path = _through_paths(plan, x, [buffer] * (x.shape[-1] // buffer), model_delay)
+        np.testing.assert_allclose(y, y_numpy, rtol=0, atol=TOLERANCE)
+        delay = plan.call_delay(buffer)
+        assert delay == int(delay) and delay <= plan.delay and numpy_path.delay == delay
+        settled = np.arange(int(delay) + 2000, x.shape[-1] - 100)
+        expected = 0.5 * np.sin(2 * np.pi * f * (settled - int(delay)) / host)
+        assert np.abs(y[settled] - expected).max() < 1e-3, (host, model, buffer, delay)
+
+
+@pytest.mark.parametrize("host, model", [(96000, 48000), (96000, 16000), (48000, 16000)])
+def test_another_call_size_moves_the_output_to_the_any_size_delay_without_running_dry(host: int, model: int):
+    compression, model_delay = 256, 100
+    plan = plan_method("forward", model, host, 1, 1, model_delay, compression)
+    buffer = compression * host // model
+    assert plan.call_prefill(buffer) < plan.prefill  # frame-aligned calls need fewer zeros
+    x, f = _sine(host, model, 40 * buffer + 7 * 333)
+    y, _, numpy_path = _through_paths(plan, x, [buffer] * 20 + [1] + [333] * 7 + [buffer - 1] * 1 + [buffer] * 19,
+                                      model_delay)
+    assert numpy_path.delay == plan.delay and numpy_path.filled == plan.prefill
+    settled = np.arange(22 * buffer, x.shape[-1] - 100)
+    expected = 0.5 * np.sin(2 * np.pi * f * (settled - int(plan.delay)) / host)
+    assert np.abs(y[settled] - expected).max() < 1e-3
+
+
+def test_the_prefill_for_one_call_size_is_the_least_for_those_calls():
+    """Simulated over many calls, the file's (torch) and the engine's (numpy) arithmetic agree."""
+    from tildekit.models.resample import call_prefill as file_call_prefill
+    from tildekit.models.resample_plan import MAX_CYCLE_CALLS
+
+    for plan in _plans():
+        for buffer in (1, 64, 256, 1000, 1024, 1882, 2048, 4096):
+            units = buffer // plan.in_ratio if plan.in_ratio > 1 else buffer
+            if units == 0 or units % plan.step:
+                continue
+            least = plan.call_prefill(units)
+            assert least == file_call_prefill(plan.ints(), units, MAX_CYCLE_CALLS)
+            x = np.arange(1, 20001, dtype=np.int64) * units
+            y = np.array([plan.pre.produced(int(v)) for v in x])
+            z = (y // plan.granularity) * plan.granularity
+            w = np.array([plan.post.produced(int(v)) for v in z * plan.in_ratio // plan.out_ratio])
+            worst = max(0, int((x * plan.in_ratio // plan.out_ratio - w).max()))
+            assert least >= worst and least <= plan.prefill, (plan.method, plan.host_rate, buffer, least, worst)
+            if x.size >= 2 * plan_cycle(plan, units) > 0:
+                assert least == worst, (plan.method, plan.host_rate, buffer, least, worst)
+
+
+def plan_cycle(plan, units: int) -> int:
+    from tildekit.models.resample_plan import call_cycle
+
+    return call_cycle(plan.ints(), units)

@@ -68,7 +68,9 @@ def _aligned_error(streamed: torch.Tensor, whole: torch.Tensor, delay: int, warm
     return diff[..., warmup:].abs().max().item()
 
 
-@pytest.mark.parametrize("profile", PROFILES)
+# The full-size `default` profile takes most of this file's time: it runs with the slow tests.
+@pytest.mark.parametrize("profile", [pytest.param(p, marks=pytest.mark.slow) if p == "default" else p
+                                     for p in PROFILES])
 @torch.no_grad()
 def test_streaming_equality(profile: str) -> None:
     whole, stream = _pair(profile)

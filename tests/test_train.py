@@ -20,9 +20,13 @@ from tildekit.errors import TildekitError
 from tildekit.models import synthetic
 from tildekit.models.autoencoder import AutoEncoder
 from tildekit.models.config import TrainConfig, load_profile
-from tildekit.models.discriminator import (MultiDiscriminator, discriminator_hinge_loss,
-                                           feature_matching_loss, generator_hinge_loss,
-                                           split_real_fake)
+from tildekit.models.discriminator import (
+    MultiDiscriminator,
+    discriminator_hinge_loss,
+    feature_matching_loss,
+    generator_hinge_loss,
+    split_real_fake,
+)
 from tildekit.models.latent_stats import LatentStats, stats_from_latents
 from tildekit.models.losses import MultiScaleSTFTDistance, kl_divergence, kl_weight
 from tildekit.models.preprocess import preprocess
@@ -375,7 +379,7 @@ def test_run_dir_reader_errors(dataset: Path, tmp_path: Path) -> None:
         RunDir(tmp_path)
     (tmp_path / "profile.yaml").write_text(tiny().to_yaml())
     with pytest.raises(TildekitError, match="no checkpoint yet"):
-        RunDir(tmp_path).step
+        _ = RunDir(tmp_path).step
     result = CliRunner().invoke(cli, ["info", str(tmp_path)])
     assert result.exit_code == 2 and "no checkpoint yet" in result.output
 

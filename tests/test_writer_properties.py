@@ -25,14 +25,14 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import make_card
 from tildekit.errors import TildekitError
-from tildekit.models.atomic import atomic_path, atomic_write_text
-from tildekit.models.card import CardError, ModelCard
-from tildekit.models.names import MAX_NAME_LENGTH, check_name, name_problem, slug_name
+from tildekit.models.contract.atomic import atomic_path, atomic_write_text
+from tildekit.models.contract.card import CardError, ModelCard
+from tildekit.models.contract.names import MAX_NAME_LENGTH, check_name, name_problem, slug_name
 from tildekit.patches.graph import Graph
 from tildekit.patches.maxpat import max_comment, render_maxpat
 from tildekit.patches.pd import pd_comment, render_pd
-from tests.conftest import make_card
 
 PD = shutil.which("pd")
 PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -73,7 +73,7 @@ def _accepts_or_card_error(data: Any) -> None:
     # Accepted: the card is internally consistent and survives a write/read round trip.
     assert ModelCard.from_json(card.to_json()) == card
     assert name_problem(card.name) is None
-    for method, spec in card.methods.items():
+    for spec in card.methods.values():
         assert spec.in_ratio >= 1 and spec.out_ratio >= 1 and spec.in_channels >= 1
     for dim in card.latents:
         assert all(math.isfinite(v) for v in (dim.mean, dim.std, dim.minimum, dim.maximum))
@@ -238,7 +238,8 @@ def test_real_pd_reads_words_and_comments_as_written(tmp_path: Path) -> None:
     console = done.stdout + done.stderr
     for i in range(len(SAFE_LOOKING)):
         assert f"got-{i}: bang" in console, console
-    ours = [pd_atoms(line[len("#X text 10 "):]) for line in patch.read_text().split(";\n") if line.startswith("#X text")]
+    ours = [pd_atoms(line[len("#X text 10 "):]) for line in patch.read_text().split(";\n")
+            if line.startswith("#X text")]
     theirs = [pd_atoms(line[len("#X text 10 "):]) for line in resaved.read_text().split(";\n")
               if line.startswith("#X text")]
 

@@ -5,8 +5,8 @@
     audio ─► Features ─► f0 Hz, loudness dB ─► (× 2^(pitch_shift/12), + loudness_offset)
                                                    │
                                                    ▼
-                                       Decoder (MLP, GRU, MLP) ─► amplitudes ─► Harmonic ─► × harmonic_gain ─┐
-                                                                └► noise bands ─► FilteredNoise ─► × noise_gain ─(+)─► audio
+                              Decoder ─┬─ amplitudes ─► Harmonic ─► × harmonic_gain ───┐
+                                       └─ noise bands ─► FilteredNoise ─► × noise_gain ─(+)─► audio
 
 Streaming is a constructor argument, as for the autoencoder: ``DDSP(cfg, streaming=True)``
 keeps every state (input history, held f0, GRU hidden state, the oscillator's last frame and
@@ -30,7 +30,6 @@ synth      2 (f0, dB)   hop       1             1
 from __future__ import annotations
 
 import math
-from typing import Dict, Tuple
 
 import torch
 
@@ -41,7 +40,7 @@ from tildekit.models.ddsp.synth import FilteredNoise, Harmonic
 from tildekit.models.streaming import Stateful, reset_state
 
 # name -> (default, minimum, maximum); settable float attributes of the scripted model
-ATTRIBUTES: Dict[str, Tuple[float, float, float]] = {
+ATTRIBUTES: dict[str, tuple[float, float, float]] = {
     "pitch_shift": (0.0, -24.0, 24.0),  # semitones
     "loudness_offset": (0.0, -40.0, 40.0),  # dB
     "harmonic_gain": (1.0, 0.0, 4.0),
@@ -79,7 +78,7 @@ class DDSP(Stateful):
         harmonic, noise = self.render(f0, loudness)
         return harmonic * self.harmonic_gain + noise * self.noise_gain
 
-    def render(self, f0: torch.Tensor, loudness: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def render(self, f0: torch.Tensor, loudness: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """f0, loudness (B, F) -> harmonic and noise parts, each (B, 1, F * hop)."""
         amplitudes, magnitudes = self.decoder(f0, loudness)
         return self.harmonic(f0, amplitudes), self.noise(magnitudes)
@@ -100,17 +99,17 @@ def build_ddsp(cfg: DDSPConfig, streaming: bool) -> DDSP:
     return DDSP(cfg, streaming)
 
 
-def method_specs(model: DDSP) -> Dict[str, Tuple[int, int, int, int]]:
+def method_specs(model: DDSP) -> dict[str, tuple[int, int, int, int]]:
     """method -> (in_channels, in_ratio, out_channels, out_ratio)."""
     return {"forward": (1, 1, 1, 1), "features": (1, 1, 2, model.hop), "synth": (2, model.hop, 1, 1)}
 
 
-def method_delays(model: DDSP) -> Dict[str, int]:
+def method_delays(model: DDSP) -> dict[str, int]:
     """Samples by which a streaming method's output lags the whole-signal pass: none."""
     return {"forward": model.delay, "features": model.delay, "synth": model.delay}
 
 
-def analysis_latency(model: DDSP) -> Dict[str, float]:
+def analysis_latency(model: DDSP) -> dict[str, float]:
     """Where the features of a frame come from, in samples before the frame time (window centres).
 
     The streaming delay is 0 because every part is causal; a change in the input still reaches
@@ -134,7 +133,7 @@ def fft_flops(n: int) -> float:
     return 2.5 * n * math.log2(max(n, 2))
 
 
-def flops_per_second(cfg: DDSPConfig) -> Dict[str, float]:
+def flops_per_second(cfg: DDSPConfig) -> dict[str, float]:
     """FLOPs per second of audio of ``forward``, by part (analytic count, every op included)."""
     model = DDSP(cfg, streaming=False)
     rate, hop = cfg.sample_rate, cfg.hop

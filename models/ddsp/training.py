@@ -13,8 +13,9 @@ the result with the window. There is one phase and no critic.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import auraloss
 import torch
@@ -25,9 +26,19 @@ from tildekit.models.config import DDSPConfig, Profile
 from tildekit.models.dataset import AudioDataset, SequentialWindows
 from tildekit.models.ddsp.model import DDSP, analysis_latency, build_ddsp
 from tildekit.models.run import CHECKPOINT_FORMAT, PLOTS_DIR, read_metrics
-from tildekit.models.trainer import (ADAM_BETAS, VALIDATION_WINDOWS, Processes, Trainer, _check_dataset,
-                                     _seed_everything, _spread, restore_rng_state, rng_state,
-                                     training_window, write_plots)
+from tildekit.models.trainer import (
+    ADAM_BETAS,
+    VALIDATION_WINDOWS,
+    Processes,
+    Trainer,
+    _check_dataset,
+    _seed_everything,
+    _spread,
+    restore_rng_state,
+    rng_state,
+    training_window,
+    write_plots,
+)
 
 
 def alignment(model: DDSP) -> int:

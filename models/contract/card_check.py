@@ -1,7 +1,7 @@
 """The one validation point of model cards read from files.
 
 Every card that comes from outside (a ``.ts``/``.nm`` archive, ONNX metadata, a ``.json`` file)
-goes through :func:`check_card_data` before a :class:`~tildekit.models.card.ModelCard` is built,
+goes through :func:`check_card_data` before a :class:`~tildekit.models.contract.card.ModelCard` is built,
 so every consumer (info, patch, serve, bench, check, osc) only ever sees cards whose
 
 - fields have the right JSON types (an int is an int, not ``"abc"``, ``true`` or ``16000.5``),
@@ -20,10 +20,12 @@ tildekit reads back.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from tildekit.models.card import CARD_FORMAT, NN_TYPE_CODES, CardError
-from tildekit.models.names import NAME_ALPHABET, identifier_problem, name_problem, shown, text_problem
+from tildekit.models.contract.attributes import PER_DIMENSION_ATTRIBUTES
+from tildekit.models.contract.card_format import CARD_FORMAT, NN_TYPE_CODES, CardError
+from tildekit.models.contract.names import NAME_ALPHABET, identifier_problem, name_problem, shown, text_problem
 
 # Ranges: generous for any real model, small enough that nothing downstream can blow up.
 SAMPLE_RATE_RANGE = (1000, 768000)
@@ -53,9 +55,9 @@ METHOD_FIELDS = {"in_channels", "in_ratio", "out_channels", "out_ratio", "input_
                  "delay"}
 ATTRIBUTE_FIELDS = {"name", "types", "default", "minimum", "maximum", "description"}
 LATENT_FIELDS = {"mean", "std", "minimum", "maximum", "variance_ratio"}
-HOST_RATE_FIELDS = {"rate", "delays", "added_ms"}
+HOST_RATE_FIELDS = {"rate", "delays", "added_ms", "buffer_delays"}
+MAX_BUFFER_DELAYS = 16  # buffer sizes with their own delays, per host rate
 MAX_HOST_RATES = 16
-PER_DIMENSION_ATTRIBUTES = ("latent_bias", "latent_scale")
 
 
 def _fail(field: str, problem: str) -> CardError:
@@ -172,11 +174,22 @@ def _check_host_rate(i: int, entry: Any, methods: dict, max_delay: int) -> None:
     entry = _object(entry, field, HOST_RATE_FIELDS)
     _int(entry, "rate", f"{field}.rate", *SAMPLE_RATE_RANGE)
     for key in ("delays", "added_ms"):
-        table = entry.get(key)
-        if not isinstance(table, dict) or set(table) - set(methods):
-            raise _fail(f"{field}.{key}", "must map the card's methods to numbers")
-        for method, value in table.items():
-            _number(value, f"{field}.{key}.{method}", float(max_delay) * 10, low=0.0)
+        _check_method_numbers(entry.get(key), f"{field}.{key}", methods, max_delay)
+    buffers = entry.get("buffer_delays", {})
+    if not isinstance(buffers, dict) or len(buffers) > MAX_BUFFER_DELAYS:
+        raise _fail(f"{field}.buffer_delays", f"must map at most {MAX_BUFFER_DELAYS} buffer sizes to delays")
+    for size, table in buffers.items():
+        if not (isinstance(size, str) and size.isdigit() and size.isascii() and 0 < int(size) <= MAX_RATIO):
+            raise _fail(f"{field}.buffer_delays", f"has a key {shown(size)}, not a buffer size in samples")
+        _check_method_numbers(table, f"{field}.buffer_delays.{size}", methods, max_delay)
+
+
+def _check_method_numbers(table: Any, field: str, methods: dict, max_delay: int) -> None:
+    """A table from some of the card's methods to non-negative numbers (delays, milliseconds)."""
+    if not isinstance(table, dict) or set(table) - set(methods):
+        raise _fail(field, "must map the card's methods to numbers")
+    for method, value in table.items():
+        _number(value, f"{field}.{method}", float(max_delay) * 10, low=0.0)
 
 
 def _check_method(name: Any, spec: Any, max_delay: int) -> None:
@@ -306,7 +319,7 @@ def _check_extra(extra: Any, latent_size: int) -> None:
         if problem:
             raise _fail("extra", f"has an entry named {shown(key)}, which {problem}")
         _check_json(value, f"extra.{key}", 1, budget)
-    known: dict[str, Callable[[Any, str], None]] = {
+    known: dict[str, Callable[[Any, str], object]] = {
         "full_latent_size": lambda v, f: _check_full(v, f, latent_size),
         "kept_variance": lambda v, f: _number(v, f, 1.0, low=0.0),
         "latent_basis": lambda v, f: _text(v, f, MAX_SHORT_TEXT),

@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
-from tildekit.models.card import AttributeSpec, ModelCard
+from tildekit.models.contract.attributes import LATENT_BIAS, LATENT_SCALE
+from tildekit.models.contract.card import AttributeSpec, ModelCard
 
 GAIN_RANGE = (0.0, 16.0)
 SCALE_RANGE = (-16.0, 16.0)
@@ -39,7 +41,7 @@ ATTRIBUTE_LIMIT = 1e6
 # String attributes longer than this are not a setting but a mistake (or an attack).
 MAX_STRING = 256
 # The whole-vector attributes are other names for latent/bias and latent/scale.
-VECTOR_ATTRIBUTE_RANGES = {"latent_bias": BIAS_RANGE, "latent_scale": SCALE_RANGE}
+VECTOR_ATTRIBUTE_RANGES = {LATENT_BIAS: BIAS_RANGE, LATENT_SCALE: SCALE_RANGE}
 _INDEX = re.compile(r"[0-9]{1,9}")
 
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 TEMP_MARK = ".tmp"  # every temporary name ends with this (plus the destination's suffix)
 

@@ -13,17 +13,11 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-# Bump when a reader of an older tildekit could misread a newer card.
-CARD_FORMAT = 1
+from tildekit.models.contract.card_check import MAX_CARD_BYTES, check_card_data
+from tildekit.models.contract.card_format import CARD_FORMAT, NN_TYPE_CODES, CardError
+
 CARD_FILE_NAME = "tildekit.json"  # extra file in .ts / .nm archives
 CARD_ONNX_KEY = "tildekit.card"  # metadata_props key in .onnx files
-
-# nn~ attribute type codes (docs/contracts.md §1)
-NN_TYPE_CODES = {"bool": 0, "int": 1, "float": 2, "str": 3, "tensor": 4}
-
-
-class CardError(ValueError):
-    """A model card is missing, malformed or from a newer tildekit."""
 
 
 @dataclass(frozen=True)
@@ -79,13 +73,23 @@ class HostRate:
     """How the nn~ export plays at one host sample rate (resampled to and from the model's).
 
     ``delays``: per method, host samples from input to output, the model's own delay included
-    (whole numbers for audio outputs); ``added_ms``: what resampling adds to the method's own
-    delay. At the model's own rate nothing is added.
+    (whole numbers for audio outputs), whatever the sizes of the host's calls; ``added_ms``:
+    what resampling adds to the method's own delay then. ``buffer_delays``: the same delays
+    when every call brings one buffer of host samples (what hosts do), keyed by that buffer
+    size as a decimal string; they are never more than ``delays``, and less when the buffer
+    holds whole latent frames at the model's rate. At the model's own rate nothing is added.
     """
 
     rate: int
     delays: dict[str, float]
     added_ms: dict[str, float]
+    buffer_delays: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def delay(self, method: str, buffer: int | None = None) -> float:
+        """Host samples from input to output of ``method`` for calls of ``buffer`` host samples
+        (any sizes when None, or when the card has no figure for that buffer)."""
+        table = self.buffer_delays.get(str(buffer), {}) if buffer is not None else {}
+        return table.get(method, self.delays[method])
 
 
 @dataclass(frozen=True)
@@ -131,10 +135,8 @@ class ModelCard:
         return json.dumps(self.to_dict(), indent=1, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelCard":
+    def from_dict(cls, data: dict[str, Any]) -> ModelCard:
         """A card from its JSON form, validated first (``card_check``): raises CardError."""
-        from tildekit.models.card_check import check_card_data  # it imports this module
-
         check_card_data(data)
         try:
             methods = {k: MethodSpec(**v) for k, v in data["methods"].items()}
@@ -149,9 +151,7 @@ class ModelCard:
             raise CardError(f"malformed model card: {exc}") from None
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> "ModelCard":
-        from tildekit.models.card_check import MAX_CARD_BYTES
-
+    def from_json(cls, text: str | bytes) -> ModelCard:
         if len(text) > MAX_CARD_BYTES:
             raise CardError(f"model card is {len(text)} bytes long (a card is a few kB, at most "
                             f"{MAX_CARD_BYTES}): not a tildekit card")
@@ -163,10 +163,8 @@ class ModelCard:
             raise CardError(f"model card is not valid JSON ({' '.join(str(exc).split())[:200]})") from None
         return cls.from_dict(data)
 
-    def checked(self) -> "ModelCard":
+    def checked(self) -> ModelCard:
         """This card if it passes the reader's validation (writers call it before embedding)."""
-        from tildekit.models.card_check import check_card_data
-
         check_card_data(json.loads(self.to_json()))
         return self
 
