@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 
+from tildekit.cli import main as cli
 from tildekit.models import synthetic
 from tildekit.models.config import DDSPConfig, load_profile
 from tildekit.models.ddsp.features import Features
@@ -256,3 +258,15 @@ def test_tildekit_train_runs_a_ddsp_profile_and_resumes(dataset_48k: Path, tmp_p
     assert second.phase == "reconstruction" and math.isfinite(second.validation_distance)
     model = RunDir(run).load_model(streaming=True)
     assert isinstance(model, DDSP) and RunDir(run).profile == profile
+
+    info = CliRunner().invoke(cli, ["info", str(run)])
+    assert info.exit_code == 0, info.output
+    for expected in ["profile:           ddsp (family ddsp)", "step:              4", "48000 Hz",
+                     "60 harmonics", "GRU of 16", "streaming delay:   0 samples",
+                     f"parameters:        {sum(p.numel() for p in model.parameters()):,}", "distance"]:
+        assert expected in info.output, info.output
+    exported = CliRunner().invoke(cli, ["export", str(run), "--out", str(tmp_path / "out")])
+    assert exported.exit_code == 2, exported.output
+    lines = exported.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: exporting DDSP models is not available yet: ")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
