@@ -15,6 +15,8 @@ carried between calls (``hidden``, one row per stream) when streaming.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 
@@ -52,13 +54,15 @@ class Decoder(Stateful):
             self.head.bias[1 + cfg.n_harmonics:].fill_(-5.0)
         self.register_buffer("numbers", torch.arange(1, cfg.n_harmonics + 1, dtype=torch.float32),
                              persistent=False)
+        # (midi - 60) / 24 = log2(f0) / 2 + 0.375 - log2(440) / 2 and (dB + 50) / 25, as one affine map
+        self.register_buffer("scale", torch.tensor([0.5, 1.0 / 25.0]), persistent=False)
+        self.register_buffer("shift", torch.tensor([0.375 - 0.5 * math.log2(440.0), 2.0]), persistent=False)
         self.register_buffer("hidden", torch.zeros(1, MAX_BATCH_SIZE, width), persistent=False)
 
     def forward(self, f0: torch.Tensor, loudness: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """f0 (B, F) Hz, loudness (B, F) dB -> amplitudes (B, K, F), noise magnitudes (B, bands, F)."""
         batch = f0.shape[0]
-        midi = 69.0 + 12.0 * torch.log2(f0.clamp_min(1.0) / 440.0)
-        scaled = torch.stack([(midi - 60.0) / 24.0, (loudness + 50.0) / 25.0], -1)  # (B, F, 2)
+        scaled = torch.stack([torch.log2(f0.clamp_min(1.0)), loudness], -1) * self.scale + self.shift  # (B, F, 2)
         if self.streaming:
             start = self.hidden[:, :batch]
         else:
@@ -69,14 +73,14 @@ class Decoder(Stateful):
                 self.hidden = end.detach()
             else:
                 start.copy_(end.detach())
-        out = self.head(self.outputs(torch.cat([memory, scaled], -1)))  # (B, F, 1 + K + bands)
-        amplitude = exp_sigmoid(out[..., :1])
-        distribution = exp_sigmoid(out[..., 1: 1 + self.n_harmonics])
+        out = exp_sigmoid(self.head(self.outputs(torch.cat([memory, scaled], -1))))  # (B, F, 1 + K + bands)
+        amplitude = out[..., :1]
+        distribution = out[..., 1: 1 + self.n_harmonics]
         audible = (f0.unsqueeze(-1) * self.numbers < self.nyquist).to(distribution.dtype)
         distribution = distribution * audible
         distribution = distribution / distribution.sum(-1, keepdim=True).clamp_min(1e-7)
         harmonics = amplitude * distribution
-        noise = exp_sigmoid(out[..., 1 + self.n_harmonics:])
+        noise = out[..., 1 + self.n_harmonics:]
         return harmonics.transpose(1, 2), noise.transpose(1, 2)
 
     def reset_state(self) -> None:
