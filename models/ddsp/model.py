@@ -122,9 +122,8 @@ def analysis_latency(model: DDSP) -> dict[str, float]:
             "glide": float(model.hop)}
 
 
-# Cost per element of the elementwise operations counted below (FLOPs): a vectorised sine is a
-# range reduction and a polynomial (about 15), a float remainder a divide, floor and multiply-add.
-SINE_FLOPS = 15
+# Cost per element of the elementwise operations counted below (FLOPs): a float remainder is a
+# divide, floor and multiply-add.
 REMAINDER_FLOPS = 3
 
 
@@ -145,15 +144,20 @@ def flops_per_second(cfg: DDSPConfig) -> dict[str, float]:
     lowpass = 2 * model.analysis.taps * decimated if cfg.pitch_decimation > 1 else 0.0
     pitch = (3 * fft_flops(yin.n_fft) + 3 * yin.n_fft + 3 * yin.span
              + 12 * (yin.tau_max + 1) + 40)  # FFT correlation, energies, d and d', search
-    harmonic_per_sample = 10 + 3 + cfg.n_harmonics * (1 + REMAINDER_FLOPS + SINE_FLOPS + 4)
+    table = model.harmonic.table_size
+    # per block: two tables (mask, gains, inverse FFT, wrap); per sample: the phase (lerp,
+    # cumulative sum, remainder), table position and fraction, 4 reads, crossfade and lerp
+    harmonic_per_frame = 2 * (fft_flops(table) + 8 * (cfg.n_harmonics + 1) + table)
+    harmonic_per_sample = 3 + 1 + 2 + REMAINDER_FLOPS + 4 + 4 + 8 + 3
     taps = model.noise.taps
     n_fft = model.noise.n_fft
-    noise = fft_flops(taps) + taps + 3 * fft_flops(n_fft) + 3 * n_fft + 2 * hop
+    bins = n_fft // 2 + 1
+    noise = 2 * cfg.noise_bands * 2 * bins + 2 * fft_flops(n_fft) + 6 * bins + 2 * hop + taps
     return {
         "loudness": loudness * frames,
         "pitch": lowpass + pitch * frames,
         "decoder": decoder_flops_per_frame(cfg) * frames,
-        "harmonic": harmonic_per_sample * rate + 10 * cfg.n_harmonics * frames,
+        "harmonic": harmonic_per_sample * rate + harmonic_per_frame * frames,
         "noise": noise * frames,
         "mix": 3.0 * rate,
     }

@@ -153,16 +153,22 @@ class FilteredNoise(Stateful):
         self.n_fft = 1 << (hop + self.taps - 2).bit_length()
         self.streaming = streaming
         self.source = NoiseTable(1, 0, streaming, "uniform", seed=11)
-        self.register_buffer("window", torch.hann_window(self.taps, periodic=False), persistent=False)
+        # magnitudes -> the FIR's spectrum at n_fft points is linear: inverse FFT, centring
+        # (causal, linear phase), Hann window and FFT folded into one (bands, bins) matrix,
+        # stored as (real, imaginary) pairs
+        eye = torch.eye(bands, dtype=torch.float64)
+        impulse = torch.roll(torch.fft.irfft(eye.to(torch.complex128), self.taps), [self.taps // 2], [-1])
+        impulse = impulse * torch.hann_window(self.taps, periodic=False, dtype=torch.float64)
+        response = torch.view_as_real(torch.fft.rfft(impulse, self.n_fft)).reshape(bands, -1)
+        self.register_buffer("response", response.float(), persistent=False)
         self.register_buffer("tail", torch.zeros(MAX_BATCH_SIZE, self.taps - 1), persistent=False)
 
     def forward(self, magnitudes: torch.Tensor) -> torch.Tensor:
         """(B, bands, F) -> (B, 1, F * hop)."""
         batch, _, frames = magnitudes.shape
-        impulse = torch.fft.irfft(magnitudes.transpose(1, 2).to(torch.complex64), self.taps)
-        impulse = torch.roll(impulse, [self.taps // 2], [-1]) * self.window  # causal, linear phase
+        response = torch.matmul(magnitudes.transpose(1, 2), self.response).view(batch, frames, -1, 2)
         noise = self.source(batch, frames * self.hop, 0).reshape(batch, frames, self.hop)
-        filtered = torch.fft.irfft(torch.fft.rfft(impulse, self.n_fft) * torch.fft.rfft(noise, self.n_fft),
+        filtered = torch.fft.irfft(torch.view_as_complex(response) * torch.fft.rfft(noise, self.n_fft),
                                    self.n_fft)
         head = filtered[..., : self.hop]
         ring = filtered[..., self.hop: self.hop + self.taps - 1]  # (B, F, taps - 1)
