@@ -190,6 +190,19 @@ def test_oscillator_phase_stays_exact_over_a_long_stream():
     assert error < 2e-4
 
 
+def test_harmonic_synth_survives_a_non_finite_or_negative_f0():
+    """The wavetable index comes from the phase: a NaN or infinite f0 must not index outside the
+    tables (an exception in a host's audio thread), and the blocks before it stay clean."""
+    harmonic = Harmonic(60, SR, HOP, streaming=True)
+    f0 = torch.tensor([[220.0, 220.0, float("nan"), float("inf"), -50.0, 220.0]])
+    amplitudes = torch.full((1, 60, 6), 0.01)
+    with torch.no_grad():
+        out = harmonic(f0, amplitudes)
+        again = harmonic(f0, amplitudes)
+    assert out.shape == again.shape == (1, 1, 6 * HOP)
+    assert bool(torch.isfinite(out[..., : 2 * HOP]).all())
+
+
 def test_attributes_shift_pitch_and_loudness_and_gate_the_parts():
     torch.manual_seed(0)
     model = DDSP(TINY, streaming=False).eval()
