@@ -71,6 +71,11 @@ def core_from_run(run_dir: str | Path, latent_dims: int | None = None, fidelity:
     # before any work), the run folder's name is made safe.
     name = check_name(name, "--name") if name is not None else slug_name(Path(run_dir).resolve().name)
     run = RunDir(run_dir)
+    if run.profile.family != "autoencoder":
+        # the export targets, cards and checks take an autoencoder's methods and latent space
+        raise TildekitError(f"exporting DDSP models is not available yet: '{run.path}' is a "
+                            f"{run.profile.family} run (profile {run.profile.name}); the export targets "
+                            f"take autoencoder runs only")
     model = run.load_model(streaming=True)
     stats = run.latent_stats
     if stats is None:

@@ -128,8 +128,13 @@ COMMANDS.append(train_command)
 
 def describe_run(run: RunDir) -> str:
     """A readable summary of a training run: profile, step, losses and the model's shape."""
+    from tildekit.models.config import DDSPConfig, TrainConfig
+
+    if isinstance(run.profile.model, DDSPConfig):
+        return describe_ddsp_run(run)
     model = run.load_model(streaming=True)
     cfg = run.profile.model
+    assert isinstance(run.profile.train, TrainConfig)
     rate = cfg.sample_rate
     ms = lambda samples: f"{1000.0 * samples / rate:.1f} ms"  # noqa: E731
     parameters = sum(p.numel() for p in model.parameters())
@@ -146,11 +151,44 @@ def describe_run(run: RunDir) -> str:
         f"{model.encode_delay}, decode {model.decode_delay}",
         f"parameters:        {parameters:,}",
     ]
-    metrics = run.metrics
-    losses = {k: v for k, v in metrics.items()
-              if k not in ("step", "phase", "time", "steps_per_second", "validation_step", "kl_weight")}
-    if losses:
-        lines.append("losses:            " + ", ".join(
-            f"{k} {v:.4g}" for k, v in losses.items() if isinstance(v, (int, float))))
+    lines += _losses(run)
     lines.append(f"latent statistics: {'yes' if run.latent_stats is not None else 'not yet'}")
     return "\n".join(lines)
+
+
+def _losses(run: RunDir) -> list[str]:
+    losses = {k: v for k, v in run.metrics.items()
+              if k not in ("step", "phase", "time", "steps_per_second", "validation_step", "kl_weight")}
+    if not losses:
+        return []
+    return ["losses:            " + ", ".join(
+        f"{k} {v:.4g}" for k, v in losses.items() if isinstance(v, (int, float)))]
+
+
+def describe_ddsp_run(run: RunDir) -> str:
+    """The summary of a DDSP run: its controls, synth and decoder instead of a latent space."""
+    from tildekit.models.config import DDSPConfig
+    from tildekit.models.ddsp.model import analysis_latency
+
+    model = run.load_model(streaming=True)
+    cfg = run.profile.model
+    assert isinstance(cfg, DDSPConfig)
+    rate = cfg.sample_rate
+    ms = lambda samples: f"{1000.0 * samples / rate:.1f} ms"  # noqa: E731
+    latency = analysis_latency(model)
+    parameters = sum(p.numel() for p in model.parameters())
+    lines = [
+        f"run:               {run.path}",
+        f"profile:           {run.profile.name} (family ddsp)",
+        f"step:              {run.step} (checkpoint {run.checkpoint_path.name})",
+        f"sample rate:       {rate} Hz, mono",
+        f"controls:          f0 {cfg.f0_min:g}-{cfg.f0_max:g} Hz and loudness every {cfg.hop} samples "
+        f"({rate / cfg.hop:.2f} frames/s)",
+        f"synth:             {cfg.n_harmonics} harmonics, {cfg.noise_bands} noise bands",
+        f"decoder:           GRU of {cfg.hidden}",
+        f"streaming delay:   0 samples; the sound follows the input by its analysis windows "
+        f"(loudness centre {ms(latency['loudness_window_centre'])}, pitch centre "
+        f"{ms(latency['pitch_window_centre'])}) plus up to {ms(latency['glide'])} of glide",
+        f"parameters:        {parameters:,}",
+    ]
+    return "\n".join(lines + _losses(run))

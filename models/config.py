@@ -6,6 +6,9 @@ A profile is one YAML file with two sections::
     model: {sample_rate: 16000, n_band: 4, ...}     # -> ModelConfig
     train: {batch_size: 8, window: 16384, ...}      # -> TrainConfig
 
+An optional top-level ``family`` picks the model family: ``autoencoder`` (the default, the
+sections above) or ``ddsp`` (``model`` -> DDSPConfig, ``train`` -> DDSPTrainConfig).
+
 Shipped profiles live in ``models/profiles/NAME.yaml`` and are selected by name; a user may
 pass a path to their own file instead, and override single fields with ``section.field=value``.
 Unknown fields and values of the wrong type are errors that name the field.
@@ -154,6 +157,104 @@ class TrainConfig:
                                                f"got {self.discriminator_periods}")
 
 
+@dataclass(frozen=True)
+class DDSPConfig:
+    """Architecture of a DDSP timbre-transfer model (models/ddsp): features -> decoder -> synth."""
+
+    sample_rate: int = 48000
+    channels: int = 1  # mono in, mono out
+    hop: int = 240  # samples per control frame
+    n_harmonics: int = 100
+    noise_bands: int = 65  # filtered-noise magnitudes; FIR of 2 * (bands - 1) taps
+    hidden: int = 512  # decoder width (MLPs and GRU)
+    f0_min: float = 40.0  # Hz, the pitch tracker's range
+    f0_max: float = 2000.0
+    pitch_decimation: int = 3  # the tracker runs at sample_rate / this
+    pitch_threshold: float = 0.1  # YIN's absolute threshold on the normalised difference
+    voicing_threshold: float = 0.35  # aperiodicity above this: unvoiced, the last f0 is held
+    silence_db: float = -70.0  # frames quieter than this hold the last f0 too
+    loudness_window: int = 1024  # samples of the A-weighted loudness analysis
+
+    @property
+    def family(self) -> str:
+        return "ddsp"
+
+    @property
+    def compression(self) -> int:
+        """Audio samples per control frame: what windows and buffers are multiples of."""
+        return self.hop
+
+    def validate(self, origin: str) -> None:
+        def bad(name: str, why: str) -> ProfileError:
+            return ProfileError(f"{origin}: model.{name} {why}")
+
+        for name in ["sample_rate", "hop", "n_harmonics", "hidden", "pitch_decimation",
+                     "loudness_window"]:
+            if getattr(self, name) < 1:
+                raise bad(name, f"must be >= 1, got {getattr(self, name)}")
+        if self.channels != 1:
+            raise bad("channels", f"must be 1 (the DDSP model is mono), got {self.channels}")
+        if self.noise_bands < 2:
+            raise bad("noise_bands", f"must be >= 2, got {self.noise_bands}")
+        if 2 * (self.noise_bands - 1) - 1 > self.hop:
+            raise bad("noise_bands", f"gives a noise FIR of {2 * (self.noise_bands - 1)} taps, longer "
+                                     f"than hop + 1 = {self.hop + 1}: use at most {self.hop // 2 + 1} bands")
+        if self.hop % self.pitch_decimation:
+            raise bad("hop", f"must be a multiple of model.pitch_decimation ({self.pitch_decimation})")
+        for name in ["f0_min", "f0_max", "pitch_threshold", "voicing_threshold", "silence_db"]:
+            if not math.isfinite(getattr(self, name)):
+                raise bad(name, f"must be a finite number, got {getattr(self, name)}")
+        pitch_rate = self.sample_rate / self.pitch_decimation
+        if not 0 < self.f0_min < self.f0_max <= pitch_rate / 4:
+            raise bad("f0_max", f"needs 0 < f0_min < f0_max <= {pitch_rate / 4:g} Hz (a quarter of "
+                                f"the tracker's rate), got {self.f0_min:g}..{self.f0_max:g}")
+        if not 0 < self.pitch_threshold < 1 or not 0 < self.voicing_threshold <= 1:
+            raise bad("pitch_threshold", "and model.voicing_threshold must be in (0, 1)")
+
+
+@dataclass(frozen=True)
+class DDSPTrainConfig:
+    """Optimisation settings of a DDSP model: one reconstruction phase, no critic."""
+
+    batch_size: int = 8
+    window: int = 48000  # samples per training example (rounded up to the hop)
+    learning_rate: float = 1e-3
+    stft_scales: list[int] = field(default_factory=lambda: [2048, 1024, 512, 256, 128, 64])
+    checkpoint_every: int = 5000
+    validate_every: int = 2000
+    validation_fraction: float = 0.05
+    max_steps: int = 300_000
+    seed: int = 0
+    num_workers: int = 0
+
+    def validate(self, origin: str) -> None:
+        def bad(name: str, why: str) -> ProfileError:
+            return ProfileError(f"{origin}: train.{name} {why}")
+
+        for name in ["learning_rate", "validation_fraction"]:
+            if not math.isfinite(getattr(self, name)):
+                raise bad(name, f"must be a finite number, got {getattr(self, name)}")
+        for name in ["batch_size", "window", "checkpoint_every", "validate_every", "max_steps"]:
+            if getattr(self, name) < 1:
+                raise bad(name, f"must be >= 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise bad("learning_rate", f"must be > 0, got {self.learning_rate}")
+        if not 0 <= self.num_workers <= MAX_WORKERS:
+            raise bad("num_workers", f"must be in [0, {MAX_WORKERS}], got {self.num_workers}")
+        if not 0 <= self.seed < 2 ** 32:
+            raise bad("seed", f"must be in [0, 2**32), got {self.seed}")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise bad("validation_fraction", f"must be in [0, 1), got {self.validation_fraction}")
+        if not self.stft_scales or any(s < MIN_STFT_SCALE for s in self.stft_scales):
+            raise bad("stft_scales", f"must be a non-empty list of FFT sizes >= {MIN_STFT_SCALE}, "
+                                     f"got {self.stft_scales}")
+        if len(set(self.stft_scales)) != len(self.stft_scales):
+            raise bad("stft_scales", f"lists a size twice: {self.stft_scales}")
+
+
+FAMILIES = {"autoencoder": (ModelConfig, TrainConfig), "ddsp": (DDSPConfig, DDSPTrainConfig)}
+
+
 # Settings a run may change when it continues (``tildekit train ... --resume --set``): they steer
 # the optimisation from the next step on without breaking the checkpoint or the replayed data
 # order. Everything else (architecture, batch, window, seed, data split, phase boundary, losses'
@@ -166,11 +267,17 @@ RESUMABLE_SETTINGS = ("train.learning_rate", "train.kl_beta", "train.kl_warmup",
 @dataclass(frozen=True)
 class Profile:
     name: str
-    model: ModelConfig
-    train: TrainConfig
+    model: ModelConfig | DDSPConfig
+    train: TrainConfig | DDSPTrainConfig
+
+    @property
+    def family(self) -> str:
+        return "ddsp" if isinstance(self.model, DDSPConfig) else "autoencoder"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "model": dataclasses.asdict(self.model),
+        # autoencoder profiles are written as before (no family key)
+        family = {} if self.family == "autoencoder" else {"family": self.family}
+        return {"name": self.name, **family, "model": dataclasses.asdict(self.model),
                 "train": dataclasses.asdict(self.train)}
 
     def to_yaml(self) -> str:
@@ -266,10 +373,14 @@ def profile_from_dict(data: Mapping[str, Any], origin: str = "profile",
                       default_name: str = "custom") -> Profile:
     if not isinstance(data, Mapping):
         raise ProfileError(f"{origin}: must be a mapping with 'model' and 'train' sections")
-    unknown = set(data) - {"name", "model", "train"}
+    unknown = set(data) - {"name", "family", "model", "train"}
     if unknown:
         raise ProfileError(f"{origin}: unknown top-level field(s) {sorted(unknown)}; "
-                           "expected name, model, train")
+                           "expected name, family, model, train")
+    family = data.get("family", "autoencoder")
+    if family not in FAMILIES:
+        raise ProfileError(f"{origin}: family must be one of {', '.join(FAMILIES)}, got {family!r}")
+    model_type, train_type = FAMILIES[family]
     sections: dict[str, dict[str, Any]] = {"model": dict(data.get("model") or {}),
                                            "train": dict(data.get("train") or {})}
     for text in overrides:
@@ -277,8 +388,8 @@ def profile_from_dict(data: Mapping[str, Any], origin: str = "profile",
         if section not in sections:
             raise ProfileError(f"override {text!r}: section must be 'model' or 'train'")
         sections[section][name] = value
-    model = _build(ModelConfig, sections["model"], "model", origin)
-    train = _build(TrainConfig, sections["train"], "train", origin)
+    model = _build(model_type, sections["model"], "model", origin)
+    train = _build(train_type, sections["train"], "train", origin)
     model.validate(origin)
     train.validate(origin)
     return Profile(name=str(data.get("name", default_name)), model=model, train=train)

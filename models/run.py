@@ -27,10 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn as nn
 import yaml
 
 from tildekit.errors import TildekitError
-from tildekit.models.config import Profile, ProfileError, profile_from_dict
+from tildekit.models.config import DDSPConfig, Profile, ProfileError, profile_from_dict
 from tildekit.models.latent_stats import FILE_NAME as LATENT_STATS_FILE
 from tildekit.models.latent_stats import LatentStats
 
@@ -167,10 +168,17 @@ class RunDir:
         return int(self.checkpoint["step"])
 
     def load_model(self, streaming: bool):
-        """The checkpoint's autoencoder in eval mode (weight norm still applied)."""
+        """The checkpoint's model in eval mode (an autoencoder's weight norm still applied)."""
         from tildekit.models.autoencoder import EarlierLayout, build_model, load_weights
 
-        model = build_model(self.profile.model, streaming)
+        cfg = self.profile.model
+        model: nn.Module
+        if isinstance(cfg, DDSPConfig):
+            from tildekit.models.ddsp.model import build_ddsp
+
+            model = build_ddsp(cfg, streaming)
+        else:
+            model = build_model(cfg, streaming)
         try:
             load_weights(model, self.checkpoint["model"])
         except EarlierLayout as exc:

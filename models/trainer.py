@@ -624,7 +624,14 @@ def _train(dataset_dir: Path, run_dir: Path, profile: Profile | None, steps: int
     if checkpoint is not None:
         _resume_with(checkpoint, profile)
     cfg = profile.train
-    trainer = Trainer(dataset_dir, run_dir, profile, checkpoint, processes, device)
+    if profile.family == "ddsp":
+        from tildekit.models.ddsp.training import DDSPTrainer
+
+        trainer: Trainer = DDSPTrainer(dataset_dir, run_dir, profile, checkpoint, processes, device)
+        adversarial_start = math.inf  # one phase
+    else:
+        trainer = Trainer(dataset_dir, run_dir, profile, checkpoint, processes, device)
+        adversarial_start = cfg.adversarial_start
     start = trainer.step
     target = steps if steps is not None else cfg.max_steps
     if target < 1:
@@ -654,7 +661,7 @@ def _train(dataset_dir: Path, run_dir: Path, profile: Profile | None, steps: int
                         generator=torch.Generator().manual_seed(cfg.seed))
     if processes.main and start == 0:
         trainer.validate()  # the untrained baseline
-        if cfg.adversarial_start == 0:
+        if adversarial_start == 0:
             trainer.save_latent_stats()
 
     bar = tqdm(total=target, initial=start, unit="step", dynamic_ncols=True,
@@ -662,7 +669,7 @@ def _train(dataset_dir: Path, run_dir: Path, profile: Profile | None, steps: int
     done, training_seconds = 0, 0.0  # speed counts training steps, not validation or saving
     try:
         for batch in loader:
-            if trainer.step >= cfg.adversarial_start and not trainer.adversarial:
+            if trainer.step >= adversarial_start and not trainer.adversarial:
                 trainer.set_phase(True)
             began = time.perf_counter()
             try:
@@ -683,11 +690,11 @@ def _train(dataset_dir: Path, run_dir: Path, profile: Profile | None, steps: int
                 trainer.flush_train_record()
             if not processes.main:
                 continue
-            if step == cfg.adversarial_start:
+            if step == adversarial_start:
                 trainer.save_latent_stats()  # phase 1 is over: its latent space is final
             if step % cfg.validate_every == 0:
                 trainer.validate()
-            if step == target and step < cfg.adversarial_start:
+            if step == target and step < adversarial_start:
                 trainer.save_latent_stats()  # phase 1 never ended: stats of the latest encoder
             if step % cfg.checkpoint_every == 0 or step == target:
                 if step == target and step % cfg.validate_every:
