@@ -117,6 +117,12 @@ def group_matrices(bank: np.ndarray, up: int, down: int, offset: int) -> tuple[n
     return matrices, starts.astype(np.int64)
 
 
+def produced(count: int, up: int, down: int, offset: int) -> int:
+    """Outputs available after ``count`` input samples (``count >= 0``): output ``n`` sits at
+    common-rate time ``n * down + offset`` and exists once input ``t // up`` has arrived."""
+    return max(0, (count * up + down - 1 - offset) // down)
+
+
 def reduced_ratio(in_rate: int, out_rate: int) -> tuple[int, int]:
     """``(up, down)`` with ``out_rate / in_rate = up / down`` in lowest terms."""
     if in_rate <= 0 or out_rate <= 0:

@@ -28,8 +28,7 @@ from fractions import Fraction
 import numpy as np
 
 from tildekit.models.contract.card import HostRate, MethodSpec
-from tildekit.models.resample_design import Prototype, hold_prototype, reduced_ratio, sinc_prototype
-from tildekit.models.resample_stream import produced
+from tildekit.models.resample_design import Prototype, hold_prototype, produced, reduced_ratio, sinc_prototype
 
 # The host rates every export is planned, checked and documented for.
 HOST_RATES = (44100, 48000, 88200, 96000)

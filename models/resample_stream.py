@@ -24,17 +24,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tildekit.models.resample_design import group_matrices
+from tildekit.models.resample_design import group_matrices, produced
 
 if TYPE_CHECKING:
     from fractions import Fraction
 
     from tildekit.models.resample_plan import MethodPlan
-
-
-def produced(count: int, up: int, down: int, offset: int) -> int:
-    """Outputs available after ``count`` input samples (``count >= 0``)."""
-    return max(0, (count * up + down - 1 - offset) // down)
 
 
 class PolyphaseStream:
