@@ -33,7 +33,7 @@ calls ``set_sample_rate`` with an uninitialised value, where an exception would 
 
 # No `from __future__ import annotations`: TorchScript reads the class annotations as types.
 import linecache
-from typing import Any, Dict, List, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -182,6 +182,10 @@ class NNTildeHost(nn.Module):
 class AutoencoderAttributes:
     """The autoencoder's attributes (temperature, latent bias / scale) over an ExportCore; the
     vector setters, whose signatures depend on K, come from :func:`_vector_setters`."""
+
+    if TYPE_CHECKING:  # set by nn_tilde_module; not class annotations, which TorchScript would read
+        core: ExportCore
+        temperature_max: float
 
     @torch.jit.export
     def get_temperature(self) -> List[float]:

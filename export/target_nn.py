@@ -35,8 +35,9 @@ class NnTarget(Target):
 
 
 def export_nn(core: ExportCore | Exportable, card: ModelCard, path: str | Path, quick: bool = False) -> Path:
-    """Script ``core`` (the autoencoder's ExportCore, or any family's Exportable) as an nn~ module and write it to ``path`` (``.ts``), checked before it
-    is renamed into place; a failing check raises TildekitError naming each failed item."""
+    """Script ``core`` (the autoencoder's ExportCore, or any family's Exportable) as an nn~
+    module and write it to ``path`` (``.ts``), checked before it is renamed into place; a
+    failing check raises TildekitError naming each failed item."""
     from tildekit.export.nn_tilde import script_nn_tilde
 
     path = Path(path)

@@ -7,7 +7,6 @@ that a target refuses on purpose is listed in ``REFUSED`` with the refusal's wor
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import List
 
 import torch
 from torch import Tensor, nn
@@ -66,7 +65,7 @@ def tiny_gain() -> tuple[Exportable, ModelCard]:
     audio_in, audio_out = ["audio in"], ["audio out"]
     methods = {"forward": MethodSpec(1, 1, 1, 1, audio_in, audio_out, 0),
                "level": MethodSpec(1, 1, 1, GAIN_HOP, audio_in, ["level"], 0)}
-    attributes: List[AttributeSpec] = [
+    attributes: list[AttributeSpec] = [
         AttributeSpec("gain", ["float"], [1.0], 0.0, 2.0, "output gain"),
         AttributeSpec("smooth", ["float"], [0.5], 0.0, 1.0, "weight of the previous sample"),
     ]
