@@ -12,8 +12,8 @@ from pathlib import Path
 
 import click
 
-from tildekit.models.contract.hosts import DEFAULT_BUFFER
 from tildekit.models.contract.card import DEFAULT_FAMILY
+from tildekit.models.contract.hosts import DEFAULT_BUFFER
 
 COMMANDS: list[click.Command] = []
 

@@ -17,7 +17,7 @@ from tildekit import __version__
 from tildekit.export.exportable import Exportable, StreamingExport
 from tildekit.models.contract.attributes import LATENT_BIAS, LATENT_SCALE, RESET, TEMPERATURE, TEMPERATURE_MAX
 from tildekit.models.contract.card import AttributeSpec, LatentDim, MethodSpec, ModelCard
-from tildekit.models.resample_plan import host_rate_table
+from tildekit.models.resample_plan import card_buffers, host_rate_table
 
 if TYPE_CHECKING:
     from tildekit.export.core import ExportCore
@@ -139,6 +139,6 @@ def card_from_exportable(model: Exportable, name: str, profile_name: str = "", s
         torch_version=torch.__version__,
         tildekit_version=__version__,
         extra=dict(extra or {}),
-        host_rates=host_rate_table(model.sample_rate, methods, compression),
+        host_rates=host_rate_table(model.sample_rate, methods, compression, buffers=card_buffers(compression)),
         family=model.family,
     ).checked()
