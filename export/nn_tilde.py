@@ -292,6 +292,8 @@ def _routes(card: ModelCard, methods: Sequence[str]) -> type:
 
 
 _TYPES = {"float": "float", "int": "int", "bool": "bool"}
+# Attribute names whose get_/set_ the host wrapper defines itself (reset is routed there too).
+_HOST_ATTRIBUTES = ("sample_rate", HOST_RATE_ATTRIBUTE, "methods", "attributes")
 
 
 def _attribute_source(spec: AttributeSpec) -> str:
@@ -364,6 +366,11 @@ def generic_nn_tilde_module(model: Exportable, card: ModelCard) -> nn.Module:
         problem = identifier_problem(name)
         if problem:
             raise TildekitError(f"{card.name}: {name!r} {problem}")
+    taken = [m for m in methods if m != "forward" and (hasattr(NNTildeHost, m) or m.startswith(("get_", "set_")))]
+    taken += [a.name for a in card.attributes if a.name in _HOST_ATTRIBUTES]
+    if taken:
+        raise TildekitError(f"{card.name}: {', '.join(taken)} would shadow what nn~ calls on every export "
+                            f"(get_/set_ methods, {', '.join(_HOST_ATTRIBUTES)}): rename them")
     missing = [m for m in methods if not callable(getattr(model.module, m, None))]
     missing += [a.name for a in card.attributes if a.name != RESET and not hasattr(model.module, a.name)]
     if missing:

@@ -128,3 +128,17 @@ def test_nn_attributes_are_settable_as_nn_sets_them(family: str, tmp_path: Path)
         assert list(getattr(module, f"get_{spec.name}")()) == pytest.approx([spec.maximum])
         with pytest.raises(Exception, match=spec.name):
             nn_set(module, spec.name, [spec.maximum + 1.0])
+
+
+def test_nn_refuses_names_that_would_shadow_the_host_interface(tmp_path: Path):
+    import dataclasses
+
+    from tildekit.export.model_card import card_from_exportable
+    from tildekit.models.contract.card import AttributeSpec
+
+    model, _ = FAMILIES["gain"]()
+    clash = dataclasses.replace(model, attributes=[AttributeSpec("sample_rate", ["float"], [1.0], 0.0, 2.0)])
+    card = card_from_exportable(clash, "clash")
+    with pytest.raises(TildekitError, match="sample_rate would shadow"):
+        export_core(clash, card, ["nn"], tmp_path, buffer=128, quick=True)
+    assert not list(tmp_path.iterdir())
