@@ -133,10 +133,12 @@ def test_nn_attributes_are_settable_as_nn_sets_them(family: str, tmp_path: Path)
 def test_nn_refuses_names_that_would_shadow_the_host_interface(tmp_path: Path):
     import dataclasses
 
+    from tildekit.export.exportable import StreamingExport
     from tildekit.export.model_card import card_from_exportable
     from tildekit.models.contract.card import AttributeSpec
 
     model, _ = FAMILIES["gain"]()
+    assert isinstance(model, StreamingExport)
     clash = dataclasses.replace(model, attributes=[AttributeSpec("sample_rate", ["float"], [1.0], 0.0, 2.0)])
     card = card_from_exportable(clash, "clash")
     with pytest.raises(TildekitError, match="sample_rate would shadow"):
