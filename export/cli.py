@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from tildekit.models.contract.card import DEFAULT_FAMILY
 from tildekit.models.contract.hosts import DEFAULT_BUFFER
 
 COMMANDS: list[click.Command] = []
@@ -33,9 +34,12 @@ def describe_file(path: str | Path) -> str:
         return _describe_derived(path, card, FOREIGN_NOTE)
     lines = [
         f"{path.name}: model {card.name!r}",
-        f"  sample rate {card.sample_rate} Hz, {card.channels} channel(s), compression {card.compression} "
-        f"samples per latent frame, {card.latent_size} latent dims"
-        + (f" (of {card.extra['full_latent_size']})" if "full_latent_size" in card.extra else ""),
+        (f"  sample rate {card.sample_rate} Hz, {card.channels} channel(s), compression {card.compression} "
+         f"samples per latent frame, {card.latent_size} latent dims"
+         + (f" (of {card.extra['full_latent_size']})" if "full_latent_size" in card.extra else "")
+         if card.family == DEFAULT_FAMILY else
+         f"  {card.family} model: sample rate {card.sample_rate} Hz, {card.channels} channel(s), "
+         f"frames of {card.compression} samples"),
         f"  delay {card.delay} samples ({card.delay_ms:.1f} ms) for forward, model only (host buffering extra)",
         f"  profile {card.profile or '?'}, step {card.step}, torch {card.torch_version or '?'}, "
         f"tildekit {card.tildekit_version or '?'}",

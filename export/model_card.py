@@ -1,4 +1,5 @@
-"""Derive the model card of an export from its ExportCore: the ONE place that does it.
+"""Derive the model card of an export from its ExportCore (or, for any other family, from its
+Exportable: :func:`card_from_exportable`): the ONE place that does it.
 
 Every exporter (nn~, Neutone, ONNX) calls :func:`card_from_core`, so the methods table, the
 delays, the attribute specs and the per-dimension latent statistics are identical in every
@@ -8,15 +9,15 @@ file exported from one run.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from tildekit import __version__
-from tildekit.export.exportable import StreamingExport
+from tildekit.export.exportable import Exportable, StreamingExport
 from tildekit.models.contract.attributes import LATENT_BIAS, LATENT_SCALE, RESET, TEMPERATURE, TEMPERATURE_MAX
 from tildekit.models.contract.card import AttributeSpec, LatentDim, MethodSpec, ModelCard
-from tildekit.models.resample_plan import host_rate_table
+from tildekit.models.resample_plan import card_buffers, host_rate_table
 
 if TYPE_CHECKING:
     from tildekit.export.core import ExportCore
@@ -106,3 +107,38 @@ def card_from_core(core: ExportCore, name: str, latent_stats: LatentStats | None
 def _finite(value: float, fallback: float = 0.0) -> float:
     value = float(value)
     return value if math.isfinite(value) else fallback
+
+
+RESET_SPEC = AttributeSpec(RESET, ["bool"], [False], description="true clears the streaming state (as a fresh load)")
+
+
+def card_from_exportable(model: Exportable, name: str, profile_name: str = "", step: int = 0,
+                         extra: dict[str, Any] | None = None) -> ModelCard:
+    """The model card of any family's :class:`Exportable` (the autoencoder's is :func:`card_from_core`).
+
+    ``latent_size`` is 0 (no latent attributes), ``compression`` the highest ratio of the
+    methods (the frame the host-rate plans run whole), and ``reset`` is appended to the
+    attributes unless the family lists it: every nn~ export has it.
+    """
+    methods = dict(model.methods)
+    compression = max(max(m.in_ratio, m.out_ratio) for m in methods.values())
+    attributes = list(model.attributes)
+    if all(a.name != RESET for a in attributes):
+        attributes.append(RESET_SPEC)
+    return ModelCard(
+        name=name,
+        sample_rate=model.sample_rate,
+        channels=model.channels,
+        compression=compression,
+        latent_size=0,
+        methods=methods,
+        attributes=attributes,
+        delay=model.delay,
+        profile=profile_name,
+        step=step,
+        torch_version=torch.__version__,
+        tildekit_version=__version__,
+        extra=dict(extra or {}),
+        host_rates=host_rate_table(model.sample_rate, methods, compression, buffers=card_buffers(compression)),
+        family=model.family,
+    ).checked()

@@ -19,14 +19,16 @@ model card. The file is written and checked by export/target_neutone.py:
 # No ``from __future__ import annotations`` here: TorchScript must see the real class-level
 # annotations of TildekitW2W (its metadata attributes are typed dicts of Union values).
 import json
+import linecache
 import math
+from dataclasses import replace
 from typing import Any, Dict, List, Optional, Union
 
 import torch
 from torch import Tensor, nn
 
 from tildekit.errors import TildekitError
-from tildekit.export.exportable import require_matches_card
+from tildekit.export.exportable import Exportable, require_matches_card
 from tildekit.export.neutone_contract import (
     CORE_METADATA_KEYS,
     CORE_PRESERVED_ATTRIBUTES,
@@ -40,7 +42,7 @@ from tildekit.export.neutone_metadata import (
     with_sounds,
 )
 from tildekit.export.neutone_queue import N_PARAMS
-from tildekit.models.contract.card import ModelCard
+from tildekit.models.contract.card import AttributeSpec, ModelCard
 from tildekit.models.contract.hosts import neutone_native_buffers
 
 CHAOS_MAX_STD = 2.0  # chaos at 1 adds noise of 2 latent stds
@@ -347,3 +349,117 @@ def _latent_stats(card: ModelCard) -> tuple[Tensor, Tensor]:
         std = torch.tensor([d.std if d.std > 0 else 1.0 for d in card.latents], dtype=torch.float32)
         return mean, std
     return torch.zeros(card.latent_size), torch.ones(card.latent_size)
+
+
+def knob_attributes(card: ModelCard) -> tuple[list[AttributeSpec], list[str]]:
+    """The attributes the Neutone knobs drive: single floats with a range, the first four; and
+    the names of the other such attributes, which no knob reaches."""
+    ranged = [a for a in card.attributes if a.types == ["float"] and a.minimum is not None
+              and a.maximum is not None and a.maximum > a.minimum]
+    return ranged[:N_PARAMS], [a.name for a in ranged[N_PARAMS:]]
+
+
+_KNOBS_TEMPLATE = '''
+class KnobSetters:
+    def apply_knobs(self, knobs: Tensor) -> None:
+        pass
+{lines}'''
+
+
+def _knob_setters(knobs: list[AttributeSpec]) -> type:
+    """A mixin whose ``apply_knobs`` maps knob i in [0, 1] to attribute i's range (generated:
+    TorchScript sets attributes by name only)."""
+    lines = [f"        self.model.{a.name} = {float(a.minimum)!r} + {float(a.maximum) - float(a.minimum)!r} "
+             f"* float(knobs[{i}].item())\n" for i, a in enumerate(knobs)]
+    source = _KNOBS_TEMPLATE.format(lines="".join(lines))
+    filename = f"<tildekit-neutone-knobs-{'-'.join(a.name for a in knobs)}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    namespace: Dict[str, Any] = {"torch": torch, "Tensor": Tensor}
+    exec(compile(source, filename, "exec"), namespace)
+    return namespace["KnobSetters"]
+
+
+class GenericW2WBase(NeutoneW2WBase):
+    """The SDK's WaveformToWaveformBase over any family's streaming module with an audio ->
+    audio ``forward``: up to four float attributes are the knobs (range mapped to [0, 1]).
+
+    Built by :func:`generic_w2w`; ``apply_knobs`` comes from a generated mixin.
+    """
+
+    # TorchScript reads a class's own annotations only: restated from NeutoneW2WBase.
+    knob_metadata: Dict[str, Dict[str, Union[int, float, str, bool, List[str], List[int]]]]
+    text_fields: Dict[str, str]
+    flag_fields: Dict[str, bool]
+    number_fields: Dict[str, float]
+    int_fields: Dict[str, int]
+    text_list_fields: Dict[str, List[str]]
+    int_list_fields: Dict[str, List[int]]
+    technical_links: Dict[str, str]
+    native_rates: List[int]
+    buffer_sizes: List[int]  # empty: any buffer (the SDK's convention)
+    neutone_parameter_names: List[str]
+
+    def __init__(self, module: nn.Module, card: ModelCard, knobs: list[AttributeSpec],
+                 info: NeutoneInfo, date_created: float | None = None) -> None:
+        meta = build_metadata(card, [Knob(a.name, a.description or a.name, float(a.default[0]),
+                                          float(a.minimum or 0.0), float(a.maximum or 1.0)) for a in knobs],
+                              info, native_sample_rates=[card.sample_rate],
+                              native_buffer_sizes=neutone_native_buffers(card.compression),
+                              pytorch_version=torch.__version__, date_created=date_created)
+        defaults = torch.tensor([(float(a.default[0]) - float(a.minimum or 0.0))
+                                 / (float(a.maximum or 1.0) - float(a.minimum or 0.0)) for a in knobs],
+                                dtype=torch.float32)
+        super().__init__(meta, defaults, card.delay)
+        self.model = module
+        self.compression = card.compression
+        self.sample_rate = card.sample_rate
+        self.model_bs = card.compression
+
+    def forward(self, x: Tensor, params: Optional[Tensor] = None) -> Tensor:
+        """(channels, model_bs) -> (channels, model_bs); knob rows are averaged over the buffer."""
+        if x.size(1) % self.compression != 0:
+            raise ValueError("tildekit: model buffers must hold whole frames of "
+                             + str(self.compression) + " samples, got " + str(x.size(1)))
+        if params is None:
+            knobs = self.default_params[:, 0]
+        else:
+            knobs = params.mean(dim=1).clamp(0.0, 1.0)
+        self.apply_knobs(knobs)
+        return self.model.forward(x.unsqueeze(0))[0]
+
+    def apply_knobs(self, knobs: Tensor) -> None:  # generated per model (_knob_setters)
+        raise NotImplementedError
+
+    @torch.jit.export
+    def set_sample_rate_and_buffer_size(self, sample_rate: int, n_samples: int) -> bool:
+        ok = sample_rate == self.sample_rate and n_samples > 0 and n_samples % self.compression == 0
+        if ok:
+            self.model_bs = n_samples
+        return ok
+
+    @torch.jit.export
+    def reset(self) -> bool:
+        self.model.reset_state()
+        return True
+
+
+def generic_w2w(model: Exportable, card: ModelCard, info: NeutoneInfo | None = None, *,
+                date_created: float | None = None) -> NeutoneW2WBase:
+    """The ``w2w_base`` of a family other than the autoencoder (see :class:`GenericW2WBase`)."""
+    require_matches_card(model, card, fields=("sample_rate", "channels"), methods=("forward",))
+    if card.channels not in (1, 2):
+        raise TildekitError(f"Neutone FX takes mono or stereo models; {card.name} has {card.channels} channels")
+    forward = card.methods["forward"]
+    if forward.params != [card.channels, 1, card.channels, 1]:
+        raise TildekitError(f"{card.name}: Neutone FX plays audio to audio; forward is {forward.params}")
+    knobs, left = knob_attributes(card)
+    info = info or NeutoneInfo()
+    if not info.technical_description:
+        shown = ", ".join(a.name for a in knobs) or "none"
+        text = (f"{model.family} model trained with tildekit ({card.sample_rate} Hz, {card.channels} ch, "
+                f"delay {card.delay} samples). Knobs: {shown}"
+                + (f"; not on a knob (Neutone has four): {', '.join(left)}" if left else "") + ".")
+        info = replace(info, technical_description=text[:500])
+    cls = type(f"TildekitW2W_{model.family}", (_knob_setters(knobs), GenericW2WBase),
+               {"__annotations__": dict(GenericW2WBase.__annotations__)})
+    return cls(model.module, card, knobs, info, date_created)

@@ -1,4 +1,5 @@
-"""The nn~ export: a TorchScript root module around ExportCore, laid out as nn~ discovers it.
+"""The nn~ export: a TorchScript root module around any family's streaming module, laid out as
+nn~ discovers it.
 
 What the host reads (docs/contracts.md §1, nn~'s backend): ``get_methods()``, one int buffer
 ``<method>_params = [in_channels, in_ratio, out_channels, out_ratio]`` per method, the label
@@ -9,6 +10,11 @@ per value, parsed with the type codes of the buffer ``NAME_params``) and 0 on su
 ``latent_bias`` / ``latent_scale`` take one float per exported latent dimension, so their setters'
 signatures depend on K: they are generated from a template for each K (see
 :func:`_vector_setters`). All arithmetic lives in ExportCore; this module only routes calls.
+
+Any other family (an :class:`~tildekit.export.exportable.Exportable`) gets the same root
+(:class:`NNTildeHost`) with its methods routed to ``module.NAME`` and a generated
+``set_NAME(value) -> int`` / ``get_NAME()`` per attribute of its card, setting the module's plain
+attribute ``NAME`` (range-checked): :func:`generic_nn_tilde_module`.
 
 Host sample rate. nn~ 1.6 never tells a model the host's rate on load, and on ``[reload(`` it
 calls ``set_sample_rate`` with an uninitialised value, where an exception would abort Pd. So:
@@ -27,41 +33,35 @@ calls ``set_sample_rate`` with an uninitialised value, where an exception would 
 
 # No `from __future__ import annotations`: TorchScript reads the class annotations as types.
 import linecache
-from typing import List
+from typing import TYPE_CHECKING, Any, Dict, List, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from tildekit.errors import TildekitError
 from tildekit.export.core import ExportCore
-from tildekit.export.exportable import require_matches_card
-from tildekit.models.contract.attributes import METHODS
-from tildekit.models.contract.card import ModelCard
+from tildekit.export.exportable import Exportable, require_matches_card
+from tildekit.models.contract.attributes import METHODS, RESET
+from tildekit.models.contract.card import AttributeSpec, ModelCard
+from tildekit.models.contract.names import identifier_problem
 from tildekit.models.contract.nn_host import HOST_RATE_ATTRIBUTE, PLAUSIBLE_RATES
 from tildekit.models.resample import ResamplePath
 from tildekit.models.resample_plan import method_plans
 from tildekit.models.streaming import MAX_BATCH_SIZE
 
 
-class NNTildeBase(nn.Module):
-    """Methods and attributes whose signatures do not depend on the latent size."""
+class NNTildeHost(nn.Module):
+    """What every nn~ export has, whatever its family: the ``*_params`` buffers and labels,
+    get_methods / get_attributes, the host-rate machinery (one ResamplePath per method) and
+    ``set_reset``. The wrapped streaming module is ``self.core``; the per-method routes
+    (:func:`_routes`) and the attribute setters are generated per model."""
 
-    forward_input_labels: List[str]
-    forward_output_labels: List[str]
-    encode_input_labels: List[str]
-    encode_output_labels: List[str]
-    decode_input_labels: List[str]
-    decode_output_labels: List[str]
-
-    def __init__(self, core: ExportCore, card: ModelCard) -> None:
+    def __init__(self, core: nn.Module, card: ModelCard, methods: Sequence[str]) -> None:
         super().__init__()
-        require_matches_card(core, card, methods=METHODS)
         self.core = core
         self.sample_rate = card.sample_rate
-        self.latent_size = card.latent_size
         self.max_batch = MAX_BATCH_SIZE
-        self.temperature_max = float(card.attribute("temperature").maximum or 10.0)
-        for method in METHODS:
+        for method in methods:
             spec = card.methods[method]
             self.register_buffer(f"{method}_params", torch.tensor(spec.params, dtype=torch.int))
             setattr(self, f"{method}_input_labels", list(spec.input_labels))
@@ -69,13 +69,13 @@ class NNTildeBase(nn.Module):
         for attribute in card.attributes:
             self.register_buffer(f"{attribute.name}_params",
                                  torch.tensor(attribute.type_codes, dtype=torch.int))
-        self.method_names = list(METHODS)
+        self.method_names = list(methods)
         host = [HOST_RATE_ATTRIBUTE] if card.host_rates else []  # cards of older exports list none
         self.attribute_names = [a.name for a in card.attributes] + host
         self.register_buffer(f"{HOST_RATE_ATTRIBUTE}_params", torch.tensor([1], dtype=torch.int))
-        self._init_host_rates(card)
+        self._init_host_rates(card, methods)
 
-    def _init_host_rates(self, card: ModelCard) -> None:
+    def _init_host_rates(self, card: ModelCard, methods: Sequence[str]) -> None:
         """One resampling path per method, and per playable host rate the tensors to configure them."""
         self.channels = card.channels
         self.compression = card.compression
@@ -83,24 +83,23 @@ class NNTildeBase(nn.Module):
         self.reported_rate = 0  # the last value passed to set_sample_rate (0: never called)
         self.resampling = False
         self.silenced = False
-        self.forward_path = ResamplePath(card.channels, card.channels)
-        self.encode_path = ResamplePath(card.channels, card.latent_size)
-        self.decode_path = ResamplePath(card.latent_size, card.channels)
+        self.n_methods = len(methods)
+        for method in methods:
+            spec = card.methods[method]
+            setattr(self, f"{method}_path", ResamplePath(spec.in_channels, spec.out_channels))
         rates = [card.sample_rate] + [h.rate for h in card.host_rates if h.rate != card.sample_rate]
         self.playable_rates: List[int] = rates
         self.plausible_rates: List[int] = list(PLAUSIBLE_RATES)
-        # path_ints[3 r + m], path_banks[2 (3 r + m)] (pre) and [.. + 1] (post): rate r, METHODS[m]
+        # path_ints[n r + m], path_banks[2 (n r + m)] (pre) and [.. + 1] (post): rate r, method m of n
         self.path_ints: List[List[int]] = []
         self.path_banks: List[torch.Tensor] = []
         for rate in rates:
             plans = method_plans(card.sample_rate, rate, card.methods, card.compression)
-            for method in METHODS:
+            for method in methods:
                 plan = plans[method]
                 self.path_ints.append(plan.ints())
                 self.path_banks.append(torch.from_numpy(plan.pre.prototype.bank()))
                 self.path_banks.append(torch.from_numpy(plan.post.prototype.bank()))
-
-    # -- methods -------------------------------------------------------------------------------
 
     def _check_batch(self, x: Tensor) -> None:
         if x.dim() != 3:
@@ -109,48 +108,6 @@ class NNTildeBase(nn.Module):
         if x.size(0) > self.max_batch:
             raise ValueError("tildekit: at most " + str(self.max_batch)
                              + " voices (batch rows) per model, got " + str(x.size(0)))
-
-    # Each method calls the model once: TorchScript inlines every call site, and a second one
-    # would double the graph the optimiser works through on the first buffers.
-    def forward(self, x: Tensor) -> Tensor:
-        """(B, channels, T) audio -> (B, channels, T) audio: encode, scale/bias, decode."""
-        self._check_batch(x)
-        if self.silenced:
-            return torch.zeros(x.size(0), self.channels, x.size(-1))
-        ready = self.forward_path.enter(x) if self.resampling else x
-        if ready.size(-1) > 0:
-            y = self.core.forward(ready)
-        else:
-            y = torch.zeros(x.size(0), self.channels, 0)
-        return self.forward_path.leave(y, x.size(-1)) if self.resampling else y
-
-    @torch.jit.export
-    def encode(self, x: Tensor) -> Tensor:
-        """(B, channels, T) audio -> (B, K, T / compression) latents, most important first."""
-        self._check_batch(x)
-        frames = x.size(-1) // self.compression
-        if self.silenced:
-            return torch.zeros(x.size(0), self.latent_size, frames)
-        ready = self.encode_path.enter(x) if self.resampling else x
-        if ready.size(-1) > 0:
-            z = self.core.encode(ready)
-        else:
-            z = torch.zeros(x.size(0), self.latent_size, 0)
-        return self.encode_path.leave(z, frames) if self.resampling else z
-
-    @torch.jit.export
-    def decode(self, z: Tensor) -> Tensor:
-        """(B, K, F) latents -> (B, channels, F * compression) audio."""
-        self._check_batch(z)
-        samples = z.size(-1) * self.compression
-        if self.silenced:
-            return torch.zeros(z.size(0), self.channels, samples)
-        ready = self.decode_path.enter(z) if self.resampling else z
-        if ready.size(-1) > 0:
-            y = self.core.decode(ready)
-        else:
-            y = torch.zeros(z.size(0), self.channels, 0)
-        return self.decode_path.leave(y, samples) if self.resampling else y
 
     @torch.jit.export
     def get_methods(self) -> List[str]:
@@ -197,20 +154,38 @@ class NNTildeBase(nn.Module):
             return False
         if rate == self.host_rate and not self.silenced:
             return True  # Pd re-sends the rate whenever its DSP graph changes: keep playing
-        first = 3 * index
-        self.forward_path.configure(self.path_banks[2 * first], self.path_banks[2 * first + 1],
-                                    self.path_ints[first])
-        self.encode_path.configure(self.path_banks[2 * first + 2], self.path_banks[2 * first + 3],
-                                   self.path_ints[first + 1])
-        self.decode_path.configure(self.path_banks[2 * first + 4], self.path_banks[2 * first + 5],
-                                   self.path_ints[first + 2])
+        self._configure_paths(self.n_methods * index)
         self.host_rate = rate
         self.resampling = rate != self.sample_rate
         self.silenced = False
         self.core.reset_state()
         return True
 
-    # -- attributes ----------------------------------------------------------------------------
+    def _configure_paths(self, first: int) -> None:  # generated per model (_routes)
+        raise NotImplementedError
+
+    def _reset_paths(self) -> None:  # generated per model (_routes)
+        raise NotImplementedError
+
+    @torch.jit.export
+    def get_reset(self) -> List[bool]:
+        return [False]  # a trigger, not a state
+
+    @torch.jit.export
+    def set_reset(self, reset: bool) -> int:
+        if reset:
+            self.core.reset_state()
+            self._reset_paths()
+        return 0
+
+
+class AutoencoderAttributes:
+    """The autoencoder's attributes (temperature, latent bias / scale) over an ExportCore; the
+    vector setters, whose signatures depend on K, come from :func:`_vector_setters`."""
+
+    if TYPE_CHECKING:  # set by nn_tilde_module; not class annotations, which TorchScript would read
+        core: ExportCore
+        temperature_max: float
 
     @torch.jit.export
     def get_temperature(self) -> List[float]:
@@ -244,19 +219,6 @@ class NNTildeBase(nn.Module):
         self.core.latent_scale.copy_(torch.tensor(values, dtype=torch.float))
         return 0
 
-    @torch.jit.export
-    def get_reset(self) -> List[bool]:
-        return [False]  # a trigger, not a state
-
-    @torch.jit.export
-    def set_reset(self, reset: bool) -> int:
-        if reset:
-            self.core.reset_state()
-            self.forward_path.reset_state()
-            self.encode_path.reset_state()
-            self.decode_path.reset_state()
-        return 0
-
 
 _SETTERS_TEMPLATE = '''
 class VectorSetters:
@@ -270,30 +232,162 @@ class VectorSetters:
 '''
 
 
-def _vector_setters(latent_size: int) -> type:
-    """A mixin whose setters take ``latent_size`` float arguments, as nn~ passes them.
+def _compiled(source: str, filename: str, name: str) -> type:
+    """Class ``name`` from generated ``source``. TorchScript compiles from source text, so the
+    source is registered with :mod:`linecache` under a unique file name for the compiler (and
+    tracebacks) to find."""
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    namespace: Dict[str, Any] = {"torch": torch, "Tensor": Tensor, "List": List}
+    exec(compile(source, filename, "exec"), namespace)
+    return namespace[name]
 
-    TorchScript compiles from source text, so the generated source is registered with
-    :mod:`linecache` under a unique file name for the compiler (and tracebacks) to find.
-    """
+
+def _vector_setters(latent_size: int) -> type:
+    """A mixin whose setters take ``latent_size`` float arguments, as nn~ passes them."""
     names = [f"v{i}" for i in range(latent_size)]
     source = _SETTERS_TEMPLATE.format(args=", ".join(f"{n}: float" for n in names),
                                       values=", ".join(names))
-    filename = f"<tildekit-nn-setters-{latent_size}>"
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    namespace: dict = {"torch": torch}
-    exec(compile(source, filename, "exec"), namespace)
-    return namespace["VectorSetters"]
+    return _compiled(source, f"<tildekit-nn-setters-{latent_size}>", "VectorSetters")
+
+
+_ROUTE_TEMPLATE = '''
+    {export}def {name}(self, x: Tensor) -> Tensor:
+        self._check_batch(x)
+        count = x.size(-1) * {in_ratio} // {out_ratio}
+        if self.silenced:
+            return torch.zeros(x.size(0), {out_channels}, count)
+        ready = self.{name}_path.enter(x) if self.resampling else x
+        if ready.size(-1) > 0:
+            y = self.core.{name}(ready)
+        else:
+            y = torch.zeros(x.size(0), {out_channels}, 0)
+        return self.{name}_path.leave(y, count) if self.resampling else y
+'''
+
+
+def _routes(card: ModelCard, methods: Sequence[str]) -> type:
+    """A mixin with one method per name in ``methods`` that runs ``self.core.NAME`` through its
+    host-rate path (silent while the host rate is unplayable), plus the path bookkeeping.
+
+    Each method calls the model once: TorchScript inlines every call site, and a second one
+    would double the graph the optimiser works through on the first buffers.
+    """
+    lines = ["class Routes:"]
+    for method in methods:
+        spec = card.methods[method]
+        lines.append(f"    {method}_input_labels: List[str]")
+        lines.append(f"    {method}_output_labels: List[str]")
+        lines.append(_ROUTE_TEMPLATE.format(
+            export="" if method == "forward" else "@torch.jit.export\n    ", name=method,
+            in_ratio=spec.in_ratio, out_ratio=spec.out_ratio, out_channels=spec.out_channels))
+    lines.append("    def _configure_paths(self, first: int) -> None:")
+    for m, method in enumerate(methods):
+        lines.append(f"        self.{method}_path.configure(self.path_banks[2 * (first + {m})], "
+                     f"self.path_banks[2 * (first + {m}) + 1], self.path_ints[first + {m}])")
+    lines.append("    def _reset_paths(self) -> None:")
+    lines += [f"        self.{method}_path.reset_state()" for method in methods]
+    source = "\n".join(lines) + "\n"
+    key = "-".join(f"{m}{card.methods[m].params}" for m in methods).replace(" ", "")
+    return _compiled(source, f"<tildekit-nn-routes-{key}>", "Routes")
+
+
+_TYPES = {"float": "float", "int": "int", "bool": "bool"}
+# Attribute names whose get_/set_ the host wrapper defines itself (reset is routed there too).
+_HOST_ATTRIBUTES = ("sample_rate", HOST_RATE_ATTRIBUTE, "methods", "attributes")
+
+
+def _attribute_source(spec: AttributeSpec) -> str:
+    """get_NAME / set_NAME for a plain module attribute ``self.core.NAME`` (one value: a
+    float, int or bool attribute; several values of one type: a list attribute)."""
+    kinds = set(spec.types)
+    if len(kinds) != 1 or spec.types[0] not in _TYPES:
+        raise TildekitError(f"attribute {spec.name} has values of type(s) {', '.join(spec.types)}: "
+                            f"the nn~ export sets float, int or bool attributes (one type each)")
+    kind = _TYPES[spec.types[0]]
+    args = ["value"] if len(spec.types) == 1 else [f"v{i}" for i in range(len(spec.types))]
+    checks = []
+    if kind != "bool":
+        for arg in args:
+            if spec.minimum is not None:
+                checks.append(f"        if {arg} < {float(spec.minimum)!r}:\n"
+                              f"            raise ValueError(\"tildekit: {spec.name} must be at least "
+                              f"{spec.minimum:g}, got \" + str({arg}))")
+            if spec.maximum is not None:
+                checks.append(f"        if {arg} > {float(spec.maximum)!r}:\n"
+                              f"            raise ValueError(\"tildekit: {spec.name} must be at most "
+                              f"{spec.maximum:g}, got \" + str({arg}))")
+    value = "value" if len(args) == 1 else f"[{', '.join(args)}]"
+    get = f"[self.core.{spec.name}]" if len(args) == 1 else f"list(self.core.{spec.name})"
+    return (f"    @torch.jit.export\n"
+            f"    def get_{spec.name}(self) -> List[{kind}]:\n"
+            f"        return {get}\n\n"
+            f"    @torch.jit.export\n"
+            f"    def set_{spec.name}(self, {', '.join(f'{a}: {kind}' for a in args)}) -> int:\n"
+            + "".join(c + "\n" for c in checks)
+            + f"        self.core.{spec.name} = {value}\n"
+            f"        return 0\n")
+
+
+def _attribute_setters(card: ModelCard) -> type:
+    """A mixin with nn~'s get_NAME / set_NAME for every attribute of the card (``reset`` and
+    the host rate are the host wrapper's own)."""
+    body = [_attribute_source(a) for a in card.attributes if a.name != RESET]
+    source = "class AttributeSetters:\n" + ("\n".join(body) if body else "    pass\n")
+    return _compiled(source, f"<tildekit-nn-attributes-{card.name}-{len(body)}>", "AttributeSetters")
+
+
+def _concrete(name: str, bases: tuple) -> type:
+    """The root class (generated mixins first: they override the host's placeholders);
+    TorchScript reads a class's own annotations only, so they are merged."""
+    annotations: Dict[str, Any] = {}
+    for base in reversed([c for b in bases for c in b.__mro__]):
+        annotations.update(base.__dict__.get("__annotations__", {}))
+    return type(name, bases, {"__annotations__": annotations})
 
 
 def nn_tilde_module(core: ExportCore, card: ModelCard) -> nn.Module:
-    """The (unscripted) nn~ root module for ``core``."""
-    cls = type("TildekitNN", (NNTildeBase, _vector_setters(card.latent_size)), {})
-    return cls(core, card).eval()
+    """The (unscripted) nn~ root module of the autoencoder ``core``."""
+    require_matches_card(core, card, methods=METHODS)
+    cls = _concrete("TildekitNN", (_routes(card, METHODS), AutoencoderAttributes,
+                                   _vector_setters(card.latent_size), NNTildeHost))
+    module = cls(core, card, METHODS)
+    module.latent_size = card.latent_size
+    module.temperature_max = float(card.attribute("temperature").maximum or 10.0)
+    return module.eval()
 
 
-def script_nn_tilde(core: ExportCore, card: ModelCard) -> torch.jit.ScriptModule:
-    module = nn_tilde_module(core, card)
+def generic_nn_tilde_module(model: Exportable, card: ModelCard) -> nn.Module:
+    """The (unscripted) nn~ root module of any family: ``model.module`` must have a scriptable
+    method per name of ``model.methods`` and a plain float/int/bool attribute (or list of them)
+    per attribute of the card other than ``reset``, and ``reset_state()``."""
+    require_matches_card(model, card, fields=("sample_rate", "channels"), methods=("forward",))
+    methods = list(model.methods)
+    for name in methods + [a.name for a in card.attributes]:
+        problem = identifier_problem(name)
+        if problem:
+            raise TildekitError(f"{card.name}: {name!r} {problem}")
+    taken = [m for m in methods if m != "forward" and (hasattr(NNTildeHost, m) or m.startswith(("get_", "set_")))]
+    taken += [a.name for a in card.attributes if a.name in _HOST_ATTRIBUTES]
+    if taken:
+        raise TildekitError(f"{card.name}: {', '.join(taken)} would shadow what nn~ calls on every export "
+                            f"(get_/set_ methods, {', '.join(_HOST_ATTRIBUTES)}): rename them")
+    missing = [m for m in methods if not callable(getattr(model.module, m, None))]
+    missing += [a.name for a in card.attributes if a.name != RESET and not hasattr(model.module, a.name)]
+    if missing:
+        raise TildekitError(f"{card.name}: the {model.family} module has no {', '.join(missing)}, which "
+                            f"its card lists")
+    cls = _concrete(f"TildekitNN_{model.family}", (_routes(card, methods), _attribute_setters(card), NNTildeHost))
+    return cls(model.module, card, methods).eval()
+
+
+def script_nn_tilde(core: ExportCore | Exportable, card: ModelCard) -> torch.jit.ScriptModule:
+    """Script the nn~ root of an ExportCore (the autoencoder) or of any Exportable."""
+    if isinstance(core, ExportCore):
+        module = nn_tilde_module(core, card)
+    elif isinstance(getattr(core, "module", None), ExportCore) and getattr(core, "family", "") == "autoencoder":
+        module = nn_tilde_module(core.module, card)  # type: ignore[union-attr]
+    else:
+        module = generic_nn_tilde_module(core, card)  # type: ignore[arg-type]
     try:
         return torch.jit.script(module)
     except Exception as exc:  # TorchScript errors run over many lines: keep the first

@@ -15,7 +15,7 @@ from tildekit.errors import TildekitError
 from tildekit.export.card_io import card_extra_files
 from tildekit.export.check_result import CheckResult
 from tildekit.export.exportable import Exportable
-from tildekit.export.neutone import NeutoneW2WBase, TildekitW2W
+from tildekit.export.neutone import NeutoneW2WBase, TildekitW2W, generic_w2w
 from tildekit.export.neutone_contract import neutone_structure_checks
 from tildekit.export.neutone_metadata import METADATA_FILE_NAME, validate_metadata, with_sounds
 from tildekit.export.neutone_queue import N_PARAMS, ROOT_PRESERVED_ATTRIBUTES, NeutoneRoot
@@ -33,7 +33,9 @@ class NeutoneTarget(Target):
 
     def write(self, model: Exportable, card: ModelCard, folder: Path, quick: bool = False) -> list[Path]:
         path = folder / self.files(card.name)[0]
-        export_neutone(TildekitW2W(model.module, card), card, path, quick=quick)
+        w2w = (TildekitW2W(model.module, card) if model.family == "autoencoder"
+               else generic_w2w(model, card))
+        export_neutone(w2w, card, path, quick=quick)
         return [path]
 
     def check(self, paths: Sequence[Path], card: ModelCard | None = None, quick: bool = False) -> list[CheckResult]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -24,7 +25,8 @@ class NnTarget(Target):
         return [f"{model_name}.ts"]
 
     def write(self, model: Exportable, card: ModelCard, folder: Path, quick: bool = False) -> list[Path]:
-        return [export_nn(model.module, card, folder / self.files(card.name)[0], quick=quick)]
+        core = model.module if model.family == "autoencoder" and isinstance(model.module, ExportCore) else model
+        return [export_nn(core, card, folder / self.files(card.name)[0], quick=quick)]
 
     def check(self, paths: Sequence[Path], card: ModelCard | None = None, quick: bool = False) -> list[CheckResult]:
         from tildekit.export.check import check_file
@@ -32,9 +34,10 @@ class NnTarget(Target):
         return [r for path in paths for r in check_file(path, quick=quick)]
 
 
-def export_nn(core: ExportCore | torch.nn.Module, card: ModelCard, path: str | Path, quick: bool = False) -> Path:
-    """Script ``core`` as an nn~ module and write it to ``path`` (``.ts``), checked before it
-    is renamed into place; a failing check raises TildekitError naming each failed item."""
+def export_nn(core: ExportCore | Exportable, card: ModelCard, path: str | Path, quick: bool = False) -> Path:
+    """Script ``core`` (the autoencoder's ExportCore, or any family's Exportable) as an nn~
+    module and write it to ``path`` (``.ts``), checked before it is renamed into place; a
+    failing check raises TildekitError naming each failed item."""
     from tildekit.export.nn_tilde import script_nn_tilde
 
     path = Path(path)
@@ -42,13 +45,15 @@ def export_nn(core: ExportCore | torch.nn.Module, card: ModelCard, path: str | P
         raise TildekitError(f"{path}: nn~ looks for *.ts files: name the output *.ts")
     if not path.parent.is_dir():
         raise TildekitError(f"{path.parent} does not exist: create the output folder first")
-    if not isinstance(core, ExportCore):
-        raise TildekitError(f"{card.name}: the nn~ module routes an ExportCore, got {type(core).__name__}")
+    if not isinstance(core, ExportCore) and not hasattr(core, "methods"):
+        raise TildekitError(f"{card.name}: the nn~ module routes an ExportCore or an Exportable, "
+                            f"got {type(core).__name__}")
     scripted = script_nn_tilde(core, card)
 
     def save(temporaries: list[Path]) -> None:
         torch.jit.save(scripted, str(temporaries[0]), _extra_files=card_extra_files(card))
 
     write_checked([path], save, lambda temps: NnTarget().check(temps, card, quick), path.name)
-    core.reset_state()
+    module: Any = core if isinstance(core, ExportCore) else core.module
+    module.reset_state()
     return path

@@ -254,18 +254,27 @@ def method_plans(model_rate: int, host_rate: int, methods: dict[str, MethodSpec]
 
 
 def host_rate_table(model_rate: int, methods: dict[str, MethodSpec], compression: int,
-                    rates: tuple[int, ...] = HOST_RATES) -> list[HostRate]:
-    """What the model card records: per host rate, each method's delay and what resampling adds."""
+                    rates: tuple[int, ...] = HOST_RATES,
+                    buffers: tuple[int, ...] = CARD_BUFFERS) -> list[HostRate]:
+    """What the model card records: per host rate, each method's delay and what resampling adds
+    (per buffer size of ``buffers`` too)."""
     table = []
     for rate in rates:
         plans = method_plans(model_rate, rate, methods, compression)
-        by_buffer = {str(size): buffer_delays(plans, size) for size in CARD_BUFFERS} if rate != model_rate else {}
+        by_buffer = {str(size): buffer_delays(plans, size) for size in buffers} if rate != model_rate else {}
         table.append(HostRate(
             rate=rate,
             delays={name: _exact_float(plan.delay) for name, plan in plans.items()},
             added_ms={name: round(1000 * float(plan.added_delay_seconds), 3) for name, plan in plans.items()},
             buffer_delays={size: delays for size, delays in by_buffer.items() if delays}))
     return table
+
+
+def card_buffers(highest_ratio: int) -> tuple[int, ...]:
+    """:data:`CARD_BUFFERS`, and the smallest buffer nn~ takes (the power of two from the highest
+    ratio) when it is below them: a family with short frames plays, and is checked, there too."""
+    smallest = 1 << max(0, highest_ratio - 1).bit_length()
+    return tuple(sorted({smallest, *CARD_BUFFERS})) if smallest < CARD_BUFFERS[0] else CARD_BUFFERS
 
 
 def buffer_delays(plans: dict[str, MethodPlan], buffer: int) -> dict[str, float]:

@@ -18,6 +18,7 @@ from tildekit.models.contract.card_format import CARD_FORMAT, NN_TYPE_CODES, Car
 
 CARD_FILE_NAME = "tildekit.json"  # extra file in .ts / .nm archives
 CARD_ONNX_KEY = "tildekit.card"  # metadata_props key in .onnx files
+DEFAULT_FAMILY = "autoencoder"  # cards without a family field
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,9 @@ class ModelCard:
     card_format: int = CARD_FORMAT
     extra: dict[str, Any] = field(default_factory=dict)
     host_rates: list[HostRate] = field(default_factory=list)  # empty: plays at sample_rate only
+    # The model family ("autoencoder": encode/decode/forward over latents; others name their own
+    # methods). Written only when not the autoencoder, so older readers read autoencoder cards.
+    family: str = DEFAULT_FAMILY
 
     @property
     def highest_ratio(self) -> int:
@@ -129,7 +133,10 @@ class ModelCard:
         raise KeyError(name)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if data["family"] == DEFAULT_FAMILY:
+            del data["family"]
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1, sort_keys=True)

@@ -8,8 +8,9 @@ so every consumer (info, patch, serve, bench, check, osc) only ever sees cards w
 - numbers are finite and in range (rates, channel counts, ratios, delays, latent statistics),
 - names use a safe alphabet (the model name is a file stem and a Pd/Max word; attribute and
   method names are identifiers), and free text has no control or invisible characters,
-- parts agree with each other: ``forward``/``encode``/``decode`` have the channel counts and
-  ratios that ``channels``, ``latent_size`` and ``compression`` imply, per-dimension attributes
+- parts agree with each other: ``forward``/``encode``/``decode``, when present, have the channel
+  counts and ratios that ``channels``, ``latent_size`` and ``compression`` imply (a family
+  other than the autoencoder names its own methods: ``features``, ``synth``, ...), per-dimension attributes
   and latent statistics have ``latent_size`` entries, defaults fit their types and ranges.
 
 A problem raises :class:`CardError` naming the field (``methods.encode.out_ratio``); the reader
@@ -49,7 +50,7 @@ MAX_CARD_BYTES = 1 << 20  # a card is a few kB; bigger is not a card
 
 TOP_FIELDS = {"name", "sample_rate", "channels", "compression", "latent_size", "methods", "attributes",
               "delay", "latents", "profile", "step", "torch_version", "tildekit_version", "card_format",
-              "extra", "host_rates"}
+              "extra", "host_rates", "family"}
 REQUIRED = ("name", "sample_rate", "channels", "compression", "latent_size", "methods", "delay")
 METHOD_FIELDS = {"in_channels", "in_ratio", "out_channels", "out_ratio", "input_labels", "output_labels",
                  "delay"}
@@ -137,6 +138,10 @@ def check_card_data(data: Any) -> None:
     _int(data, "step", "step", 0, MAX_STEP, 0)
     for key in ("profile", "torch_version", "tildekit_version"):
         _text(data.get(key, ""), key, MAX_SHORT_TEXT)
+    family = data.get("family", "autoencoder")
+    problem = identifier_problem(family)
+    if problem:
+        raise _fail("family", f"{shown(family)} {problem}")
 
     methods = data["methods"]
     if not isinstance(methods, dict) or not methods:
