@@ -34,6 +34,7 @@ MODULES = (
     "models/__init__.py", "models/cli.py", "models/config.py", "models/outputs.py",
     "models/resample_design.py", "models/resample_plan.py", "models/resample_stream.py",
     "export/__init__.py", "export/bench.py", "export/card_io.py", "export/check.py", "export/check_result.py",
+    "export/nn_load.py",
     "export/cli.py", "export/onnx_check.py", "export/onnx_runtime.py",
     "patches/__init__.py", "patches/build.py", "patches/cli.py", "patches/graph.py", "patches/maxpat.py",
     "patches/pd.py", "patches/spec.py", "patches/write.py",

@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tildekit.errors import TildekitError
-from tildekit.export.check import host_buffers, load_like_nn
+from tildekit.export.check import host_buffers
+from tildekit.export.nn_load import load_like_nn
 from tildekit.models.contract.card import ModelCard
 from tildekit.models.contract.hosts import NEUTONE_DAW_BUFFERS
 from tildekit.models.contract.nn_host import NN_FIXED_BUFFER, nn_host_delay
@@ -58,7 +59,7 @@ class BenchReport:
     def table(self) -> str:
         sr = self.delay_rate or self.card.sample_rate
         target = "Neutone forward" if self.path.suffix == ".nm" else "forward"
-        from tildekit.export.card_io import FOREIGN_NOTE, is_derived
+        from tildekit.models.contract.card import FOREIGN_NOTE, is_derived
 
         lines = [f"{self.path.name}: {FOREIGN_NOTE}"] if is_derived(self.card) else []
         lines += [f"{self.path.name}: {self.card.name}, {sr} Hz, compression {self.card.compression}, "

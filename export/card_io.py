@@ -26,19 +26,8 @@ CARD_MEMBER_SUFFIX = f"/extra/{CARD_FILE_NAME}"
 SUPPORTED = ".ts, .nm, .onnx or .json"
 
 
-# A card that tildekit derived from an nn~ file's own methods (export/foreign_nn.py) says so
-# in ``extra["card_source"]``; every tool that shows it tells the user.
-DERIVED_CARD_SOURCE = "nn~ methods"
-FOREIGN_NOTE = "no tildekit card: derived from the file's nn~ methods"
-
-
 class MissingCardError(TildekitError):
     """A readable model file that carries no tildekit card (exported by another tool)."""
-
-
-def is_derived(card: ModelCard) -> bool:
-    """True for a card derived from a foreign nn~ file rather than embedded by tildekit."""
-    return card.extra.get("card_source") == DERIVED_CARD_SOURCE
 
 
 def card_extra_files(card: ModelCard) -> dict[str, str]:

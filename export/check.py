@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from tildekit.errors import TildekitError
 from tildekit.export.card_io import read_card
 from tildekit.export.check_result import CheckResult
+from tildekit.export.nn_load import load_like_nn
 from tildekit.models.contract.attributes import LATENT_BIAS, RESET, TEMPERATURE
 from tildekit.models.contract.card import NN_TYPE_CODES, HostRate, ModelCard
 from tildekit.models.contract.nn_host import HOST_RATE_ATTRIBUTE
@@ -113,20 +114,6 @@ def nn_set(model: Any, name: str, values: list[Any]) -> Any:
     return getattr(model, f"set_{name}")(*args)
 
 
-def load_like_nn(path: Path) -> Any:
-    """``torch::jit::load`` then ``eval()``; unreadable files raise TildekitError (one line)."""
-    import torch
-
-    try:
-        model = torch.jit.load(str(path), map_location="cpu")
-    except Exception as exc:  # torch raises RuntimeError/ValueError with multi-line text
-        first = " ".join(str(exc).split())[:200] or type(exc).__name__
-        raise TildekitError(f"{path} does not load as TorchScript ({first}): re-export it with "
-                            f"`tildekit export`") from None
-    model.eval()
-    return model
-
-
 def _has_method(model: Any, name: str) -> bool:
     return bool(model._c._has_method(name))
 
@@ -181,7 +168,8 @@ def _method_input(card: ModelCard, method: str, batch: int, samples: int, seed: 
 def check_torchscript(path: Path, quick: bool = False) -> list[CheckResult]:
     import torch
 
-    from tildekit.export.card_io import FOREIGN_NOTE, is_derived, model_card
+    from tildekit.export.card_io import model_card
+    from tildekit.models.contract.card import FOREIGN_NOTE, is_derived
 
     # Truncated / newer card: TildekitError before loading. No card: derived from the file.
     card = model_card(path)
@@ -583,9 +571,9 @@ def _operator_checks(model: Any, hosts: list[str] | None = None) -> list[CheckRe
 
 
 def check_neutone(path: Path, quick: bool = False) -> list[CheckResult]:
+    from tildekit.export.neutone_check import check_neutone_file
     from tildekit.export.neutone_contract import neutone_structure_checks
     from tildekit.export.ops import HOSTS
-    from tildekit.export.target_neutone import check_neutone_file
 
     card = read_card(path)
     source = (f", converted from {card.extra['converted_from']}" if "converted_from" in card.extra else "")

@@ -26,7 +26,8 @@ def describe_file(path: str | Path) -> str:
     An nn~ ``.ts`` without a tildekit card (RAVE's exports and others) is described from its
     own methods, buffers and attributes, its delays measured with an impulse (loads torch).
     """
-    from tildekit.export.card_io import FOREIGN_NOTE, is_derived, model_card
+    from tildekit.export.card_io import model_card
+    from tildekit.models.contract.card import FOREIGN_NOTE, is_derived
 
     path = Path(path)
     card = model_card(path)
@@ -199,8 +200,8 @@ def convert_command(model: Path, target: str, out_dir: Path, sample_rate: int | 
     The delay is measured with an impulse and written in the metadata; the file is checked the
     way the plugin loads it (`tildekit check`) before it is moved into place.
     """
-    from tildekit.export.card_io import FOREIGN_NOTE
     from tildekit.export.neutone_foreign import convert_to_neutone
+    from tildekit.models.contract.card import FOREIGN_NOTE
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.script's notice

@@ -34,9 +34,9 @@ from typing import Protocol
 import numpy as np
 
 from tildekit.errors import TildekitError
-from tildekit.export.card_io import FOREIGN_NOTE, is_derived, model_card
+from tildekit.export.card_io import model_card
 from tildekit.models import metrics
-from tildekit.models.contract.card import ModelCard
+from tildekit.models.contract.card import FOREIGN_NOTE, ModelCard, is_derived
 from tildekit.models.contract.hosts import DEFAULT_BUFFER, check_buffer
 
 REPORT_FORMAT = "tildekit-eval"
@@ -102,7 +102,7 @@ class _TorchScriptModel:
     def __init__(self, path: Path) -> None:
         import torch
 
-        from tildekit.export.check import load_like_nn
+        from tildekit.export.nn_load import load_like_nn
 
         self.card = model_card(path)
         self.foreign = is_derived(self.card)
@@ -116,7 +116,7 @@ class _TorchScriptModel:
 
     def reset(self) -> None:
         if self.foreign:  # nn~ has no reset convention: a fresh load, as nn~'s [reload( does
-            from tildekit.export.check import load_like_nn
+            from tildekit.export.nn_load import load_like_nn
 
             self.module = load_like_nn(self._path)
         else:

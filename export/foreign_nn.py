@@ -31,17 +31,9 @@ from typing import Any
 import torch
 
 from tildekit.errors import TildekitError
-from tildekit.export.card_io import (  # noqa: F401  (model_card and the note: what callers import)
-    DERIVED_CARD_SOURCE,
-    FOREIGN_NOTE,
-    MissingCardError,
-    is_derived,
-    model_card,
-    read_card,
-)
-from tildekit.export.check import load_like_nn
 from tildekit.export.model_card import channel_labels
-from tildekit.models.contract.card import NN_TYPE_CODES, AttributeSpec, MethodSpec, ModelCard
+from tildekit.export.nn_load import load_like_nn
+from tildekit.models.contract.card import DERIVED_CARD_SOURCE, NN_TYPE_CODES, AttributeSpec, MethodSpec, ModelCard
 from tildekit.models.contract.hosts import DEFAULT_BUFFER
 
 ASSUMED_SAMPLE_RATE = 44100  # when the file names no rate (nn~ 1.6 has no standard for it)

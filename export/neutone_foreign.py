@@ -30,6 +30,7 @@ from tildekit.errors import TildekitError
 from tildekit.export.card_io import MissingCardError, read_card
 from tildekit.export.foreign_nn import derive_card, fresh_model, has_known_default, impulse_delay
 from tildekit.export.neutone import NeutoneW2WBase
+from tildekit.export.neutone_check import NeutoneCheck
 from tildekit.export.neutone_metadata import (
     MAX_KNOBS,
     MAX_NAME_CHARS,
@@ -39,7 +40,7 @@ from tildekit.export.neutone_metadata import (
     build_metadata,
     model_type,
 )
-from tildekit.export.target_neutone import NeutoneCheck, export_neutone
+from tildekit.export.target_neutone import export_neutone
 from tildekit.models.contract.card import MethodSpec, ModelCard
 from tildekit.models.contract.hosts import DEFAULT_BUFFER, neutone_native_buffers
 

@@ -97,8 +97,8 @@ def train_command(dataset_dir: Path, run_dir: Path, profile: str | None, steps: 
     processes with `torchrun --nproc_per_node=N -m tildekit train ...` to train in parallel.
     """
     from tildekit.models.config import load_profile
+    from tildekit.models.families import train
     from tildekit.models.run import PROFILE_FILE
-    from tildekit.models.trainer import train
 
     changes = list(overrides) + ([f"train.batch_size={batch_size}"] if batch_size else [])
     chosen = None

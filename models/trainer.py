@@ -23,7 +23,7 @@ import random
 import sys
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -265,6 +265,10 @@ class TrainSummary:
 
 
 class Trainer:
+    # Whether runs have the adversarial phase (from train.adversarial_start); a family without
+    # a critic trains one phase.
+    has_critic = True
+
     def __init__(self, dataset_dir: Path, run_dir: Path, profile: Profile, checkpoint: dict | None,
                  processes: Processes, device: torch.device) -> None:
         self.run_dir, self.profile, self.processes, self.device = run_dir, profile, processes, device
@@ -595,11 +599,14 @@ def _prepare(run_dir: Path, profile: Profile | None, resume: bool) -> tuple[Prof
 
 def train(dataset_dir: str | Path, run_dir: str | Path, profile: Profile | None,
           steps: int | None = None, resume: bool = False, progress: bool = True,
-          device: str = "auto") -> TrainSummary:
+          device: str = "auto", family_trainers: Mapping[str, type[Trainer]] | None = None) -> TrainSummary:
     """Train (or continue) the run in ``run_dir`` on ``dataset_dir`` until ``steps`` total steps.
 
     ``steps`` defaults to ``train.max_steps``. ``profile`` may be None with ``resume`` (the run's
     stored profile is used); given with ``resume`` it must equal the stored one.
+    ``family_trainers``: the Trainer subclass of each other model family, by profile family
+    (the family is known only once the run's stored profile is read); the caller names them,
+    so this module imports no family built on it.
     """
     processes = _processes_from_env()
     chosen = choose_device(device, processes.local_rank)
@@ -607,14 +614,15 @@ def train(dataset_dir: str | Path, run_dir: str | Path, profile: Profile | None,
         dist.init_process_group("nccl" if chosen.type == "cuda" else "gloo")
     try:
         return _train(Path(dataset_dir), Path(run_dir), profile, steps, resume, progress,
-                      processes, chosen)
+                      processes, chosen, family_trainers)
     finally:
         if processes.distributed and dist.is_initialized():
             dist.destroy_process_group()
 
 
 def _train(dataset_dir: Path, run_dir: Path, profile: Profile | None, steps: int | None, resume: bool,
-           progress: bool, processes: Processes, device: torch.device) -> TrainSummary:
+           progress: bool, processes: Processes, device: torch.device,
+           family_trainers: Mapping[str, type[Trainer]] | None = None) -> TrainSummary:
     from tqdm import tqdm
 
     profile, checkpoint_path = _prepare(run_dir, profile, resume)
@@ -624,14 +632,13 @@ def _train(dataset_dir: Path, run_dir: Path, profile: Profile | None, steps: int
     if checkpoint is not None:
         _resume_with(checkpoint, profile)
     cfg = profile.train
-    if profile.family == "ddsp":
-        from tildekit.models.ddsp.training import DDSPTrainer
-
-        trainer: Trainer = DDSPTrainer(dataset_dir, run_dir, profile, checkpoint, processes, device)
-        adversarial_start = math.inf  # one phase
-    else:
-        trainer = Trainer(dataset_dir, run_dir, profile, checkpoint, processes, device)
-        adversarial_start = cfg.adversarial_start
+    trainers = {"autoencoder": Trainer, **(family_trainers or {})}
+    if profile.family not in trainers:
+        raise TildekitError(f"no trainer for the {profile.family!r} model family here: train it with "
+                            "`tildekit train` (tildekit.models.families.train)")
+    trainer_class = trainers[profile.family]
+    trainer = trainer_class(dataset_dir, run_dir, profile, checkpoint, processes, device)
+    adversarial_start = cfg.adversarial_start if trainer.has_critic else math.inf
     start = trainer.step
     target = steps if steps is not None else cfg.max_steps
     if target < 1:

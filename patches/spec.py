@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tildekit.errors import TildekitError
-from tildekit.export.card_io import is_derived
-from tildekit.models.contract.card import AttributeSpec, ModelCard
+from tildekit.models.contract.card import AttributeSpec, ModelCard, is_derived
 from tildekit.models.contract.hosts import DEFAULT_BUFFER, DEFAULT_OSC_HOST, DEFAULT_OSC_PORT, check_buffer
 from tildekit.models.contract.names import shown
 from tildekit.models.contract.nn_host import nn_host_delay

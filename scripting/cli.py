@@ -259,7 +259,7 @@ def serve(model: str, input_path: str | None, use_device: bool, silence: float |
         import_sounddevice()  # fail before loading the model when the audio extra is missing
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
                         stream=sys.stderr)
-    from tildekit.export.card_io import FOREIGN_NOTE, is_derived
+    from tildekit.models.contract.card import FOREIGN_NOTE, is_derived
 
     # Everything that can be checked is checked before the model computes a single buffer: the
     # output is reserved (a temporary file in its folder), the model loaded, the input read.

@@ -166,7 +166,7 @@ def read_model_card(path: str | Path) -> ModelCard:
             raise TildekitError(f"cannot read nn~ TorchScript files in this install ({exc})") from None
         return model_card(path, measure_delays=False)
     try:
-        from tildekit.export.card_io import read_card  # written by the export package; heavy
+        from tildekit.export.card_io import read_card
     except ImportError as exc:
         raise TildekitError(f"cannot read model cards in this install ({exc})") from None
     return read_card(path)

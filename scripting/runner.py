@@ -128,7 +128,7 @@ class TorchScriptRunner(Runner):
         self._bind_setters()
         self._values: dict[str, list[Any]] = {}  # attributes set so far (re-set after a reload)
         methods = set(card.methods)
-        from tildekit.export.card_io import is_derived
+        from tildekit.models.contract.card import is_derived
 
         # a file tildekit did not write, without latent attributes: latent controls go through
         # decode(encode(x) * scale + bias); tildekit's own files always play their forward
@@ -183,7 +183,7 @@ class TorchScriptRunner(Runner):
         self._values[name] = list(values)
 
     def reset(self) -> None:
-        from tildekit.export.card_io import is_derived
+        from tildekit.models.contract.card import is_derived
 
         if RESET in self._setters and not is_derived(self.card):
             self._set(RESET, [True])

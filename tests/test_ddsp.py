@@ -18,9 +18,9 @@ from tildekit.models.ddsp.features import Features
 from tildekit.models.ddsp.model import DDSP, flops_per_second, method_specs
 from tildekit.models.ddsp.synth import Harmonic
 from tildekit.models.ddsp.training import DDSPLoss, alignment, train_step
+from tildekit.models.families import train
 from tildekit.models.preprocess import preprocess
 from tildekit.models.run import RunDir
-from tildekit.models.trainer import train
 
 SR = 16000
 HOP = 64

@@ -303,7 +303,7 @@ def test_an_nn_file_without_a_tildekit_card_is_evaluated_by_its_derived_card(aud
     """RAVE's exports carry no tildekit card: its delay is measured with an impulse, the file reloaded
     before each sound (nn~ has no reset convention), and the figures are the same as for tildekit's."""
     from tests import nn_convention as nnc
-    from tildekit.export.card_io import FOREIGN_NOTE
+    from tildekit.models.contract.card import FOREIGN_NOTE
 
     path = nnc.save(nnc.RaveLike(), tmp_path / "ravelike.ts")  # forward: the input, FORWARD_DELAY late
     report = evaluate(path, [audio["tone"], audio["bursts"]], tmp_path / "report", buffer=512)

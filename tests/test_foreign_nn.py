@@ -19,10 +19,11 @@ from tests.test_patches import _free_udp_port, _problems, _run_pd, needs_pd
 from tildekit.cli import main
 from tildekit.errors import TildekitError
 from tildekit.export.bench import bench_file
-from tildekit.export.card_io import FOREIGN_NOTE, MissingCardError, is_derived, read_card
+from tildekit.export.card_io import MissingCardError, model_card, read_card
 from tildekit.export.check import check_file
-from tildekit.export.foreign_nn import derive_card, model_card
+from tildekit.export.foreign_nn import derive_card
 from tildekit.export.neutone_foreign import attribute_range, convert_to_neutone
+from tildekit.models.contract.card import FOREIGN_NOTE, is_derived
 from tildekit.models.contract.oscmap import OscMap
 from tildekit.patches.write import write_patches
 from tildekit.scripting.controller import ControlError, Controller

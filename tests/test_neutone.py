@@ -24,6 +24,7 @@ from tildekit.errors import TildekitError
 from tildekit.export.card_io import card_extra_files, read_card
 from tildekit.export.check import check_file
 from tildekit.export.neutone import KNOBS, W2W_PRESERVED_ATTRIBUTES, TildekitW2W
+from tildekit.export.neutone_check import check_neutone_file
 from tildekit.export.neutone_contract import (
     CORE_METADATA_KEYS,
     CORE_PRESERVED_ATTRIBUTES,
@@ -41,7 +42,7 @@ from tildekit.export.neutone_metadata import (
     with_sounds,
 )
 from tildekit.export.neutone_queue import ROOT_PRESERVED_ATTRIBUTES, BlockResampler, NeutoneRoot, SampleFifo
-from tildekit.export.target_neutone import check_neutone_file, export_neutone
+from tildekit.export.target_neutone import export_neutone
 from tildekit.models.contract.card import ModelCard
 from tildekit.models.contract.hosts import neutone_native_buffers
 from tildekit.models.contract.neutone_host import (

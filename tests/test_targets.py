@@ -115,7 +115,8 @@ def test_target_writes_checks_and_streams_every_family(family: str, target: str,
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_nn_attributes_are_settable_as_nn_sets_them(family: str, tmp_path: Path):
     """Every scalar attribute of every family: nn~'s setter with Pd's words, read back by its getter."""
-    from tildekit.export.check import load_like_nn, nn_set
+    from tildekit.export.check import nn_set
+    from tildekit.export.nn_load import load_like_nn
 
     model, card = FAMILIES[family]()
     small = FRAMES * card.highest_ratio

@@ -179,3 +179,14 @@ class ModelCard:
 def _reject_constant(word: str) -> Any:
     """JSON has no NaN or Infinity; Python's reader accepts them unless told otherwise."""
     raise ValueError(f"{word} is not a JSON number")
+
+
+# A card that tildekit derived from an nn~ file's own methods (export/foreign_nn.py) says so
+# in ``extra["card_source"]``; every tool that shows it tells the user.
+DERIVED_CARD_SOURCE = "nn~ methods"
+FOREIGN_NOTE = "no tildekit card: derived from the file's nn~ methods"
+
+
+def is_derived(card: ModelCard) -> bool:
+    """True for a card derived from a foreign nn~ file rather than embedded by tildekit."""
+    return card.extra.get("card_source") == DERIVED_CARD_SOURCE

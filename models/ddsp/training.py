@@ -95,6 +95,8 @@ def train_step(model: DDSP, optimizer: torch.optim.Optimizer, loss: DDSPLoss,
 class DDSPTrainer(Trainer):
     """The trainer for ``family: ddsp`` profiles (one phase, no discriminator, no latent)."""
 
+    has_critic = False
+
     def __init__(self, dataset_dir: Path, run_dir: Path, profile: Profile, checkpoint: dict | None,
                  processes: Processes, device: torch.device) -> None:
         assert isinstance(profile.model, DDSPConfig)
