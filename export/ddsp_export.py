@@ -95,6 +95,9 @@ def card(export: StreamingExport, name: str, profile_name: str = "", step: int =
          extra: dict[str, Any] | None = None) -> ModelCard:
     """The model card of a DDSP export (export/model_card.card_from_exportable)."""
     module: Any = export.module
+    # frame_lag: frame k is analysed from samples before k * hop, so an input is heard up to one
+    # hop late in every build (no streaming delay: the card's delays are 0); `tildekit check`
+    # allows it when it times the first response to a burst
     facts = {"hop": int(module.hop), "n_harmonics": int(module.harmonic.n_harmonics),
-             "noise_bands": int(module.noise.bands)}
+             "noise_bands": int(module.noise.bands), "frame_lag": int(module.hop)}
     return card_from_exportable(export, name, profile_name, step, {**facts, **(extra or {})})
