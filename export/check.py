@@ -401,9 +401,9 @@ def _delay_bound(model: Any, card: ModelCard, name: str, buffer: int) -> str | N
     lag = onset - start
     allowed = spec.delay + frame_lag(card)
     if lag > allowed:
+        lagging = f" (+ a frame lag of {allowed - spec.delay})" if allowed > spec.delay else ""
         return (f"the output first responds {lag} samples after the input, but the card says the "
-                f"delay is {spec.delay}" + (f" (+ a frame lag of {allowed - spec.delay})" if allowed > spec.delay else "")
-                + ": the card understates the delay; re-export the model")
+                f"delay is {spec.delay}{lagging}: the card understates the delay; re-export the model")
     return None
 
 

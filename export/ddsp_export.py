@@ -47,7 +47,8 @@ def fold_parametrizations(module: nn.Module) -> None:
     """Bake every parametrization (weight norm) into a plain weight: scripted hosts run it once."""
     for sub in module.modules():
         if parametrize.is_parametrized(sub):
-            for name in list(sub.parametrizations.keys()):  # type: ignore[union-attr]
+            names: Any = sub.parametrizations
+            for name in list(names.keys()):
                 parametrize.remove_parametrizations(sub, name, leave_parametrized=True)
 
 

@@ -108,7 +108,8 @@ def exportable_from_run(run_dir: str | Path, latent_dims: int | None = None, fid
                         f"takes this family")
 
 
-def _autoencoder(run: RunDir, name: str, latent_dims: int | None, fidelity: float | None) -> tuple[ExportCore, ModelCard]:
+def _autoencoder(run: RunDir, name: str, latent_dims: int | None,
+                 fidelity: float | None) -> tuple[ExportCore, ModelCard]:
     model = run.load_model(streaming=True)
     stats = run.latent_stats
     if stats is None:
