@@ -84,8 +84,9 @@ def core_from_run(run_dir: str | Path, latent_dims: int | None = None, fidelity:
     """The streaming core and model card of an autoencoder run's newest checkpoint."""
     run, name = _run_and_name(run_dir, name)
     if run.profile.family != "autoencoder":
-        raise TildekitError(f"'{run.path}' is a {run.profile.family} run (profile {run.profile.name}): this "
-                            f"takes autoencoder runs only; `tildekit export` exports {run.profile.family} runs")
+        raise TildekitError(f"'{run.path}' is a {run.profile.family} run (profile {run.profile.name}): "
+                            f"`tildekit eval` and `tildekit bundle` take autoencoder runs only; "
+                            f"`tildekit export` exports {run.profile.family} runs")
     return _autoencoder(run, name, latent_dims, fidelity)
 
 
