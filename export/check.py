@@ -387,10 +387,22 @@ def _delay_bound(model: Any, card: ModelCard, name: str, buffer: int) -> str | N
         return (f"the output does not respond to an input burst within {length - start} samples: "
                 f"the model ignores its input, or its delay is far beyond the card's {spec.delay}")
     lag = onset - start
-    if lag > spec.delay:
+    allowed = spec.delay + frame_lag(card)
+    if lag > allowed:
+        lagging = f" (+ a frame lag of {allowed - spec.delay})" if allowed > spec.delay else ""
         return (f"the output first responds {lag} samples after the input, but the card says the "
-                f"delay is {spec.delay}: the card understates the delay; re-export the model")
+                f"delay is {spec.delay}{lagging}: the card understates the delay; re-export the model")
     return None
+
+
+def frame_lag(card: ModelCard) -> int:
+    """Samples a causal frame-wise model hears its input late in every build, whole signal
+    included (``extra["frame_lag"]``, at most one frame of the highest ratio: DDSP analyses
+    frame k from samples before k * hop). Not a streaming delay: buffers still match one pass."""
+    lag = card.extra.get("frame_lag", 0)
+    if isinstance(lag, bool) or not isinstance(lag, int):
+        return 0
+    return max(0, min(lag, card.compression))
 
 
 def _attribute_checks(model: Any, card: ModelCard, path: Path) -> list[CheckResult]:

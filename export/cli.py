@@ -99,7 +99,7 @@ def _short_labels(labels: list[str], keep: int = 3) -> str:
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--target", type=click.Choice(TARGETS), default="nn", show_default=True,
               help="nn: nn~ TorchScript (.ts); neutone: Neutone FX (.nm); onnx: ONNX graphs with "
-                   "explicit state; all: every target.")
+                   "explicit state (autoencoder runs); all: every target that takes the run's model family.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("."), show_default=True,
               help="Folder to write the files into (created if missing).")
 @click.option("--name", default=None, help="File name stem and model name. [default: the run dir's name]")
@@ -117,6 +117,8 @@ def export_command(run_dir: Path, target: str, out_dir: Path, name: str | None,
                    latent_dims: int | None, fidelity: float | None, buffer: int, quick: bool) -> None:
     """Export the newest checkpoint of RUN_DIR for nn~, Neutone FX and/or ONNX.
 
+    Autoencoder runs export to every target; DDSP runs to nn~ and Neutone (ONNX not yet).
+
     Every file is loaded back the way its host loads it and checked (`tildekit check`)
     before it is moved into place; a failing export writes nothing.
     """
@@ -132,9 +134,13 @@ def export_command(run_dir: Path, target: str, out_dir: Path, name: str | None,
     for warning in caught:
         if issubclass(warning.category, UserWarning):
             click.echo(f"Warning: {warning.message}", err=True)
-    click.echo(f"{card.name}: {card.latent_size} latent dims"
-               f" ({100 * card.extra.get('kept_variance', 1.0):.1f} % of the latent variance), "
-               f"delay {card.delay} samples ({card.delay_ms:.1f} ms)")
+    if card.family == "autoencoder":
+        click.echo(f"{card.name}: {card.latent_size} latent dims"
+                   f" ({100 * card.extra.get('kept_variance', 1.0):.1f} % of the latent variance), "
+                   f"delay {card.delay} samples ({card.delay_ms:.1f} ms)")
+    else:
+        click.echo(f"{card.name}: {card.family} model, methods {', '.join(card.methods)}, "
+                   f"delay {card.delay} samples ({card.delay_ms:.1f} ms)")
 
 
 @click.command("check")

@@ -6,21 +6,29 @@
            ─► PCA of the latent statistics (identity + zero mean when the run has none)
            ─► keep the first K principal dimensions (--latent-dims K, or --fidelity F)
            ─► ExportCore ─► card_from_core
+
+A DDSP run becomes its streaming model through export/ddsp_export.py (:func:`exportable_from_run`
+dispatches on the run's family).
 """
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from tildekit.errors import TildekitError
 from tildekit.export.core import ExportCore
+from tildekit.export.exportable import Exportable
 from tildekit.export.model_card import card_from_core
 from tildekit.models.contract.card import ModelCard
 from tildekit.models.contract.names import check_name, slug_name
 from tildekit.models.latent_stats import LatentStats
+
+if TYPE_CHECKING:
+    from tildekit.models.run import RunDir
 
 
 def choose_latent_dims(full: int, stats: LatentStats | None, latent_dims: int | None = None,
@@ -62,25 +70,52 @@ def core_from_stats(model: torch.nn.Module, stats: LatentStats | None, keep: int
                       keep=keep, fill=fill)
 
 
-def core_from_run(run_dir: str | Path, latent_dims: int | None = None, fidelity: float | None = None,
-                  name: str | None = None) -> tuple[ExportCore, ModelCard]:
-    """The streaming core and model card of a run's newest checkpoint."""
+def _run_and_name(run_dir: str | Path, name: str | None) -> tuple[RunDir, str]:
     from tildekit.models.run import RunDir
 
     # The name becomes file names and Pd/Max words: an explicit one must already be safe (checked
     # before any work), the run folder's name is made safe.
     name = check_name(name, "--name") if name is not None else slug_name(Path(run_dir).resolve().name)
-    run = RunDir(run_dir)
+    return RunDir(run_dir), name
+
+
+def core_from_run(run_dir: str | Path, latent_dims: int | None = None, fidelity: float | None = None,
+                  name: str | None = None) -> tuple[ExportCore, ModelCard]:
+    """The streaming core and model card of an autoencoder run's newest checkpoint."""
+    run, name = _run_and_name(run_dir, name)
     if run.profile.family != "autoencoder":
-        # the export targets, cards and checks take an autoencoder's methods and latent space
-        raise TildekitError(f"exporting DDSP models is not available yet: '{run.path}' is a "
-                            f"{run.profile.family} run (profile {run.profile.name}); the export targets "
-                            f"take autoencoder runs only")
+        raise TildekitError(f"'{run.path}' is a {run.profile.family} run (profile {run.profile.name}): "
+                            f"`tildekit eval` and `tildekit bundle` take autoencoder runs only; "
+                            f"`tildekit export` exports {run.profile.family} runs")
+    return _autoencoder(run, name, latent_dims, fidelity)
+
+
+def exportable_from_run(run_dir: str | Path, latent_dims: int | None = None, fidelity: float | None = None,
+                        name: str | None = None) -> tuple[ExportCore | Exportable, ModelCard]:
+    """What the export targets take from a run's newest checkpoint, by its family, and its card."""
+    run, name = _run_and_name(run_dir, name)
+    family = run.profile.family
+    if family == "autoencoder":
+        return _autoencoder(run, name, latent_dims, fidelity)
+    if family == "ddsp":
+        if latent_dims is not None or fidelity is not None:
+            raise TildekitError(f"--latent-dims and --fidelity choose an autoencoder's latent dimensions: "
+                                f"'{run.path}' is a DDSP run, which has none")
+        from tildekit.export import ddsp_export
+
+        export = ddsp_export.exportable(run.load_model(streaming=True))
+        return export, ddsp_export.card(export, name, run.profile.name, run.step)
+    raise TildekitError(f"'{run.path}' is a {family} run (profile {run.profile.name}): no export adapter "
+                        f"takes this family")
+
+
+def _autoencoder(run: RunDir, name: str, latent_dims: int | None,
+                 fidelity: float | None) -> tuple[ExportCore, ModelCard]:
     model = run.load_model(streaming=True)
     stats = run.latent_stats
     if stats is None:
         warnings.warn(f"{run.path} has no latent statistics: latent dimensions are exported in the "
-                      f"model's own order (identity projection, zero mean)", stacklevel=2)
+                      f"model's own order (identity projection, zero mean)", stacklevel=3)
     keep = choose_latent_dims(model.latent_size, stats, latent_dims, fidelity)
     core = core_from_stats(model, stats, keep)
     card = card_from_core(core, name, stats, run.profile.name, run.step)

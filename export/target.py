@@ -32,6 +32,10 @@ class Target(ABC):
     def __init__(self, buffer: int = DEFAULT_BUFFER) -> None:
         self.buffer = buffer
 
+    def takes(self, family: str) -> bool:
+        """Does this target export models of ``family``? (``--target all`` skips those it does not.)"""
+        return True
+
     @abstractmethod
     def files(self, model_name: str) -> list[str]:
         """Every file name this target may write for ``model_name`` (known before any work)."""

@@ -36,6 +36,9 @@ class OnnxTarget(Target):
     def files(self, model_name: str) -> list[str]:  # the autoencoder's: no other family exports yet
         return [f(model_name, m) for m in METHODS for f in (method_file_name, state_file_name)]
 
+    def takes(self, family: str) -> bool:  # other families' streaming state is not traced yet
+        return family == "autoencoder"
+
     def write(self, model: Exportable, card: ModelCard, folder: Path, quick: bool = False) -> list[Path]:
         if model.family != "autoencoder" or not isinstance(model.module, ExportCore):
             raise TildekitError(unavailable(card.name, model.family))

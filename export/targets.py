@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -140,11 +141,26 @@ def export_run(run_dir: str | Path, targets: tuple[str, ...] | list[str], out_di
                name: str | None = None, latent_dims: int | None = None, fidelity: float | None = None,
                on_written: Callable[[Path], None] | None = None,
                buffer: int = DEFAULT_BUFFER, quick: bool = False) -> tuple[ModelCard, list[Path]]:
-    """Export the newest checkpoint of ``run_dir``; ``targets`` may contain "all"."""
-    from tildekit.export.prepare import core_from_run
+    """Export the newest checkpoint of ``run_dir`` (any family with an export adapter).
 
-    chosen = TARGETS if "all" in targets else tuple(targets)
+    ``targets`` may contain "all": every target that takes the run's family; the targets left
+    out are named in one warning (a DDSP run: nn and neutone, ONNX not yet).
+    """
+    from tildekit.export.prepare import exportable_from_run
+
     if Path(out_dir).exists() and not Path(out_dir).is_dir():  # before loading anything
         output_dir(out_dir, "--out")
-    core, card = core_from_run(run_dir, latent_dims=latent_dims, fidelity=fidelity, name=name)
-    return card, export_core(core, card, chosen, out_dir, on_written, buffer, quick)
+    model, card = exportable_from_run(run_dir, latent_dims=latent_dims, fidelity=fidelity, name=name)
+    chosen = tuple(targets)
+    if "all" in targets:
+        chosen = supported_targets(card.family)
+        left = [t for t in TARGETS if t not in chosen]
+        if left:
+            warnings.warn(f"{card.name}: {', '.join(left)} export of {card.family} models is not available "
+                          f"yet: --target all exported {', '.join(chosen)}", stacklevel=2)
+    return card, export_core(model, card, chosen, out_dir, on_written, buffer, quick)
+
+
+def supported_targets(family: str) -> tuple[str, ...]:
+    """The targets that export models of ``family``."""
+    return tuple(name for name, kind in target_types().items() if kind().takes(family))

@@ -73,12 +73,29 @@ def tiny_gain() -> tuple[Exportable, ModelCard]:
     return model, card_from_exportable(model, "tinygain")
 
 
+# a DDSP small enough for a fast test: 16-wide GRU, 20 harmonics, 64-sample frames
+TINY_DDSP = ["model.hidden=16", "model.n_harmonics=20", "model.noise_bands=17", "model.hop=64",
+             "model.loudness_window=256"]
+
+
+def tiny_ddsp() -> tuple[Exportable, ModelCard]:
+    from tildekit.export import ddsp_export
+    from tildekit.models.config import load_profile
+    from tildekit.models.ddsp.model import DDSP
+
+    torch.manual_seed(0)
+    model = ddsp_export.exportable(DDSP(load_profile("ddsp", TINY_DDSP).model, streaming=True))
+    return model, ddsp_export.card(model, "tinyddsp", "ddsp", 0)
+
+
 FAMILIES: dict[str, Callable[[], tuple[Exportable, ModelCard]]] = {
     "autoencoder": tiny_autoencoder,
+    "ddsp": tiny_ddsp,
     "gain": tiny_gain,
 }
 
 # (family, target) -> the words of the target's refusal: a family the target does not take yet.
 REFUSED: dict[tuple[str, str], str] = {
     ("gain", "onnx"): "ONNX export of gain models is not available yet",
+    ("ddsp", "onnx"): "ONNX export of ddsp models is not available yet",
 }

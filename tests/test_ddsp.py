@@ -12,6 +12,7 @@ import torch
 from click.testing import CliRunner
 
 from tildekit.cli import main as cli
+from tildekit.export.card_io import read_card
 from tildekit.models import synthetic
 from tildekit.models.config import DDSPConfig, load_profile
 from tildekit.models.ddsp.features import Features
@@ -280,8 +281,25 @@ def test_tildekit_train_runs_a_ddsp_profile_and_resumes(dataset_48k: Path, tmp_p
                      "60 harmonics", "GRU of 16", "streaming delay:   0 samples",
                      f"parameters:        {sum(p.numel() for p in model.parameters()):,}", "distance"]:
         assert expected in info.output, info.output
-    exported = CliRunner().invoke(cli, ["export", str(run), "--out", str(tmp_path / "out")])
-    assert exported.exit_code == 2, exported.output
-    lines = exported.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: exporting DDSP models is not available yet: ")
-    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    out = tmp_path / "out"
+    exported = CliRunner().invoke(cli, ["export", str(run), "--target", "nn", "--out", str(out)])
+    assert exported.exit_code == 0, exported.output
+    assert "wrote" in exported.output and "ddsp model, methods forward, features, synth" in exported.output
+    assert sorted(p.name for p in out.iterdir()) == ["run.ts"]
+    card = read_card(out / "run.ts")
+    assert (card.family, card.name, card.profile, card.step) == ("ddsp", "run", "ddsp", 4)
+    assert set(card.methods) == {"forward", "features", "synth"} and card.delay == 0
+    checked = CliRunner().invoke(cli, ["check", str(out / "run.ts")])
+    assert checked.exit_code == 0, checked.output
+
+    every = tmp_path / "every"  # all: the targets that take DDSP, and one line about ONNX
+    exported = CliRunner().invoke(cli, ["export", str(run), "--target", "all", "--quick", "--out", str(every)])
+    assert exported.exit_code == 0, exported.output
+    assert sorted(p.name for p in every.iterdir()) == ["run.nm", "run.ts"]
+    notes = [line for line in exported.output.splitlines() if "onnx" in line.lower()]
+    assert notes == ["Warning: run: onnx export of ddsp models is not available yet: --target all "
+                     "exported nn, neutone"], exported.output
+    refused = CliRunner().invoke(cli, ["export", str(run), "--target", "onnx", "--out", str(tmp_path / "onnx")])
+    assert refused.exit_code != 0 and len(refused.output.strip().splitlines()) == 1, refused.output
+    assert "ONNX export of ddsp models is not available yet" in refused.output
+    assert not (tmp_path / "onnx").exists() or not any((tmp_path / "onnx").iterdir())

@@ -145,3 +145,22 @@ def test_nn_refuses_names_that_would_shadow_the_host_interface(tmp_path: Path):
     with pytest.raises(TildekitError, match="sample_rate would shadow"):
         export_core(clash, card, ["nn"], tmp_path, buffer=128, quick=True)
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_state_does_not_alias_a_reused_input_buffer(family: str, tmp_path: Path):
+    """Hosts reuse their input buffer: overwriting it after a call must not change the next one."""
+    model, card = FAMILIES[family]()
+    small = FRAMES * card.highest_ratio
+    paths = export_core(model, card, ["nn"], tmp_path, buffer=small, quick=True)
+    x = _signal(card, "forward", 8 * small)
+    fresh = _stream(_nn_host(paths, card, "forward"), x, small)
+    module = torch.jit.load(str(paths[0])).eval()
+    buffer = torch.zeros(1, card.channels, small)
+    outputs = []
+    with torch.inference_mode():
+        for i in range(0, x.shape[-1], small):
+            buffer.copy_(torch.from_numpy(x[..., i:i + small]))
+            outputs.append(module.forward(buffer).clone().numpy())
+            buffer.fill_(1e3)  # the host writes its next block into the same memory
+    np.testing.assert_allclose(np.concatenate(outputs, -1), fresh, rtol=1e-5, atol=1e-6)

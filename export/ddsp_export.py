@@ -1,0 +1,104 @@
+"""The DDSP family as the export targets see it (export/exportable.py, docs/ddsp.md).
+
+:func:`exportable` adapts a streaming :class:`~tildekit.models.ddsp.model.DDSP` once: its
+methods ``forward`` (audio to audio), ``features`` (audio to f0 Hz and loudness dB per frame)
+and ``synth`` (f0 and loudness per frame to audio), no delay, and its four float attributes
+(``models/ddsp/model.ATTRIBUTES``), which the scripted module reads on every call. nn~ gets
+every method and attribute; Neutone plays ``forward`` with the attributes as its four knobs;
+ONNX refuses the family (its streaming state is not traced yet).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+from torch.nn.utils import parametrize
+
+from tildekit.errors import TildekitError
+from tildekit.export.exportable import StreamingExport
+from tildekit.export.model_card import card_from_exportable
+from tildekit.models.contract.card import AttributeSpec, MethodSpec, ModelCard
+from tildekit.models.ddsp.model import ATTRIBUTES, DDSP, method_delays, method_specs
+
+FAMILY = "ddsp"
+
+DESCRIPTIONS = {
+    "pitch_shift": "semitones added to the tracked pitch before the decoder",
+    "loudness_offset": "dB added to the tracked loudness before the decoder",
+    "harmonic_gain": "gain of the harmonic (pitched) part",
+    "noise_gain": "gain of the filtered noise part",
+}
+
+LABELS = {
+    "audio": ["audio"],
+    "controls": ["f0 (Hz)", "loudness (dB)"],
+}
+
+# the methods' inputs and outputs, by name (their channels and ratios: model.method_specs)
+METHOD_LABELS = {
+    "forward": ("audio", "audio"),
+    "features": ("audio", "controls"),
+    "synth": ("controls", "audio"),
+}
+
+
+def fold_parametrizations(module: nn.Module) -> None:
+    """Bake every parametrization (weight norm) into a plain weight: scripted hosts run it once."""
+    for sub in module.modules():
+        if parametrize.is_parametrized(sub):
+            names: Any = sub.parametrizations
+            for name in list(names.keys()):
+                parametrize.remove_parametrizations(sub, name, leave_parametrized=True)
+
+
+def prepare(model: DDSP) -> DDSP:
+    """``model`` ready to script: streaming, eval, no gradients, parametrizations folded, fresh state."""
+    if not isinstance(model, DDSP):
+        raise TildekitError(f"the DDSP export adapter takes a DDSP model, not {type(model).__name__}")
+    if not model.streaming:
+        raise TildekitError("export a streaming DDSP model: build it with DDSP(cfg, streaming=True)")
+    fold_parametrizations(model)
+    model.eval().requires_grad_(False)
+    model.reset_state()
+    return model
+
+
+def method_table(model: DDSP) -> dict[str, MethodSpec]:
+    specs = method_specs(model)
+    delays = method_delays(model)
+    table = {}
+    for name, (in_channels, in_ratio, out_channels, out_ratio) in specs.items():
+        inputs, outputs = METHOD_LABELS[name]
+        table[name] = MethodSpec(in_channels, in_ratio, out_channels, out_ratio,
+                                 list(LABELS[inputs]), list(LABELS[outputs]), delays[name])
+    return table
+
+
+def attribute_specs(model: DDSP) -> list[AttributeSpec]:
+    specs = []
+    for name, (default, low, high) in ATTRIBUTES.items():
+        value = float(getattr(model, name))  # the model's current setting is the file's default
+        specs.append(AttributeSpec(name, ["float"], [value if low <= value <= high else default],
+                                   low, high, DESCRIPTIONS[name]))
+    return specs
+
+
+def exportable(model: DDSP) -> StreamingExport:
+    """The DDSP family as the export targets see it (prepares ``model`` in place)."""
+    model = prepare(model)
+    return StreamingExport(family=FAMILY, module=model, methods=method_table(model),
+                           attributes=attribute_specs(model), sample_rate=int(model.sample_rate),
+                           channels=int(model.channels), delay=int(model.delay))
+
+
+def card(export: StreamingExport, name: str, profile_name: str = "", step: int = 0,
+         extra: dict[str, Any] | None = None) -> ModelCard:
+    """The model card of a DDSP export (export/model_card.card_from_exportable)."""
+    module: Any = export.module
+    # frame_lag: frame k is analysed from samples before k * hop, so an input is heard up to one
+    # hop late in every build (no streaming delay: the card's delays are 0); `tildekit check`
+    # allows it when it times the first response to a burst
+    facts = {"hop": int(module.hop), "n_harmonics": int(module.harmonic.n_harmonics),
+             "noise_bands": int(module.noise.bands), "frame_lag": int(module.hop)}
+    return card_from_exportable(export, name, profile_name, step, {**facts, **(extra or {})})
