@@ -303,7 +303,11 @@ class Trainer:
             self.dis_step = self._wrap(self.discriminator)
         self.adversarial = False
         self.set_phase(self.step >= cfg.adversarial_start)
-        self.log_every = max(1, min(50, cfg.validate_every, cfg.checkpoint_every))
+        self._start_records(cfg.validate_every, cfg.checkpoint_every)
+
+    def _start_records(self, validate_every: int, checkpoint_every: int) -> None:
+        """Running loss sums, the clock and the validation figures of a fresh or resumed run."""
+        self.log_every = max(1, min(50, validate_every, checkpoint_every))
         self._sums: dict[str, tuple[float, int]] = {}
         self._count = 0
         self._clock = time.perf_counter()

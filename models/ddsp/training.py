@@ -121,13 +121,7 @@ class DDSPTrainer(Trainer):
         self.reconstruct = Reconstruct(self.model)
         self.recon_step: nn.Module = self._wrap(self.reconstruct) if processes.distributed else self.reconstruct
         self.adversarial = False
-        self.log_every = max(1, min(50, cfg.validate_every, cfg.checkpoint_every))
-        self._sums: dict[str, tuple[float, int]] = {}
-        self._count = 0
-        self._clock = time.perf_counter()
-        self.first_validation: float | None = None
-        self.last_validation: float | None = None
-        self.last_losses: dict[str, float] = {}
+        self._start_records(cfg.validate_every, cfg.checkpoint_every)
 
     def _load(self, checkpoint: dict) -> None:
         try:
