@@ -101,6 +101,13 @@ def train_command(dataset_dir: Path, run_dir: Path, profile: str | None, steps: 
     from tildekit.models.trainer import train
 
     changes = list(overrides) + ([f"train.batch_size={batch_size}"] if batch_size else [])
+    from tildekit.models.config import family_of
+
+    if family_of(profile if profile is not None else run_dir / PROFILE_FILE) == "effect":
+        from tildekit.models.effects.train import train_effect_command
+
+        click.echo(train_effect_command(dataset_dir, run_dir, profile, changes, steps, resume, not quiet))
+        return
     chosen = None
     if profile is not None:
         chosen = load_profile(profile, changes)

@@ -177,8 +177,30 @@ class Profile:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-def available_profiles() -> list[str]:
-    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+AUTOENCODER = "autoencoder"  # the family of a profile without a ``family`` field
+
+
+def profile_family(data: Any) -> str:
+    """The ``family`` a profile mapping declares (``autoencoder`` when it has none)."""
+    family = data.get("family", AUTOENCODER) if isinstance(data, Mapping) else AUTOENCODER
+    return family if isinstance(family, str) else repr(family)
+
+
+def family_of(name_or_path: str | Path) -> str:
+    """The family of a shipped profile name or a profile file (``autoencoder`` if unreadable:
+    loading it then reports the problem)."""
+    path = Path(name_or_path)
+    if not path.suffix and not path.exists():
+        path = PROFILE_DIR / f"{name_or_path}.yaml"
+    try:
+        return profile_family(yaml.safe_load(path.read_text()))
+    except (OSError, yaml.YAMLError):
+        return AUTOENCODER
+
+
+def available_profiles(family: str = AUTOENCODER) -> list[str]:
+    """The shipped profiles of one family (the autoencoder's by default)."""
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml") if family_of(p) == family)
 
 
 def _check_type(value: Any, annotation: Any, where: str) -> Any:
@@ -266,7 +288,9 @@ def profile_from_dict(data: Mapping[str, Any], origin: str = "profile",
                       default_name: str = "custom") -> Profile:
     if not isinstance(data, Mapping):
         raise ProfileError(f"{origin}: must be a mapping with 'model' and 'train' sections")
-    unknown = set(data) - {"name", "model", "train"}
+    if profile_family(data) != AUTOENCODER:
+        raise ProfileError(f"{origin}: family {profile_family(data)!r} is not an autoencoder profile")
+    unknown = set(data) - {"name", "family", "model", "train"}
     if unknown:
         raise ProfileError(f"{origin}: unknown top-level field(s) {sorted(unknown)}; "
                            "expected name, model, train")

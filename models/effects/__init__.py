@@ -1,0 +1,9 @@
+"""Conditioned effect models: audio -> audio with knobs (amp and pedal captures, compressors).
+
+- ``reference``: effects written here (overdrive, compressor) that render training pairs;
+- ``pairs``: generated dry audio, rendered pair sets and their training windows;
+- ``conditioning``: knob specs, the FiLM generator and the knob smoother;
+- ``tcn``, ``gru``: the two cores; ``model``: :class:`EffectModel` around either;
+- ``config``: the ``family: effect`` profiles; ``train``: losses, ESR and the trainer;
+- ``evaluate``: the evaluation metrics (L1, STFT, loudness, crest factor, RMS, transients).
+"""
