@@ -5,7 +5,7 @@ Knob values become a conditioning vector once per call (``D`` numbers per batch 
 - ``concat``: the knobs themselves, scaled to [-1, 1] (``D = K``), fed to the core as extra
   input channels;
 - ``film``: knobs -> MLP -> one (gamma, beta) pair per channel of every FiLM site
-  (``D = 2 * sum(site channels)``); the core computes ``gamma * h + beta``.
+  (``D = 2 * sum(site channels)``); the core computes ``exp(gamma) * h + beta``.
 
 The smoother then moves the vector towards its new value with a one-pole filter per sample::
 
@@ -26,8 +26,8 @@ from tildekit.models.streaming import MAX_BATCH_SIZE, Stateful
 
 
 class FilmGenerator(nn.Module):
-    """(B, K) knobs in [-1, 1] -> (B, D) FiLM parameters, ``1 + gamma`` and ``beta`` interleaved
-    per site as the core expects (gamma block first, then beta block)."""
+    """(B, K) knobs in [-1, 1] -> (B, D) FiLM parameters, per site a block of log-gains
+    ``gamma`` then a block of shifts ``beta`` (the core computes ``exp(gamma) * h + beta``)."""
 
     def __init__(self, knobs: int, hidden: int, out: int) -> None:
         super().__init__()
@@ -80,9 +80,11 @@ class Smoother(Stateful):
 
 
 def apply_film(h: torch.Tensor, film: torch.Tensor, offset: int) -> torch.Tensor:
-    """``gamma * h + beta`` for the site whose parameters start at ``offset`` of ``film``
+    """``exp(gamma) * h + beta`` for the site whose parameters start at ``offset`` of ``film``
     ((B, D, T) or (B, D, 1)); ``h`` is (B, C, T)."""
     channels = h.shape[1]
     gamma = film[:, offset:offset + channels]
     beta = film[:, offset + channels:offset + 2 * channels]
-    return h * (1.0 + gamma) + beta
+    # a log-domain gain: knobs such as drive span 30-40 dB, which exp() reaches from a small
+    # MLP output, while 1 + gamma would need weights 100 times larger (slow to learn)
+    return h * torch.exp(gamma.clamp(max=8.0)) + beta

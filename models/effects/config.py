@@ -71,7 +71,9 @@ class EffectTrainConfig:
     window: int = 8192  # samples per example on which the loss is computed
     warmup: int = 2048  # samples of context before them, not in the loss (the model's state fills)
     learning_rate: float = 3e-3
-    stft_weight: float = 1.0  # multi-resolution STFT distance (auraloss), added to the L1
+    stft_weight: float = 0.1  # multi-resolution STFT distance (auraloss), added to the L1...
+    stft_start: int = 1000  # ...from this step: before the waveform is close it slows L1 (docs/effects.md)
+    esr_weight: float = 0.0  # error-to-signal ratio as a loss term (always reported)
     stft_scales: list[int] = field(default_factory=lambda: [256, 1024, 4096])
     checkpoint_every: int = 500
     validate_every: int = 250
@@ -86,12 +88,15 @@ class EffectTrainConfig:
         for name in ("batch_size", "window", "checkpoint_every", "validate_every", "max_steps"):
             if getattr(self, name) < 1:
                 raise bad(name, f"must be >= 1, got {getattr(self, name)}")
+        if self.stft_start < 0:
+            raise bad("stft_start", f"must be >= 0, got {self.stft_start}")
         if self.warmup < 0:
             raise bad("warmup", f"must be >= 0, got {self.warmup}")
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise bad("learning_rate", f"must be > 0, got {self.learning_rate}")
-        if not (math.isfinite(self.stft_weight) and self.stft_weight >= 0):
-            raise bad("stft_weight", f"must be >= 0, got {self.stft_weight}")
+        for name in ("stft_weight", "esr_weight"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise bad(name, f"must be >= 0, got {getattr(self, name)}")
         if not self.stft_scales or any(s < 16 or s > self.window for s in self.stft_scales):
             raise bad("stft_scales", f"must be FFT sizes in [16, train.window], got {self.stft_scales}")
         if not 0.0 < self.validation_fraction < 1.0:

@@ -33,6 +33,8 @@ class EffectModel(nn.Module):
         if not knobs:
             raise ValueError("an effect model needs at least one knob")
         self.sample_rate = cfg.sample_rate
+        self.cfg = cfg  # Python-side (a dataclass TorchScript ignores): rebuild the other build
+        self.knobs = tuple(knobs)
         self.streaming = streaming
         self.knob_names = [k.name for k in knobs]
         self.knob_ranges = [(float(k.minimum), float(k.maximum)) for k in knobs]

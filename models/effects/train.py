@@ -41,6 +41,7 @@ from tildekit.models.run import (
 from tildekit.models.trainer import TrainSummary, _truncate_metrics, restore_rng_state, rng_state, write_plots
 
 VALIDATION_SEGMENTS = 16
+STFT_FLOOR = 1e-8  # auraloss's default floor of the squared magnitudes
 
 
 def esr(target: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
@@ -52,16 +53,19 @@ class EffectLoss(nn.Module):
     """L1 + ``stft_weight`` x auraloss's multi-resolution STFT distance (spectral convergence
     + log magnitude), FFT sizes ``scales`` hopping by a quarter."""
 
-    def __init__(self, scales: list[int], stft_weight: float) -> None:
+    def __init__(self, scales: list[int], stft_weight: float, esr_weight: float = 0.0,
+                 floor: float = STFT_FLOOR) -> None:
         super().__init__()
         self.stft = auraloss.freq.MultiResolutionSTFTLoss(
-            fft_sizes=list(scales), hop_sizes=[s // 4 for s in scales], win_lengths=list(scales))
-        self.stft_weight = stft_weight
+            fft_sizes=list(scales), hop_sizes=[s // 4 for s in scales], win_lengths=list(scales), eps=floor)
+        self.stft_weight, self.esr_weight = stft_weight, esr_weight
 
-    def forward(self, target: torch.Tensor, output: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, target: torch.Tensor, output: torch.Tensor, with_stft: bool = True) -> dict[str, torch.Tensor]:
         l1 = (target - output).abs().mean()
         stft = self.stft(output, target)
-        return {"total": l1 + self.stft_weight * stft, "l1": l1, "stft": stft}
+        error = esr(target, output)
+        total = l1 + self.esr_weight * error + (self.stft_weight * stft if with_stft else 0.0)
+        return {"total": total, "l1": l1, "stft": stft, "esr": error}
 
 
 def read_effect_profile(run_dir: Path) -> EffectProfile:
@@ -96,7 +100,7 @@ class EffectTrainer:
         self.held_out = held[:VALIDATION_SEGMENTS]
         torch.manual_seed(cfg.seed)
         self.model = build_effect_model(profile.model, pairs.knobs, streaming=False).train()
-        self.loss = EffectLoss(cfg.stft_scales, cfg.stft_weight)
+        self.loss = EffectLoss(cfg.stft_scales, cfg.stft_weight, cfg.esr_weight)
         self.optimizer = torch.optim.Adam(self.model.parameters(), cfg.learning_rate)
         self.step = 0
         if checkpoint is not None:
@@ -120,7 +124,7 @@ class EffectTrainer:
     def train_step(self, dry: torch.Tensor, wet: torch.Tensor, knobs: torch.Tensor) -> dict[str, float]:
         warmup = self.profile.train.warmup
         output = self.model.process(dry, knobs)
-        terms = self.loss(wet[..., warmup:], output[..., warmup:])
+        terms = self.loss(wet[..., warmup:], output[..., warmup:], self.step >= self.profile.train.stft_start)
         if not torch.isfinite(terms["total"]):
             raise TildekitError(f"training stopped at step {self.step + 1}: the loss is not finite; "
                                 "lower train.learning_rate")
