@@ -73,8 +73,9 @@ def core_from_run(run_dir: str | Path, latent_dims: int | None = None, fidelity:
     run = RunDir(run_dir)
     if run.profile.family != "autoencoder":
         # the export targets, cards and checks take an autoencoder's methods and latent space
-        raise TildekitError(f"exporting DDSP models is not available yet: '{run.path}' is a "
-                            f"{run.profile.family} run (profile {run.profile.name}); the export targets "
+        label = {"ddsp": "DDSP"}.get(run.profile.family, run.profile.family)
+        raise TildekitError(f"exporting {label} models is not available yet: '{run.path}' is a run of the "
+                            f"{run.profile.family} family (profile {run.profile.name}); the export targets "
                             f"take autoencoder runs only")
     model = run.load_model(streaming=True)
     stats = run.latent_stats
