@@ -105,8 +105,8 @@ def exportable_from_run(run_dir: str | Path, latent_dims: int | None = None, fid
 
         export = ddsp_export.exportable(run.load_model(streaming=True))
         return export, ddsp_export.card(export, name, run.profile.name, run.step)
-    raise TildekitError(f"'{run.path}' is a {family} run (profile {run.profile.name}): no export adapter "
-                        f"takes this family")
+    raise TildekitError(f"exporting {family} models is not available yet: '{run.path}' is a run of the "
+                        f"{family} family (profile {run.profile.name}); no export adapter takes it")
 
 
 def _autoencoder(run: RunDir, name: str, latent_dims: int | None,

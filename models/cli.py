@@ -43,10 +43,14 @@ def preprocess_command(input_dir: Path, dataset_dir: Path, profile: str, sample_
     rebuilds the dataset, which is replaced only once the new one is complete.
     """
     # Heavy imports here, so `tildekit --help` stays fast.
-    from tildekit.models.config import load_profile
+    from tildekit.errors import TildekitError
+    from tildekit.models.config import EffectConfig, load_profile
     from tildekit.models.preprocess import preprocess
 
     chosen = load_profile(profile)
+    if isinstance(chosen.model, EffectConfig):
+        raise TildekitError(f"profile '{chosen.name}' is an effect profile: effect models train on pair sets "
+                            "(pairs.npz + pairs.json, see docs/effects.md), not on preprocessed audio")
     rate = sample_rate if sample_rate is not None else chosen.model.sample_rate
     if min_seconds is not None:
         min_samples = int(round(min_seconds * rate))

@@ -7,7 +7,8 @@ A profile is one YAML file with two sections::
     train: {batch_size: 8, window: 16384, ...}      # -> TrainConfig
 
 An optional top-level ``family`` picks the model family: ``autoencoder`` (the default, the
-sections above) or ``ddsp`` (``model`` -> DDSPConfig, ``train`` -> DDSPTrainConfig).
+sections above), ``ddsp`` (``model`` -> DDSPConfig, ``train`` -> DDSPTrainConfig) or ``effect`` (``model`` ->
+EffectConfig, ``train`` -> EffectTrainConfig).
 
 Shipped profiles live in ``models/profiles/NAME.yaml`` and are selected by name; a user may
 pass a path to their own file instead, and override single fields with ``section.field=value``.
@@ -252,7 +253,97 @@ class DDSPTrainConfig:
             raise bad("stft_scales", f"lists a size twice: {self.stft_scales}")
 
 
-FAMILIES = {"autoencoder": (ModelConfig, TrainConfig), "ddsp": (DDSPConfig, DDSPTrainConfig)}
+CORES = ("tcn", "gru")
+CONDITIONINGS = ("film", "concat")
+
+
+@dataclass(frozen=True)
+class EffectConfig:
+    """Architecture of a knob-conditioned effect model (see docs/effects.md)."""
+
+    sample_rate: int = 48000
+    core: str = "tcn"  # tcn | gru
+    conditioning: str = "film"  # film: knobs -> MLP -> per-channel gain and shift; concat: knobs as inputs
+    channels: int = 16  # TCN channels, or GRU hidden size
+    kernel_size: int = 5  # TCN only
+    dilations: list[int] = field(default_factory=lambda: [1, 4, 16, 64, 256, 1024])  # TCN only
+    film_hidden: int = 32  # width of the knob MLP (FiLM)
+    smoothing_ms: float = 20.0  # time constant of the knob smoother; 0 jumps (clicks)
+
+    @property
+    def family(self) -> str:
+        return "effect"
+
+    @property
+    def receptive_field(self) -> int:
+        """Samples of input one output sample depends on (the GRU's is unbounded: 0)."""
+        if self.core != "tcn":
+            return 0
+        return 1 + (self.kernel_size - 1) * sum(self.dilations)
+
+    def validate(self, origin: str) -> None:
+        def bad(name: str, why: str) -> ProfileError:
+            return ProfileError(f"{origin}: model.{name} {why}")
+
+        for name in ("sample_rate", "channels", "film_hidden"):
+            if getattr(self, name) < 1:
+                raise bad(name, f"must be >= 1, got {getattr(self, name)}")
+        if self.core not in CORES:
+            raise bad("core", f"must be one of {', '.join(CORES)}, got {self.core!r}")
+        if self.conditioning not in CONDITIONINGS:
+            raise bad("conditioning", f"must be one of {', '.join(CONDITIONINGS)}, got {self.conditioning!r}")
+        if self.kernel_size < 2:
+            raise bad("kernel_size", f"must be >= 2, got {self.kernel_size}")
+        if not self.dilations or any(d < 1 for d in self.dilations):
+            raise bad("dilations", f"must be a non-empty list of integers >= 1, got {self.dilations}")
+        if not (math.isfinite(self.smoothing_ms) and self.smoothing_ms >= 0):
+            raise bad("smoothing_ms", f"must be a number >= 0, got {self.smoothing_ms}")
+
+
+@dataclass(frozen=True)
+class EffectTrainConfig:
+    """Optimisation settings of an effect model: L1 + STFT on dry/wet pairs (docs/effects.md)."""
+
+    batch_size: int = 8
+    window: int = 8192  # samples per example on which the loss is computed
+    warmup: int = 2048  # samples of context before them, not in the loss (the model's state fills)
+    learning_rate: float = 3e-3
+    stft_weight: float = 0.1  # multi-resolution STFT distance (auraloss), added to the L1...
+    stft_start: int = 1000  # ...from this step: before the waveform is close it slows L1 (docs/effects.md)
+    esr_weight: float = 0.0  # error-to-signal ratio as a loss term (always reported)
+    stft_scales: list[int] = field(default_factory=lambda: [256, 1024, 4096])
+    checkpoint_every: int = 500
+    validate_every: int = 250
+    validation_fraction: float = 0.1
+    max_steps: int = 20000
+    seed: int = 0
+
+    def validate(self, origin: str) -> None:
+        def bad(name: str, why: str) -> ProfileError:
+            return ProfileError(f"{origin}: train.{name} {why}")
+
+        for name in ("batch_size", "window", "checkpoint_every", "validate_every", "max_steps"):
+            if getattr(self, name) < 1:
+                raise bad(name, f"must be >= 1, got {getattr(self, name)}")
+        if self.stft_start < 0:
+            raise bad("stft_start", f"must be >= 0, got {self.stft_start}")
+        if self.warmup < 0:
+            raise bad("warmup", f"must be >= 0, got {self.warmup}")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise bad("learning_rate", f"must be > 0, got {self.learning_rate}")
+        for name in ("stft_weight", "esr_weight"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise bad(name, f"must be >= 0, got {getattr(self, name)}")
+        if not self.stft_scales or any(s < 16 or s > self.window for s in self.stft_scales):
+            raise bad("stft_scales", f"must be FFT sizes in [16, train.window], got {self.stft_scales}")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise bad("validation_fraction", f"must be in (0, 1), got {self.validation_fraction}")
+        if not 0 <= self.seed < 2 ** 32:
+            raise bad("seed", f"must be in [0, 2**32), got {self.seed}")
+
+
+FAMILIES = {"autoencoder": (ModelConfig, TrainConfig), "ddsp": (DDSPConfig, DDSPTrainConfig),
+            "effect": (EffectConfig, EffectTrainConfig)}
 
 
 # Settings a run may change when it continues (``tildekit train ... --resume --set``): they steer
@@ -267,12 +358,14 @@ RESUMABLE_SETTINGS = ("train.learning_rate", "train.kl_beta", "train.kl_warmup",
 @dataclass(frozen=True)
 class Profile:
     name: str
-    model: ModelConfig | DDSPConfig
-    train: TrainConfig | DDSPTrainConfig
+    model: ModelConfig | DDSPConfig | EffectConfig
+    train: TrainConfig | DDSPTrainConfig | EffectTrainConfig
 
     @property
     def family(self) -> str:
-        return "ddsp" if isinstance(self.model, DDSPConfig) else "autoencoder"
+        if isinstance(self.model, (DDSPConfig, EffectConfig)):
+            return self.model.family
+        return "autoencoder"
 
     def to_dict(self) -> dict[str, Any]:
         # autoencoder profiles are written as before (no family key)
@@ -284,8 +377,18 @@ class Profile:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-def available_profiles() -> list[str]:
-    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+def available_profiles(family: str | None = "autoencoder") -> list[str]:
+    """The shipped profiles of one family (the autoencoder's by default; every family's with None)."""
+    names = []
+    for path in sorted(PROFILE_DIR.glob("*.yaml")):
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError):
+            data = None
+        declared = data.get("family", "autoencoder") if isinstance(data, Mapping) else "autoencoder"
+        if family is None or declared == family:
+            names.append(path.stem)
+    return names
 
 
 def _check_type(value: Any, annotation: Any, where: str) -> Any:
@@ -357,7 +460,7 @@ def load_profile(name_or_path: str | Path, overrides: list[str] | tuple[str, ...
         path = PROFILE_DIR / f"{name_or_path}.yaml"
         if not path.exists():
             raise ProfileError(f"unknown profile {str(name_or_path)!r}: choose one of "
-                               f"{', '.join(available_profiles())} or give a path to a YAML file")
+                               f"{', '.join(available_profiles(None))} or give a path to a YAML file")
     if not path.exists():
         raise ProfileError(f"profile file {str(path)!r} does not exist")
     origin = str(path) if path.parent != PROFILE_DIR else f"profile '{path.stem}'"

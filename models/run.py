@@ -31,7 +31,7 @@ import torch.nn as nn
 import yaml
 
 from tildekit.errors import TildekitError
-from tildekit.models.config import DDSPConfig, Profile, ProfileError, profile_from_dict
+from tildekit.models.config import DDSPConfig, ModelConfig, Profile, ProfileError, profile_from_dict
 from tildekit.models.latent_stats import FILE_NAME as LATENT_STATS_FILE
 from tildekit.models.latent_stats import LatentStats
 
@@ -177,8 +177,11 @@ class RunDir:
             from tildekit.models.ddsp.model import build_ddsp
 
             model = build_ddsp(cfg, streaming)
-        else:
+        elif isinstance(cfg, ModelConfig):
             model = build_model(cfg, streaming)
+        else:  # its checkpoint carries the knobs the model is built with
+            raise TildekitError(f"'{self.path}' is a run of the {self.profile.family} family: load it with "
+                                "tildekit.models.effects.train.load_effect_run")
         try:
             load_weights(model, self.checkpoint["model"])
         except EarlierLayout as exc:
