@@ -295,8 +295,13 @@ def test_failed_rebuild_keeps_the_old_dataset(tmp_path: Path) -> None:
 # is about to block: the test waits for that line instead of polling the file system on a timer.
 BLOCKED_LINE = "blocked on zz_stalled.wav"
 _BLOCKED_RUN = f"""
+import signal
 import sys
 from tildekit.models import preprocess as module
+
+# Ctrl-C as in a terminal, whatever this process inherited: a shell that starts a job in the
+# background sets SIGINT to "ignore", and the child would then never see the test's SIGINT.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 decode = module.decode
 
