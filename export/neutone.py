@@ -166,6 +166,14 @@ class NeutoneW2WBase(nn.Module):
     def set_sample_rate_and_buffer_size(self, sample_rate: int, n_samples: int) -> bool:
         return False
 
+    def _accept_rate_and_buffer(self, sample_rate: int, n_samples: int, multiple: int) -> bool:
+        """The subclasses' rule: the model's own rate and a whole number of ``multiple``-sample
+        blocks, kept as the model buffer (they hold ``sample_rate`` and ``model_bs``)."""
+        ok = sample_rate == self.sample_rate and n_samples > 0 and n_samples % multiple == 0
+        if ok:
+            self.model_bs = n_samples
+        return ok
+
     @torch.jit.export
     def reset(self) -> bool:
         return False
@@ -324,10 +332,7 @@ class TildekitW2W(NeutoneW2WBase):
     @torch.jit.export
     def set_sample_rate_and_buffer_size(self, sample_rate: int, n_samples: int) -> bool:
         """True when the core can stream at this rate and buffer size (whole latent frames)."""
-        ok = sample_rate == self.sample_rate and n_samples > 0 and n_samples % self.compression == 0
-        if ok:
-            self.model_bs = n_samples
-        return ok
+        return self._accept_rate_and_buffer(sample_rate, n_samples, self.compression)
 
     @torch.jit.export
     def reset(self) -> bool:
@@ -432,10 +437,7 @@ class GenericW2WBase(NeutoneW2WBase):
 
     @torch.jit.export
     def set_sample_rate_and_buffer_size(self, sample_rate: int, n_samples: int) -> bool:
-        ok = sample_rate == self.sample_rate and n_samples > 0 and n_samples % self.compression == 0
-        if ok:
-            self.model_bs = n_samples
-        return ok
+        return self._accept_rate_and_buffer(sample_rate, n_samples, self.compression)
 
     @torch.jit.export
     def reset(self) -> bool:

@@ -102,10 +102,7 @@ class ForeignW2W(NeutoneW2WBase):
 
     @torch.jit.export
     def set_sample_rate_and_buffer_size(self, sample_rate: int, n_samples: int) -> bool:
-        ok = sample_rate == self.sample_rate and n_samples > 0 and n_samples % self.ratio == 0
-        if ok:
-            self.model_bs = n_samples
-        return ok
+        return self._accept_rate_and_buffer(sample_rate, n_samples, self.ratio)
 
     @torch.jit.export
     def reset(self) -> bool:
