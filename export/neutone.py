@@ -67,6 +67,8 @@ class NeutoneW2WBase(nn.Module):
     ``set_sample_rate_and_buffer_size`` and ``reset``.
     """
 
+    # TorchScript takes a class's own annotations, or, when it declares none, its nearest base's:
+    # subclasses declare no field annotations of their own, so these hold for all of them.
     knob_metadata: Dict[str, Dict[str, Union[int, float, str, bool, List[str], List[int]]]]
     text_fields: Dict[str, str]
     flag_fields: Dict[str, bool]
@@ -252,19 +254,6 @@ class TildekitW2W(NeutoneW2WBase):
     ``compression``, ``latent_size``, ``sample_rate``, ``channels``, ``encoder_frames_delay``.
     """
 
-    # TorchScript reads a class's own annotations only: restated from NeutoneW2WBase.
-    knob_metadata: Dict[str, Dict[str, Union[int, float, str, bool, List[str], List[int]]]]
-    text_fields: Dict[str, str]
-    flag_fields: Dict[str, bool]
-    number_fields: Dict[str, float]
-    int_fields: Dict[str, int]
-    text_list_fields: Dict[str, List[str]]
-    int_list_fields: Dict[str, List[int]]
-    technical_links: Dict[str, str]
-    native_rates: List[int]
-    buffer_sizes: List[int]  # empty: any buffer (the SDK's convention)
-    neutone_parameter_names: List[str]
-
     def __init__(self, core: nn.Module, card: ModelCard, info: NeutoneInfo | None = None, *,
                  seed: int = 0, date_created: float | None = None) -> None:
         _check_core_matches_card(core, card)
@@ -390,19 +379,6 @@ class GenericW2WBase(NeutoneW2WBase):
 
     Built by :func:`generic_w2w`; ``apply_knobs`` comes from a generated mixin.
     """
-
-    # TorchScript reads a class's own annotations only: restated from NeutoneW2WBase.
-    knob_metadata: Dict[str, Dict[str, Union[int, float, str, bool, List[str], List[int]]]]
-    text_fields: Dict[str, str]
-    flag_fields: Dict[str, bool]
-    number_fields: Dict[str, float]
-    int_fields: Dict[str, int]
-    text_list_fields: Dict[str, List[str]]
-    int_list_fields: Dict[str, List[int]]
-    technical_links: Dict[str, str]
-    native_rates: List[int]
-    buffer_sizes: List[int]  # empty: any buffer (the SDK's convention)
-    neutone_parameter_names: List[str]
 
     def __init__(self, module: nn.Module, card: ModelCard, knobs: list[AttributeSpec],
                  info: NeutoneInfo, date_created: float | None = None) -> None:

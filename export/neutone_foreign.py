@@ -20,7 +20,7 @@ embedded card. The result is checked the way the plugin loads it (`export_neuton
 import dataclasses
 import linecache
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, List, Optional
 
 import torch
 from torch import Tensor, nn
@@ -65,18 +65,6 @@ class Conversion:
 
 class ForeignW2W(NeutoneW2WBase):
     """``w2w_base`` around a loaded nn~ ScriptModule: its forward, knobs on latents or attributes."""
-
-    knob_metadata: Dict[str, Dict[str, Union[int, float, str, bool, List[str], List[int]]]]
-    text_fields: Dict[str, str]
-    flag_fields: Dict[str, bool]
-    number_fields: Dict[str, float]
-    int_fields: Dict[str, int]
-    text_list_fields: Dict[str, List[str]]
-    int_list_fields: Dict[str, List[int]]
-    technical_links: Dict[str, str]
-    native_rates: List[int]
-    buffer_sizes: List[int]  # empty: any buffer (the SDK's convention)
-    neutone_parameter_names: List[str]
 
     def __init__(self, model: nn.Module, meta: dict, knobs: List[Knob], latent_mode: bool,
                  sample_rate: int, ratio: int, delay: int) -> None:
