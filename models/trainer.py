@@ -319,10 +319,7 @@ class Trainer:
 
     def _load(self, checkpoint: dict) -> None:
         try:
-            load_weights(self.model, checkpoint["model"])
-            self.discriminator.load_state_dict(checkpoint["discriminator"], strict=True)
-            self.gen_opt.load_state_dict(checkpoint["generator_optimizer"])
-            self.dis_opt.load_state_dict(checkpoint["discriminator_optimizer"])
+            self._load_parts(checkpoint)
         except EarlierLayout as exc:
             raise TildekitError(f"the checkpoint in '{self.run_dir}' was {exc}: start a new run dir") from None
         except (KeyError, RuntimeError, ValueError) as exc:
@@ -332,12 +329,22 @@ class Trainer:
         if self.processes.main:
             restore_rng_state(checkpoint["rng"])
 
+    def _load_parts(self, checkpoint: dict) -> None:
+        """Load the family's modules and optimisers from ``checkpoint`` (the keys of :meth:`_parts`)."""
+        load_weights(self.model, checkpoint["model"])
+        self.discriminator.load_state_dict(checkpoint["discriminator"], strict=True)
+        self.gen_opt.load_state_dict(checkpoint["generator_optimizer"])
+        self.dis_opt.load_state_dict(checkpoint["discriminator_optimizer"])
+
+    def _parts(self) -> dict[str, Any]:
+        """The family's modules and optimisers as a checkpoint stores them."""
+        return {"model": self.model.state_dict(), "discriminator": self.discriminator.state_dict(),
+                "generator_optimizer": self.gen_opt.state_dict(),
+                "discriminator_optimizer": self.dis_opt.state_dict()}
+
     def checkpoint(self) -> dict[str, Any]:
         return {"format": CHECKPOINT_FORMAT, "step": self.step, "profile": self.profile.to_yaml(),
-                "model": self.model.state_dict(), "discriminator": self.discriminator.state_dict(),
-                "generator_optimizer": self.gen_opt.state_dict(),
-                "discriminator_optimizer": self.dis_opt.state_dict(),
-                "rng": rng_state(), "processes": self.processes.world}
+                **self._parts(), "rng": rng_state(), "processes": self.processes.world}
 
     def _wrap(self, module: nn.Module) -> nn.Module:
         from torch.nn.parallel import DistributedDataParallel

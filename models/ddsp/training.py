@@ -25,7 +25,7 @@ from tildekit.errors import TildekitError
 from tildekit.models.config import DDSPConfig, Profile
 from tildekit.models.dataset import AudioDataset, SequentialWindows
 from tildekit.models.ddsp.model import DDSP, analysis_latency, build_ddsp
-from tildekit.models.run import CHECKPOINT_FORMAT, PLOTS_DIR, read_metrics
+from tildekit.models.run import PLOTS_DIR, read_metrics
 from tildekit.models.trainer import (
     ADAM_BETAS,
     VALIDATION_WINDOWS,
@@ -34,8 +34,6 @@ from tildekit.models.trainer import (
     _check_dataset,
     _seed_everything,
     _spread,
-    restore_rng_state,
-    rng_state,
     training_window,
     write_plots,
 )
@@ -123,21 +121,12 @@ class DDSPTrainer(Trainer):
         self.adversarial = False
         self._start_records(cfg.validate_every, cfg.checkpoint_every)
 
-    def _load(self, checkpoint: dict) -> None:
-        try:
-            self.model.load_state_dict(checkpoint["model"], strict=True)
-            self.gen_opt.load_state_dict(checkpoint["generator_optimizer"])
-        except (KeyError, RuntimeError, ValueError) as exc:
-            raise TildekitError(f"the checkpoint in '{self.run_dir}' does not fit the run's profile "
-                                f"({str(exc).splitlines()[0]}): start a new run dir") from None
-        self.step = int(checkpoint["step"])
-        if self.processes.main:
-            restore_rng_state(checkpoint["rng"])
+    def _load_parts(self, checkpoint: dict) -> None:
+        self.model.load_state_dict(checkpoint["model"], strict=True)
+        self.gen_opt.load_state_dict(checkpoint["generator_optimizer"])
 
-    def checkpoint(self) -> dict[str, Any]:
-        return {"format": CHECKPOINT_FORMAT, "step": self.step, "profile": self.profile.to_yaml(),
-                "model": self.model.state_dict(), "generator_optimizer": self.gen_opt.state_dict(),
-                "rng": rng_state(), "processes": self.processes.world}
+    def _parts(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "generator_optimizer": self.gen_opt.state_dict()}
 
     def set_phase(self, adversarial: bool) -> None:
         if adversarial:
