@@ -37,19 +37,12 @@ def build_models(folder: Path, profile: str) -> list[Path]:
     import torch
 
     from tildekit.export.card_io import card_extra_files
-    from tildekit.export.core import ExportCore
+    from tildekit.export.core import untrained_core
     from tildekit.export.model_card import card_from_core
     from tildekit.export.nn_tilde import script_nn_tilde
     from tildekit.export.onnx_export import build_onnx
-    from tildekit.models.autoencoder import build_model
-    from tildekit.models.config import load_profile
 
-    torch.manual_seed(0)
-    cfg = load_profile(profile).model
-    whole = build_model(cfg, False).eval()
-    streaming = build_model(cfg, True)
-    streaming.load_state_dict(whole.state_dict())
-    core = ExportCore(streaming)
+    core = untrained_core(profile)
     card = card_from_core(core, "bench", None, profile, 0)
     ts = folder / "bench.ts"
     torch.jit.save(script_nn_tilde(core, card), str(ts), _extra_files=card_extra_files(card))

@@ -21,23 +21,12 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from tildekit.export.core import ExportCore
+from tildekit.export.core import ExportCore, untrained_core
 from tildekit.export.onnx_export import GraphShape, export_graph
 from tildekit.export.onnx_reference import CoreMethods
 from tildekit.export.onnx_runtime import OUTPUT, make_session
-from tildekit.models.autoencoder import build_model
-from tildekit.models.config import load_profile
 
 Step = Callable[[np.ndarray], np.ndarray]
-
-
-def build_core(profile: str) -> ExportCore:
-    torch.manual_seed(0)
-    cfg = load_profile(profile, []).model
-    whole = build_model(cfg, False).eval()
-    streaming = build_model(cfg, True)
-    streaming.load_state_dict(whole.state_dict())
-    return ExportCore(streaming)
 
 
 def torchscript_steps(core: ExportCore, buffer: int) -> dict[str, Step]:
@@ -89,7 +78,7 @@ def agree(steps: dict[str, Step], signal: np.ndarray, buffer: int) -> dict[str, 
 
 
 def bench_profile(profile: str, buffer: int, rounds: int) -> None:
-    core = build_core(profile)
+    core = untrained_core(profile)
     print(f"\n== {profile}: compression {core.compression}, latent {core.latent_size}, "
           f"{sum(p.numel() for p in core.parameters()) / 1e6:.2f} M parameters, buffer {buffer}, 1 thread")
     make_steps = lambda: {**torchscript_steps(core, buffer),  # noqa: E731 (fresh state for each phase)

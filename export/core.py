@@ -84,3 +84,20 @@ class ExportCore(nn.Module):
 
     def reset_state(self) -> None:
         self.model.reset_state()
+
+
+def untrained_core(profile: str, seed: int = 0) -> ExportCore:
+    """The streaming core of ``profile`` with freshly initialised weights (benchmarks, speed tests).
+
+    The weights are drawn in the whole-signal build and loaded into the streaming one, as a
+    trained run's are, so both builds of the same seed compute the same thing.
+    """
+    from tildekit.models.autoencoder import build_model
+    from tildekit.models.config import load_profile
+
+    torch.manual_seed(seed)
+    cfg = load_profile(profile).model
+    whole = build_model(cfg, False).eval()
+    streaming = build_model(cfg, True)
+    streaming.load_state_dict(whole.state_dict())
+    return ExportCore(streaming)
