@@ -282,7 +282,7 @@ def speak(text: str, voice: str, speed: int, pitch: int, wav: Path) -> np.ndarra
     """espeak-ng (22.05 kHz) resampled to RATE with the resampler the datasets use."""
     import soundfile as sf
 
-    from tildekit.models.preprocess import resample
+    from tildekit.models.contract.audio import resample
 
     raw = wav.with_suffix(".raw.wav")
     _run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", str(raw), text],

@@ -37,6 +37,8 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from tildekit.models.contract.audio import resample
+
 STFT_SIZES = (2048, 1024, 512, 256, 128)  # RAVE's multi-scale sizes, in samples
 MAGNITUDE_FLOOR = 1e-5  # -100 dB of a full-scale sine's peak bin (0.5 after normalisation)
 
@@ -214,9 +216,7 @@ def pitch_track(signal: np.ndarray, sample_rate: int) -> PitchTrack:
     """pyin's voicing and f0 (refined by yin) per 20 ms frame, on a 16 kHz copy."""
     import librosa
 
-    if sample_rate != PITCH_RATE:
-        signal = librosa.resample(signal, orig_sr=sample_rate, target_sr=PITCH_RATE, res_type="soxr_hq")
-    signal = np.ascontiguousarray(signal, dtype=np.float32)
+    signal = np.ascontiguousarray(resample(signal, sample_rate, PITCH_RATE), dtype=np.float32)
     if len(signal) < PITCH_FRAME:  # pyin needs one full frame
         signal = np.pad(signal, (0, PITCH_FRAME - len(signal)))
     rms = librosa.feature.rms(y=signal, frame_length=PITCH_FRAME, hop_length=PITCH_HOP, center=True)[0]

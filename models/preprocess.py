@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ import numpy as np
 
 from tildekit.errors import TildekitError
 from tildekit.models import outputs
-from tildekit.models.contract.audio import adapt_channels
+from tildekit.models.contract.audio import RESAMPLER, Undecodable, adapt_channels, decode, resample
 
 # Bump when the layout changes in a way an older reader would misread (see dataset.py).
 FORMAT_VERSION = 1
@@ -42,7 +41,6 @@ DATA_FILE = "audio.f32"
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 # -80 dBFS: below this a file is treated as silence (digital silence, or dither at most).
 SILENCE_PEAK = 1e-4
-RESAMPLER = "soxr_hq"  # part of the fingerprint: changing it must rebuild datasets
 
 DATASET_KIND = "dataset"  # the marker's kind (models/outputs.py)
 DATASET_FILES = (INDEX_FILE, DATA_FILE)  # everything a dataset folder holds besides the marker
@@ -152,61 +150,14 @@ def fingerprint(input_dir: Path, files: list[Path], params: dict[str, Any]) -> t
 # ----------------------------------------------------------------------------- decoding
 
 
-class _Undecodable(Exception):
-    pass
-
-
-def decode(path: Path) -> tuple[np.ndarray, int]:
-    """Read ``path`` as float32 ``(channels, samples)`` and its sample rate.
-
-    soundfile (libsndfile) first; librosa's loader (audioread/ffmpeg backends) for what
-    libsndfile cannot read. Raises ``_Undecodable`` with both errors when neither works.
-    """
-    import soundfile as sf
-
-    try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-        return np.ascontiguousarray(data.T), int(rate)
-    except Exception as first:  # libsndfile raises several types for unreadable input
-        sf_error = _one_line(first)
-    try:
-        import librosa
-
-        with warnings.catch_warnings():
-            # librosa warns that it falls back to audioread: that is exactly what we want here.
-            warnings.simplefilter("ignore")
-            data, rate = librosa.load(str(path), sr=None, mono=False, dtype=np.float32)
-    except Exception as second:
-        raise _Undecodable(f"soundfile: {sf_error}; librosa: {_one_line(second)}") from None
-    data = np.atleast_2d(np.asarray(data, dtype=np.float32))
-    return np.ascontiguousarray(data), int(rate)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 160 else text[:157] + "..."
-
-
-def resample(audio: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
-    """Resample along the last axis with soxr (via librosa); a no-op at the same rate."""
-    if source_rate == target_rate:
-        return audio
-    import librosa
-
-    out = librosa.resample(audio, orig_sr=source_rate, target_sr=target_rate,
-                           res_type=RESAMPLER, axis=-1)
-    return np.ascontiguousarray(out, dtype=np.float32)
-
-
 def load_for_dataset(path: Path, sample_rate: int, channels: int) -> tuple[np.ndarray, int, int]:
     """Decode, fix the channel count and resample: ``(audio, source_rate, source_channels)``.
 
-    This is exactly what the dataset stores for ``path`` (tests compare against it).
+    This is exactly what the dataset stores for ``path`` (tests compare against it): the one
+    sound-file policy of models/contract/audio.py.
     """
     audio, rate = decode(path)
-    source_channels = audio.shape[0]
-    audio = resample(adapt_channels(audio, channels), rate, sample_rate)
-    return audio, rate, source_channels
+    return resample(adapt_channels(audio, channels), rate, sample_rate), rate, audio.shape[0]
 
 
 def read_audio(path: str | Path, sample_rate: int, channels: int) -> np.ndarray:
@@ -220,7 +171,7 @@ def read_audio(path: str | Path, sample_rate: int, channels: int) -> np.ndarray:
         raise TildekitError(f"{path}: no such file")
     try:
         audio, _, _ = load_for_dataset(path, sample_rate, channels)
-    except _Undecodable as exc:
+    except Undecodable as exc:
         raise TildekitError(f"{path}: not a readable sound file ({exc})") from None
     problem = _why_unusable(audio, sample_rate, 1)
     if problem is not None:
@@ -369,7 +320,7 @@ def _build(input_dir: Path, files: list[Path], build: Path, report: PreprocessRe
             bar.set_postfix_str(relative[-40:], refresh=False)
             try:
                 audio, source_rate, source_channels = load_for_dataset(path, sample_rate, channels)
-            except _Undecodable as exc:
+            except Undecodable as exc:
                 report.skipped.append(SkippedFile(relative, "undecodable", f"cannot decode ({exc})"))
                 continue
             skip = _why_unusable(audio, sample_rate, report.min_samples)

@@ -1,7 +1,7 @@
 """Sound files in and out of the engine: checked before any audio is computed, written atomically.
 
-``read_input`` reads a whole input file at the model's rate and channel count, or says in one line
-why it cannot. ``AtomicOutput`` checks an output path when it is created (a known extension, a
+``read_audio`` reads a whole input file with the model's channel count at its own rate, or says in
+one line why it cannot. ``AtomicOutput`` checks an output path when it is created (a known extension, a
 folder that exists or can be made, that is a folder and is writable: it creates the temporary
 file there at once), writes under that temporary name and renames it when complete; nothing is
 left behind on failure.
@@ -17,7 +17,7 @@ from types import TracebackType
 import numpy as np
 
 from tildekit.errors import TildekitError
-from tildekit.models.contract.audio import adapt_channels, planar
+from tildekit.models.contract.audio import Undecodable, one_line, read_sound
 
 # Extension -> (soundfile format, subtype). Float where the format has it: the engine's output is
 # float and stays bit-exact; FLAC and Ogg store it at their own resolution.
@@ -32,31 +32,19 @@ OUTPUT_FORMATS: dict[str, tuple[str, str | None]] = {
 }
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(getattr(exc, "strerror", None) or exc).split())[:160]
-
-
 def read_audio(path: str | Path, channels: int, option: str = "--input") -> tuple[np.ndarray, int]:
-    """An audio file as ((channels, frames) float32, its sample rate), or a clear error."""
-    import soundfile as sf
+    """An audio file as ((channels, frames) float32, its own sample rate), or a clear error.
 
+    The one sound-file policy (models/contract/audio.py) without resampling: the engine plays a
+    file at its own rate, as a host would.
+    """
     path = Path(path)
     if not path.is_file():
         raise TildekitError(f"{option} {path}: no such file")
     try:
-        audio, file_rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (RuntimeError, sf.LibsndfileError, OSError, ValueError) as exc:
-        raise TildekitError(f"{option} {path}: not a readable sound file ({_one_line(exc)})") from None
-    return adapt_channels(planar(audio), channels), int(file_rate)
-
-
-def read_input(path: str | Path, rate: int, channels: int, option: str = "--input") -> np.ndarray:
-    """An audio file as (channels, frames) float32 at the model's rate, or a clear error."""
-    audio, file_rate = read_audio(path, channels, option)
-    if file_rate != rate:
-        raise TildekitError(f"{option} {path}: sample rate {file_rate} Hz, the model runs at {rate} Hz: "
-                            f"resample it first (e.g. sox in.wav -r {rate} out.wav)")
-    return audio
+        return read_sound(path, channels)
+    except Undecodable as exc:
+        raise TildekitError(f"{option} {path}: not a readable sound file ({exc})") from None
 
 
 def output_format(path: Path, option: str = "--output") -> tuple[str, str | None]:
@@ -87,11 +75,11 @@ class AtomicOutput:
                                 f"folder: choose another output folder") from None
         except OSError as exc:
             raise TildekitError(f"{option} {self.path}: cannot create the folder {folder} "
-                                f"({_one_line(exc)}): choose a writable output folder") from None
+                                f"({one_line(exc)}): choose a writable output folder") from None
         try:
             fd, temporary = tempfile.mkstemp(prefix=f".{self.path.stem[:80]}.", suffix=".part", dir=folder)
         except OSError as exc:
-            raise TildekitError(f"{option} {self.path}: cannot write in {folder} ({_one_line(exc)}): "
+            raise TildekitError(f"{option} {self.path}: cannot write in {folder} ({one_line(exc)}): "
                                 f"choose a writable output folder") from None
         os.close(fd)
         self.temporary: Path | None = Path(temporary)
@@ -118,7 +106,7 @@ class AtomicOutput:
             os.replace(self.temporary, self.path)
         except (OSError, RuntimeError, sf.LibsndfileError) as exc:
             self.discard()
-            raise TildekitError(f"{self.option} {self.path}: cannot write it ({_one_line(exc)})") from None
+            raise TildekitError(f"{self.option} {self.path}: cannot write it ({one_line(exc)})") from None
         self.temporary = None
         return self.path
 

@@ -42,14 +42,14 @@ import numpy as np
 from tildekit.errors import DeviceUnavailable, TildekitError
 from tildekit.models.contract.hosts import DEFAULT_BUFFER, DEFAULT_OSC_HOST, DEFAULT_OSC_PORT, check_buffer
 from tildekit.models.contract.oscmap import Control, OscMap, OscValueError, UnknownAddressError
-from tildekit.scripting.audio_files import AtomicOutput, read_audio, read_input
+from tildekit.scripting.audio_files import AtomicOutput, read_audio
 from tildekit.scripting.netaccess import AllowList, open_udp_socket
 from tildekit.scripting.oscwire import MAX_DATAGRAM, MalformedPacket, decode, osc_framing_problem
 from tildekit.scripting.resample_stage import ResampleStage
 from tildekit.scripting.runner import Runner
 from tildekit.scripting.safety import DEFAULT_CEILING_DB, SafetyStage, to_db
 
-__all__ = ["ControlQueue", "Engine", "EngineStats", "OscServer", "osc_framing_problem", "read_input"]
+__all__ = ["ControlQueue", "Engine", "EngineStats", "OscServer", "osc_framing_problem"]
 
 log = logging.getLogger("tildekit.engine")
 

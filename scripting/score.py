@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from tildekit.errors import TildekitError
-from tildekit.models.contract.audio import adapt_channels, planar
+from tildekit.models.contract.audio import read_sound as read_sound_file
 from tildekit.models.contract.card import AttributeSpec, ModelCard
 from tildekit.models.contract.oscmap import OscMap, OscValueError, UnknownAddressError
 from tildekit.scripting.controller import Controller, full_address, read_model_card
@@ -485,7 +485,7 @@ def _load_torchscript(path: Path) -> Any:
 
 
 def read_sound(path: Path, card: ModelCard) -> np.ndarray:
-    """A sound file as ``(card.channels, samples)`` at the card's sample rate."""
+    """A sound file as ``(card.channels, samples)`` at the card's sample rate (models/contract/audio.py)."""
     import soundfile
 
     try:
@@ -493,16 +493,11 @@ def read_sound(path: Path, card: ModelCard) -> np.ndarray:
         if info.samplerate <= 0 or info.frames / info.samplerate > MAX_SOUND_SECONDS:
             raise ScoreError(f"sound file {path} lasts {info.frames / max(info.samplerate, 1):g} s: "
                              f"an interpolation encodes at most {MAX_SOUND_SECONDS:g} s of each sound")
-        audio, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+        audio, _ = read_sound_file(path, card.channels, card.sample_rate)
     except ScoreError:
         raise
     except Exception as exc:  # soundfile.LibsndfileError and friends
         raise ScoreError(f"cannot read sound file {path}: {exc}") from None
-    audio = adapt_channels(planar(audio), card.channels)
-    if rate != card.sample_rate:
-        import librosa
-
-        audio = librosa.resample(audio, orig_sr=rate, target_sr=card.sample_rate)
     return audio
 
 
