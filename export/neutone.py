@@ -63,8 +63,9 @@ class NeutoneW2WBase(nn.Module):
 
     Holds the metadata (spread over typed attributes), the knob defaults and the model's shape,
     and answers every query with the SDK's semantics (see export/neutone_contract.py).
-    Subclasses hold the model as ``self.model`` and define ``forward``,
-    ``set_sample_rate_and_buffer_size`` and ``reset``.
+    Subclasses hold the model as ``self.model`` and define ``forward`` (starting with
+    :meth:`_knob_values`) and ``reset``; the model streams at ``sample_rate`` in buffers of whole
+    ``block``-sample blocks (a latent frame, or a method's ratio).
     """
 
     # TorchScript takes a class's own annotations, or, when it declares none, its nearest base's:
@@ -81,8 +82,12 @@ class NeutoneW2WBase(nn.Module):
     buffer_sizes: List[int]  # empty: any buffer (the SDK's convention)
     neutone_parameter_names: List[str]
 
-    def __init__(self, meta: dict[str, Any], default_params: Tensor, delay: int) -> None:
+    def __init__(self, meta: dict[str, Any], default_params: Tensor, delay: int, sample_rate: int,
+                 block: int) -> None:
         super().__init__()
+        self.sample_rate = sample_rate
+        self.block = block
+        self.model_bs = block
         validate_metadata(with_sounds(meta))
         self.realtime = True
         self.use_debug_mode = False  # the SDK turns its debug asserts off before scripting
@@ -166,15 +171,20 @@ class NeutoneW2WBase(nn.Module):
 
     @torch.jit.export
     def set_sample_rate_and_buffer_size(self, sample_rate: int, n_samples: int) -> bool:
-        return False
-
-    def _accept_rate_and_buffer(self, sample_rate: int, n_samples: int, multiple: int) -> bool:
-        """The subclasses' rule: the model's own rate and a whole number of ``multiple``-sample
-        blocks, kept as the model buffer (they hold ``sample_rate`` and ``model_bs``)."""
-        ok = sample_rate == self.sample_rate and n_samples > 0 and n_samples % multiple == 0
+        """True (and kept as the model buffer) for the model's own rate and whole blocks."""
+        ok = sample_rate == self.sample_rate and n_samples > 0 and n_samples % self.block == 0
         if ok:
             self.model_bs = n_samples
         return ok
+
+    def _knob_values(self, x: Tensor, params: Optional[Tensor]) -> Tensor:
+        """Check that ``x`` holds whole blocks; the knobs in [0, 1], averaged over the buffer."""
+        if x.size(1) % self.block != 0:
+            raise ValueError("tildekit: model buffers must hold whole blocks of "
+                             + str(self.block) + " samples, got " + str(x.size(1)))
+        if params is None:
+            return self.default_params[:, 0]
+        return params.mean(dim=1).clamp(0.0, 1.0)
 
     @torch.jit.export
     def reset(self) -> bool:
@@ -262,13 +272,11 @@ class TildekitW2W(NeutoneW2WBase):
                               native_buffer_sizes=neutone_native_buffers(card.compression),
                               pytorch_version=torch.__version__, date_created=date_created)
         defaults = torch.tensor([k.default_0to1 for k in KNOBS], dtype=torch.float32)
-        super().__init__(meta, defaults, card.delay)
+        super().__init__(meta, defaults, card.delay, card.sample_rate, card.compression)
         self.model = core
         self.compression = card.compression
         self.latent_size = card.latent_size
         self.channels = card.channels
-        self.sample_rate = card.sample_rate
-        self.model_bs = card.compression
         self.chaos_max_std = CHAOS_MAX_STD
         self.scale_max = SCALE_MAX
         self.offset_max_std = OFFSET_MAX_STD
@@ -285,13 +293,7 @@ class TildekitW2W(NeutoneW2WBase):
 
     def forward(self, x: Tensor, params: Optional[Tensor] = None) -> Tensor:
         """(channels, model_bs) -> (channels, model_bs); knob rows are averaged over the buffer."""
-        if x.size(1) % self.compression != 0:
-            raise ValueError("tildekit: model buffers must hold whole latent frames of "
-                             + str(self.compression) + " samples, got " + str(x.size(1)))
-        if params is None:
-            knobs = self.default_params[:, 0]
-        else:
-            knobs = params.mean(dim=1).clamp(0.0, 1.0)
+        knobs = self._knob_values(x, params)
         z = self.model.encode(x.unsqueeze(0))
         z = self.edit_latent(z, knobs)
         # As ExportCore.forward does: tell the decoder how many frames late the latent is, so
@@ -317,11 +319,6 @@ class TildekitW2W(NeutoneW2WBase):
             shift = mean * (1.0 - scale) + offset * self.latent_std[dim]
             z[:, dim] = z[:, dim] * scale + shift
         return z
-
-    @torch.jit.export
-    def set_sample_rate_and_buffer_size(self, sample_rate: int, n_samples: int) -> bool:
-        """True when the core can stream at this rate and buffer size (whole latent frames)."""
-        return self._accept_rate_and_buffer(sample_rate, n_samples, self.compression)
 
     @torch.jit.export
     def reset(self) -> bool:
@@ -390,30 +387,16 @@ class GenericW2WBase(NeutoneW2WBase):
         defaults = torch.tensor([(float(a.default[0]) - float(a.minimum or 0.0))
                                  / (float(a.maximum or 1.0) - float(a.minimum or 0.0)) for a in knobs],
                                 dtype=torch.float32)
-        super().__init__(meta, defaults, card.delay)
+        super().__init__(meta, defaults, card.delay, card.sample_rate, card.compression)
         self.model = module
-        self.compression = card.compression
-        self.sample_rate = card.sample_rate
-        self.model_bs = card.compression
 
     def forward(self, x: Tensor, params: Optional[Tensor] = None) -> Tensor:
         """(channels, model_bs) -> (channels, model_bs); knob rows are averaged over the buffer."""
-        if x.size(1) % self.compression != 0:
-            raise ValueError("tildekit: model buffers must hold whole frames of "
-                             + str(self.compression) + " samples, got " + str(x.size(1)))
-        if params is None:
-            knobs = self.default_params[:, 0]
-        else:
-            knobs = params.mean(dim=1).clamp(0.0, 1.0)
-        self.apply_knobs(knobs)
+        self.apply_knobs(self._knob_values(x, params))
         return self.model.forward(x.unsqueeze(0))[0]
 
     def apply_knobs(self, knobs: Tensor) -> None:  # generated per model (_knob_setters)
         raise NotImplementedError
-
-    @torch.jit.export
-    def set_sample_rate_and_buffer_size(self, sample_rate: int, n_samples: int) -> bool:
-        return self._accept_rate_and_buffer(sample_rate, n_samples, self.compression)
 
     @torch.jit.export
     def reset(self) -> bool:

@@ -70,27 +70,17 @@ class ForeignW2W(NeutoneW2WBase):
                  sample_rate: int, ratio: int, delay: int) -> None:
         # Subclassed with a generated ``run_model`` (see _model_run): build through convert_to_neutone.
         defaults = torch.tensor([k.default_0to1 for k in knobs] + [0.0] * (MAX_KNOBS - len(knobs)))
-        super().__init__(meta, defaults, delay)
+        super().__init__(meta, defaults, delay, sample_rate, ratio)
         self.model = model
         self.latent_mode = latent_mode
         self.n_knobs = len(knobs)
-        self.sample_rate = sample_rate
-        self.ratio = ratio
-        self.model_bs = ratio
         self.register_buffer("knob_low", torch.tensor([k.min_value for k in knobs] + [0.0] * (MAX_KNOBS - len(knobs))))
         self.register_buffer("knob_high", torch.tensor([k.max_value for k in knobs] + [0.0] * (MAX_KNOBS - len(knobs))))
 
     def forward(self, x: Tensor, params: Optional[Tensor] = None) -> Tensor:
-        if params is None:
-            knobs = self.default_params[:, 0]
-        else:
-            knobs = params.mean(dim=1).clamp(0.0, 1.0)
+        knobs = self._knob_values(x, params)
         values = self.knob_low + knobs[:self.knob_low.size(0)] * (self.knob_high - self.knob_low)
         return self.run_model(x.unsqueeze(0), values)[0]
-
-    @torch.jit.export
-    def set_sample_rate_and_buffer_size(self, sample_rate: int, n_samples: int) -> bool:
-        return self._accept_rate_and_buffer(sample_rate, n_samples, self.ratio)
 
     @torch.jit.export
     def reset(self) -> bool:
