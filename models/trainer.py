@@ -273,14 +273,7 @@ class Trainer:
                  processes: Processes, device: torch.device) -> None:
         self.run_dir, self.profile, self.processes, self.device = run_dir, profile, processes, device
         cfg = profile.train
-        self.window = training_window(profile)
-        self.dataset = AudioDataset(dataset_dir)
-        _check_dataset(self.dataset, profile, self.window)
-        self.train_segments, validation = self.dataset.split(cfg.validation_fraction, cfg.seed)
-        held_out = SequentialWindows(self.dataset, validation, self.window)
-        if len(held_out) == 0:  # held-out audio shorter than a window: judge on training audio
-            held_out = SequentialWindows(self.dataset, self.train_segments, self.window)
-        self.validation = _spread(held_out, VALIDATION_WINDOWS)
+        self._open_data(dataset_dir)
 
         _seed_everything(cfg.seed)  # same initial weights on every rank
         self.model = build_model(profile.model, streaming=False).to(device).train()
@@ -316,6 +309,18 @@ class Trainer:
         self.last_losses: dict[str, float] = {}
 
     # ---- state
+
+    def _open_data(self, dataset_dir: Path) -> None:
+        """The dataset, its training segments and the held-out windows validation judges."""
+        cfg = self.profile.train
+        self.window = training_window(self.profile)
+        self.dataset = AudioDataset(dataset_dir)
+        _check_dataset(self.dataset, self.profile, self.window)
+        self.train_segments, validation = self.dataset.split(cfg.validation_fraction, cfg.seed)
+        held_out = SequentialWindows(self.dataset, validation, self.window)
+        if len(held_out) == 0:  # held-out audio shorter than a window: judge on training audio
+            held_out = SequentialWindows(self.dataset, self.train_segments, self.window)
+        self.validation = _spread(held_out, VALIDATION_WINDOWS)
 
     def _load(self, checkpoint: dict) -> None:
         try:

@@ -23,18 +23,13 @@ import torch.nn as nn
 
 from tildekit.errors import TildekitError
 from tildekit.models.config import DDSPConfig, Profile
-from tildekit.models.dataset import AudioDataset, SequentialWindows
 from tildekit.models.ddsp.model import DDSP, analysis_latency, build_ddsp
 from tildekit.models.run import PLOTS_DIR, read_metrics
 from tildekit.models.trainer import (
     ADAM_BETAS,
-    VALIDATION_WINDOWS,
     Processes,
     Trainer,
-    _check_dataset,
     _seed_everything,
-    _spread,
-    training_window,
     write_plots,
 )
 
@@ -100,14 +95,7 @@ class DDSPTrainer(Trainer):
         assert isinstance(profile.model, DDSPConfig)
         self.run_dir, self.profile, self.processes, self.device = run_dir, profile, processes, device
         cfg = profile.train
-        self.window = training_window(profile)
-        self.dataset = AudioDataset(dataset_dir)
-        _check_dataset(self.dataset, profile, self.window)
-        self.train_segments, validation = self.dataset.split(cfg.validation_fraction, cfg.seed)
-        held_out = SequentialWindows(self.dataset, validation, self.window)
-        if len(held_out) == 0:
-            held_out = SequentialWindows(self.dataset, self.train_segments, self.window)
-        self.validation = _spread(held_out, VALIDATION_WINDOWS)
+        self._open_data(dataset_dir)
 
         _seed_everything(cfg.seed)
         self.model = build_ddsp(profile.model, streaming=False).to(device).train()
