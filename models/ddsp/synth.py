@@ -55,7 +55,7 @@ class Harmonic(Stateful):
         self.nyquist = sample_rate / 2.0
         self.table_size = TABLE_SIZE
         self.phase_unit = float(PHASE_ONE)  # TorchScript reads no globals
-        self.phase_mask = PHASE_ONE - 1
+        self.phase_one = PHASE_ONE
         # row 0 of the controls is f0, here harmonic 0: its coefficient 0 is the tables' DC
         numbers = torch.arange(0, n_harmonics + 1, dtype=torch.float64)
         self.register_buffer("numbers", numbers.float(), persistent=False)
@@ -67,9 +67,8 @@ class Harmonic(Stateful):
                              persistent=False)
         ramp = torch.arange(1, hop + 1, dtype=torch.float64) / hop
         self.register_buffer("ramp", ramp, persistent=False)
-        # per sample, the weights of the tables of frames k - 1 and k: (hop, 2, 1)
-        self.register_buffer("crossfade", torch.stack([1.0 - ramp, ramp], -1).float().unsqueeze(-1),
-                             persistent=False)
+        # per sample, the weight of frame k's table against frame k - 1's: (hop, 1)
+        self.register_buffer("crossfade", ramp.float().unsqueeze(-1), persistent=False)
         # flat offsets of the four values a sample reads: points i, i + 1 of each table
         self.register_buffer("corners", torch.tensor([0, 1, TABLE_SIZE + 2, TABLE_SIZE + 3]), persistent=False)
         # the last frame's (f0, amplitudes) and the phase at the next block's start (fixed point)
@@ -96,18 +95,20 @@ class Harmonic(Stateful):
             # the fraction of a cycle each block advances (remainder: in [0, 1] for any sign)
             steps = torch.round(torch.remainder(within[..., -1], 1.0) * self.phase_unit).long()  # (B, F)
             ends = start_phase + torch.cumsum(steps, -1)
-            starts = torch.bitwise_and(ends - steps, self.phase_mask)
+            # wrapped to one cycle; the counts are never negative, so a remainder is the bit mask
+            # (an ONNX opset 17 op, where BitwiseAnd is not)
+            starts = torch.remainder(ends - steps, self.phase_one)
             phase = torch.remainder(starts.double().unsqueeze(-1) * (1.0 / self.phase_unit) + within, 1.0)
             position = phase * self.table_size  # in [0, N]: the tables repeat their first 2 points
             index = position.long()
-            fraction = (position - index.double()).float()
+            fraction = torch.frac(position).float()  # position >= 0: its distance past ``index``
             # flat positions of the 4 values each sample reads, (B, F, H, 4); the clamp keeps a
             # NaN or infinite f0 inside the tables (the output is then NaN-free garbage, not a crash)
             taps = index.clamp(0, self.table_size).unsqueeze(-1) + self.corners
             highest = torch.maximum(f_before, f_now).float().unsqueeze(-1) * self.numbers
             audible = (highest < self.nyquist).to(f0.dtype).unsqueeze(-2)  # (B, F, 1, 1 + K)
             if self.streaming:
-                end = torch.bitwise_and(ends[:, -1:], self.phase_mask)
+                end = torch.remainder(ends[:, -1:], self.phase_one)
                 if self.functional:
                     self.phase = end
                 else:
@@ -117,7 +118,7 @@ class Harmonic(Stateful):
         tables = torch.fft.irfft((pair * audible) * self.gains, self.table_size)  # (B, F, 2, N)
         tables = torch.cat([tables, tables[..., :2]], -1).reshape(batch, frames, 1, 2 * self.table_size + 4)
         values = tables.expand(batch, frames, self.hop, 2 * self.table_size + 4).gather(-1, taps)
-        points = (values.view(batch, frames, self.hop, 2, 2) * self.crossfade).sum(-2)  # (B, F, H, 2)
+        points = torch.lerp(values[..., :2], values[..., 2:], self.crossfade)  # (B, F, H, 2)
         audio = torch.lerp(points[..., 0], points[..., 1], fraction)
         if self.streaming:
             tail = controls[..., -1].detach()
