@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from tildekit.models.autoencoder import build_model
-from tildekit.models.config import load_profile
+from tildekit.models.config import DDSPConfig, ModelConfig, load_profile
 from tildekit.models.ddsp.model import DDSP
 
 BUFFER = 2048
@@ -56,14 +56,18 @@ def ddsp_module(profile: str) -> torch.nn.Module:
     from tildekit.export.ddsp_export import exportable
 
     torch.manual_seed(0)
-    return exportable(DDSP(load_profile(profile).model, streaming=True)).module
+    cfg = load_profile(profile).model
+    assert isinstance(cfg, DDSPConfig)
+    return exportable(DDSP(cfg, streaming=True)).module
 
 
 def autoencoder_module(profile: str) -> torch.nn.Module:
     from tildekit.export.core import ExportCore
 
     torch.manual_seed(0)
-    return ExportCore(build_model(load_profile(profile).model, True)).eval()
+    cfg = load_profile(profile).model
+    assert isinstance(cfg, ModelConfig)
+    return ExportCore(build_model(cfg, True)).eval()
 
 
 def torchscript_step(module: torch.nn.Module) -> tuple[Step, torch.jit.ScriptModule]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from tildekit.models.ddsp.dft import irfft_matrix, rfft_matrix, sine_tables, traced_only
 from tildekit.models.noise import NoiseTable
 from tildekit.models.streaming import MAX_BATCH_SIZE, Stateful
 
@@ -101,7 +102,7 @@ class Harmonic(Stateful):
             phase = torch.remainder(starts.double().unsqueeze(-1) * (1.0 / self.phase_unit) + within, 1.0)
             position = phase * self.table_size  # in [0, N]: the tables repeat their first 2 points
             index = position.long()
-            fraction = torch.frac(position).float()  # position >= 0: its distance past ``index``
+            fraction = (position - index.double()).float()
             # flat positions of the 4 values each sample reads, (B, F, H, 4); the clamp keeps a
             # NaN or infinite f0 inside the tables (the output is then NaN-free garbage, not a crash)
             taps = index.clamp(0, self.table_size).unsqueeze(-1) + self.corners
@@ -114,10 +115,15 @@ class Harmonic(Stateful):
                 else:
                     start_phase.copy_(end)
 
-        pair = torch.stack([before, controls], 1).permute(0, 3, 1, 2)  # (B, F, 2, 1 + K)
-        tables = torch.fft.irfft((pair * audible) * self.gains, self.table_size)  # (B, F, 2, N)
-        tables = torch.cat([tables, tables[..., :2]], -1).reshape(batch, frames, 1, 2 * self.table_size + 4)
-        values = tables.expand(batch, frames, self.hop, 2 * self.table_size + 4).gather(-1, taps)
+        pair = torch.stack([before, controls], 1).permute(0, 3, 1, 2) * audible  # (B, F, 2, 1 + K)
+        if self.functional:
+            tables = pair @ self.traced_tables()
+        else:
+            tables = torch.fft.irfft(pair * self.gains, self.table_size)  # (B, F, 2, N)
+            tables = torch.cat([tables, tables[..., :2]], -1)
+        # each block reads its own two tables: rows of (block, both tables)
+        rows = tables.reshape(batch * frames, 2 * self.table_size + 4)
+        values = rows.gather(1, taps.reshape(batch * frames, 4 * self.hop)).view(batch, frames, self.hop, 4)
         points = torch.lerp(values[..., :2], values[..., 2:], self.crossfade)  # (B, F, H, 2)
         audio = torch.lerp(points[..., 0], points[..., 1], fraction)
         if self.streaming:
@@ -127,6 +133,11 @@ class Harmonic(Stateful):
             else:
                 last.copy_(tail)
         return audio.reshape(batch, 1, frames * self.hop)
+
+    @traced_only
+    def traced_tables(self) -> torch.Tensor:
+        """(1 + K, N + 2): the inverse FFT of ``forward`` as one matrix (for ONNX)."""
+        return sine_tables(self.n_harmonics, self.table_size)
 
     def reset_state(self) -> None:
         self.previous.zero_()
@@ -169,8 +180,11 @@ class FilteredNoise(Stateful):
         batch, _, frames = magnitudes.shape
         response = torch.matmul(magnitudes.transpose(1, 2), self.response).view(batch, frames, -1, 2)
         noise = self.source(batch, frames * self.hop, 0).reshape(batch, frames, self.hop)
-        filtered = torch.fft.irfft(torch.view_as_complex(response) * torch.fft.rfft(noise, self.n_fft),
-                                   self.n_fft)
+        if self.functional:
+            filtered = self.traced_filter(response, noise)
+        else:
+            filtered = torch.fft.irfft(torch.view_as_complex(response) * torch.fft.rfft(noise, self.n_fft),
+                                       self.n_fft)
         head = filtered[..., : self.hop]
         ring = filtered[..., self.hop: self.hop + self.taps - 1]  # (B, F, taps - 1)
         if self.streaming:
@@ -186,6 +200,17 @@ class FilteredNoise(Stateful):
             else:
                 carried.copy_(last)
         return audio.reshape(batch, 1, frames * self.hop)
+
+    @traced_only
+    def traced_filter(self, response: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """The FFT filtering of ``forward`` as real DFT matrix products (for ONNX): the first
+        ``hop + taps - 1`` samples, all that ``forward`` reads."""
+        bins = self.n_fft // 2 + 1
+        spectrum = noise @ rfft_matrix(self.hop, self.n_fft).float()
+        re, im = spectrum[..., :bins], spectrum[..., bins:]
+        gain_re, gain_im = response[..., 0], response[..., 1]
+        product = torch.cat([gain_re * re - gain_im * im, gain_re * im + gain_im * re], -1)
+        return product @ irfft_matrix(self.n_fft, self.hop + self.taps - 1).float()
 
     def reset_state(self) -> None:
         self.tail.zero_()
