@@ -82,10 +82,12 @@ def torchscript_step(module: torch.nn.Module) -> tuple[Step, torch.jit.ScriptMod
 
 def onnx_step(module: torch.nn.Module) -> Step:
     """onnxruntime on the streaming forward graph at BUFFER samples, batch 1, state fed back."""
+    from tildekit.export.ddsp_export import method_table
     from tildekit.export.onnx_export import GraphShape, export_graph
     from tildekit.export.onnx_runtime import OUTPUT, make_session
 
-    data, specs = export_graph(module, "forward", True, GraphShape(BUFFER, False, 1))
+    spec = method_table(module)["forward"] if isinstance(module, DDSP) else None  # ExportCore's are known
+    data, specs = export_graph(module, "forward", True, GraphShape(BUFFER, False, 1), spec)
     session = make_session(data, threads=1)
     names = {i.name for i in session.get_inputs()}
     feeds: dict[str, np.ndarray] = {s.name: s.zeros(1) for s in specs}
