@@ -7,8 +7,9 @@ graph input and its updated value a graph output (file format: :mod:`onnx_runtim
 
 How the graph is obtained without restating the model's arithmetic: the stateful layers have a
 ``functional`` mode in which they *reassign* their state attribute instead of writing into it.
-:class:`StateGraph` sets each state attribute to a graph input, runs the ExportCore method
-and returns the reassigned attributes; the TorchScript-based exporter traces that.
+:class:`StateGraph` sets each state attribute to a graph input, runs the method (of ExportCore,
+or of another family's streaming module, given the method's card entry) and returns the
+reassigned attributes; the TorchScript-based exporter traces that.
 
 - Which states a method uses is found by a dry run: the attributes it reassigned.
 - ``temperature`` is a python float in ExportCore; here it is set to a tensor input and the
