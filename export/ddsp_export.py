@@ -5,7 +5,7 @@ methods ``forward`` (audio to audio), ``features`` (audio to f0 Hz and loudness 
 and ``synth`` (f0 and loudness per frame to audio), no delay, and its four float attributes
 (``models/ddsp/model.ATTRIBUTES``), which the scripted module reads on every call. nn~ gets
 every method and attribute; Neutone plays ``forward`` with the attributes as its four knobs;
-ONNX refuses the family (its streaming state is not traced yet).
+ONNX gets one graph per method with the attributes fixed at their exported values.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import numpy as np
 
 from tildekit.errors import TildekitError
 from tildekit.export.check_result import CheckResult
-from tildekit.export.onnx_runtime import ATTRIBUTE_INPUTS, INPUT, OUTPUT, OnnxInfo, make_session
+from tildekit.export.onnx_runtime import INPUT, OUTPUT, OnnxInfo, graph_attributes, make_session
 from tildekit.models.contract.attributes import LATENT_BIAS, LATENT_SCALE, TEMPERATURE
 
 TOLERANCE = 1e-4  # max |difference| between consecutive calls and one call (and vs TorchScript)
@@ -109,10 +109,11 @@ def call_quantum(info: OnnxInfo) -> int:
 
 
 def check_signal(info: OnnxInfo, batch: int, frames: int, seed: int = 0) -> np.ndarray:
-    """Generated input: sines plus a little noise for audio, smooth random walks for latents."""
+    """Generated input: sines plus a little noise for audio, smooth random walks for frame-rate
+    inputs (latents, controls)."""
     rng = np.random.default_rng(seed)
     spec = info.card.methods[info.method]
-    if info.method == "decode":
+    if spec.in_ratio > 1:
         return np.cumsum(rng.standard_normal((batch, spec.in_channels, frames)), -1) * 0.3
     t = np.arange(frames) / info.card.sample_rate
     freqs = 110.0 * (1 + np.arange(batch * spec.in_channels)).reshape(batch, spec.in_channels, 1)
@@ -122,7 +123,7 @@ def check_signal(info: OnnxInfo, batch: int, frames: int, seed: int = 0) -> np.n
 def _check_signature(session, info: OnnxInfo, record) -> bool:
     inputs = [i.name for i in session.get_inputs()]
     outputs = [o.name for o in session.get_outputs()]
-    expected_in = [INPUT, *ATTRIBUTE_INPUTS.get(info.method, ()), *[s.name for s in info.states]]
+    expected_in = [INPUT, *graph_attributes(info.card.family, info.method), *[s.name for s in info.states]]
     expected_out = [OUTPUT, *[s.output_name for s in info.states]]
     channels = session.get_inputs()[0].shape[1] if inputs else None
     spec = info.card.methods[info.method]

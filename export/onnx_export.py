@@ -7,8 +7,9 @@ graph input and its updated value a graph output (file format: :mod:`onnx_runtim
 
 How the graph is obtained without restating the model's arithmetic: the stateful layers have a
 ``functional`` mode in which they *reassign* their state attribute instead of writing into it.
-:class:`StateGraph` sets each state attribute to a graph input, runs the ExportCore method
-and returns the reassigned attributes; the TorchScript-based exporter traces that.
+:class:`StateGraph` sets each state attribute to a graph input, runs the method (of ExportCore,
+or of another family's streaming module, given the method's card entry) and returns the
+reassigned attributes; the TorchScript-based exporter traces that.
 
 - Which states a method uses is found by a dry run: the attributes it reassigned.
 - ``temperature`` is a python float in ExportCore; here it is set to a tensor input and the
@@ -34,10 +35,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from tildekit.errors import TildekitError
 from tildekit.export.card_io import set_onnx_card
 from tildekit.export.core import ExportCore
 from tildekit.export.onnx_runtime import (
-    ATTRIBUTE_INPUTS,
     BATCH,
     INPUT,
     META_BATCH,
@@ -49,12 +50,13 @@ from tildekit.export.onnx_runtime import (
     OUTPUT,
     STATE_IN,
     StateSpec,
+    graph_attributes,
     states_to_json,
 )
 from tildekit.models.autoencoder import build_model, remove_weight_norm
 from tildekit.models.config import ModelConfig
 from tildekit.models.contract.attributes import LATENT_BIAS, LATENT_SCALE, TEMPERATURE
-from tildekit.models.contract.card import ModelCard
+from tildekit.models.contract.card import DEFAULT_FAMILY, MethodSpec, ModelCard
 from tildekit.models.contract.hosts import DEFAULT_BUFFER
 from tildekit.models.streaming import MAX_BATCH_SIZE, Stateful, set_functional, set_gemm, stateful_layers
 
@@ -72,16 +74,18 @@ class StateSlot:
     layer: Stateful
     attribute: str
     path: str  # e.g. model.decoder.noise.counter
-    shape: tuple[int, ...]  # without the batch dimension when ``batched``
-    batched: bool
+    shape: tuple[int, ...]  # with MAX_BATCH_SIZE at ``batch_axis``
+    batch_axis: int | None  # the axis of the streams (batch rows), None: shared by all
     dtype: torch.dtype
 
+    def sizes(self, batch: int | str) -> list:
+        return [batch if axis == self.batch_axis else size for axis, size in enumerate(self.shape)]
+
     def zeros(self, batch: int) -> torch.Tensor:
-        return torch.zeros((batch, *self.shape) if self.batched else self.shape, dtype=self.dtype)
+        return torch.zeros(self.sizes(batch), dtype=self.dtype)
 
     def spec(self, index: int) -> StateSpec:
-        shape: list[int | str] = ([BATCH] if self.batched else []) + list(self.shape)
-        return StateSpec(f"{STATE_IN}{index}", shape, str(self.dtype).replace("torch.", ""), self.path)
+        return StateSpec(f"{STATE_IN}{index}", self.sizes(BATCH), str(self.dtype).replace("torch.", ""), self.path)
 
 
 def all_state_slots(core: nn.Module) -> list[StateSlot]:
@@ -90,21 +94,38 @@ def all_state_slots(core: nn.Module) -> list[StateSlot]:
     for layer in stateful_layers(core):
         for attribute in layer.state_names:
             value = getattr(layer, attribute)
-            # cached paddings hold MAX_BATCH_SIZE rows (B, C, L); counters are shared by all rows
-            batched = value.dim() == 3 and value.shape[0] == MAX_BATCH_SIZE
-            shape = tuple(value.shape[1:]) if batched else tuple(value.shape)
-            slots.append(StateSlot(layer, attribute, f"{paths[id(layer)]}.{attribute}", shape, batched, value.dtype))
+            # states hold MAX_BATCH_SIZE streams on one axis (cached paddings (B, C, L), a GRU's
+            # hidden state (1, B, H)); counters are shared by all streams
+            axes = [axis for axis, size in enumerate(value.shape) if size == MAX_BATCH_SIZE]
+            batch_axis = axes[0] if value.dim() >= 2 and axes else None
+            slots.append(StateSlot(layer, attribute, f"{paths[id(layer)]}.{attribute}", tuple(value.shape),
+                                   batch_axis, value.dtype))
     return slots
 
 
-class StateGraph(nn.Module):
-    """``forward(x, *attributes, *states) -> (y, *new_states)`` for one ExportCore method."""
+def attribute_inputs(core: nn.Module, method: str) -> tuple[str, ...]:
+    """The attributes a method's graph takes as inputs (onnx_runtime.graph_attributes): ExportCore's
+    (other families' attributes are read from the module and fixed in the graph)."""
+    return graph_attributes(DEFAULT_FAMILY if isinstance(core, ExportCore) else "", method)
 
-    def __init__(self, core: ExportCore, method: str, slots: Sequence[StateSlot]) -> None:
+
+def method_io(core: nn.Module, method: str, spec: MethodSpec | None = None) -> tuple[int, int]:
+    """(input channels, input ratio) of a method: from its card entry, else ExportCore's."""
+    if spec is not None:
+        return spec.in_channels, spec.in_ratio
+    if not isinstance(core, ExportCore):
+        raise TildekitError(f"{type(core).__name__}.{method}: the ONNX exporter needs the method's card entry")
+    return (core.latent_size, core.compression) if method == "decode" else (core.channels, 1)
+
+
+class StateGraph(nn.Module):
+    """``forward(x, *attributes, *states) -> (y, *new_states)`` for one method of a streaming module."""
+
+    def __init__(self, core: nn.Module, method: str, slots: Sequence[StateSlot]) -> None:
         super().__init__()
         self.core = core
         self.method = method
-        self.attribute_names = ATTRIBUTE_INPUTS[method]
+        self.attribute_names = attribute_inputs(core, method)
         self.slots = list(slots)  # their layers are already submodules of core
 
     def forward(self, x: torch.Tensor, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -118,20 +139,24 @@ class StateGraph(nn.Module):
         return (y, *[getattr(slot.layer, slot.attribute) for slot in self.slots])
 
 
-def attribute_examples(core: ExportCore, method: str) -> list[torch.Tensor]:
+def attribute_examples(core: nn.Module, method: str) -> list[torch.Tensor]:
+    names = attribute_inputs(core, method)
+    if not names:
+        return []
     values = {TEMPERATURE: torch.tensor(TRACE_TEMPERATURE),
               LATENT_BIAS: torch.zeros(core.latent_size),
               LATENT_SCALE: torch.ones(core.latent_size)}
-    return [values[name] for name in ATTRIBUTE_INPUTS[method]]
+    return [values[name] for name in names]
 
 
-def example_input(core: ExportCore, method: str, batch: int, samples: int) -> torch.Tensor:
-    if method == "decode":
-        return torch.randn(batch, core.latent_size, samples // core.compression)
-    return torch.randn(batch, core.channels, samples)
+def example_input(core: nn.Module, method: str, batch: int, samples: int, spec: MethodSpec | None = None
+                  ) -> torch.Tensor:
+    channels, ratio = method_io(core, method, spec)
+    return torch.randn(batch, channels, samples // ratio)
 
 
-def state_graph(core: ExportCore, method: str, streaming: bool, samples: int) -> tuple[StateGraph, list[StateSlot]]:
+def state_graph(core: nn.Module, method: str, streaming: bool, samples: int, spec: MethodSpec | None = None
+                ) -> tuple[StateGraph, list[StateSlot]]:
     """A private copy of ``core`` wrapped for ``method``, with the state slots the method uses."""
     work = copy.deepcopy(core).eval()
     native_convolutions(work)
@@ -143,7 +168,7 @@ def state_graph(core: ExportCore, method: str, streaming: bool, samples: int) ->
     fed = [slot.zeros(batch) for slot in slots]
     graph = StateGraph(work, method, slots)
     with torch.no_grad():
-        graph(example_input(work, method, batch, samples), *attribute_examples(work, method), *fed)
+        graph(example_input(work, method, batch, samples, spec), *attribute_examples(work, method), *fed)
     # a method's state is what it reassigned; the rest belongs to other methods
     used = [slot for slot, tensor in zip(slots, fed) if getattr(slot.layer, slot.attribute) is not tensor]
     return StateGraph(work, method, used), used
@@ -180,21 +205,24 @@ class GraphShape:
     dynamic_time: bool = True
     batch: int | None = None  # None: dynamic batch
 
-    def frames(self, core: ExportCore, method: str) -> int:
+    def frames(self, core: nn.Module, method: str, spec: MethodSpec | None = None) -> int:
         """Input frames per call at ``buffer`` samples."""
-        return self.buffer // core.compression if method == "decode" else self.buffer
+        return self.buffer // method_io(core, method, spec)[1]
 
 
-def export_graph(core: ExportCore, method: str, streaming: bool,
-                 shape: GraphShape = GraphShape()) -> tuple[bytes, list[StateSpec]]:
-    """The ONNX bytes of one method and the specs of its state inputs."""
-    graph, slots = state_graph(core, method, streaming, shape.buffer)
+def export_graph(core: nn.Module, method: str, streaming: bool, shape: GraphShape = GraphShape(),
+                 spec: MethodSpec | None = None) -> tuple[bytes, list[StateSpec]]:
+    """The ONNX bytes of one method and the specs of its state inputs.
+
+    ``core``: ExportCore, or another family's streaming module with ``spec``, the method's card
+    entry (its input channels and ratio)."""
+    graph, slots = state_graph(core, method, streaming, shape.buffer, spec)
     # a dynamic batch is traced with 2, not 1: a traced size of 1 could be taken for a broadcast
     batch = shape.batch or 2
-    args = (example_input(core, method, batch, shape.buffer), *attribute_examples(core, method),
+    args = (example_input(core, method, batch, shape.buffer, spec), *attribute_examples(core, method),
             *[slot.zeros(batch) for slot in slots])
     specs = [slot.spec(i) for i, slot in enumerate(slots)]
-    input_names = [INPUT, *ATTRIBUTE_INPUTS[method], *[s.name for s in specs]]
+    input_names = [INPUT, *attribute_inputs(core, method), *[s.name for s in specs]]
     output_names = [OUTPUT, *[s.output_name for s in specs]]
     dynamic_axes: dict[str, dict[int, str]] = {}
     batch_axis = {0: "batch"} if shape.batch is None else {}
@@ -202,9 +230,9 @@ def export_graph(core: ExportCore, method: str, streaming: bool,
         dynamic_axes = {INPUT: {**batch_axis, 2: "time"}, OUTPUT: {**batch_axis, 2: "time_out"}}
     elif batch_axis:
         dynamic_axes = {INPUT: batch_axis, OUTPUT: batch_axis}
-    for spec in specs:
-        if batch_axis and spec.shape[0] == BATCH:
-            dynamic_axes[spec.name] = dynamic_axes[spec.output_name] = batch_axis
+    for slot, state in zip(slots, specs):
+        if batch_axis and slot.batch_axis is not None:
+            dynamic_axes[state.name] = dynamic_axes[state.output_name] = {slot.batch_axis: "batch"}
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         # the tracer warns about the python branch on temperature and the torch.onnx deprecation
@@ -304,18 +332,19 @@ def _live_nodes(nodes: list, outputs: set[str]) -> list:
     return live[::-1]
 
 
-def build_onnx(core: ExportCore, card: ModelCard, method: str, streaming: bool = True,
+def build_onnx(core: nn.Module, card: ModelCard, method: str, streaming: bool = True,
                shape: GraphShape = GraphShape()) -> tuple[onnx.ModelProto, list[StateSpec]]:
     """One method's model proto, metadata included (``core`` is the whole-signal core when not streaming)."""
     import onnx
 
-    data, specs = export_graph(core, method, streaming, shape)
+    spec = card.methods[method]
+    data, specs = export_graph(core, method, streaming, shape, spec)
     proto = onnx.load_from_string(data)
     set_onnx_card(proto, card)
     meta = {META_METHOD: method, META_STATE: states_to_json(specs), META_OPSET: str(OPSET),
             META_STREAMING: "true" if streaming else "false"}
     if not shape.dynamic_time:
-        meta[META_BUFFER] = str(shape.frames(core, method))
+        meta[META_BUFFER] = str(shape.frames(core, method, spec))
     if shape.batch is not None:
         meta[META_BATCH] = str(shape.batch)
     for key, value in meta.items():

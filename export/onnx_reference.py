@@ -1,5 +1,6 @@
-"""The torch reference of an ONNX export: ExportCore's methods as TorchScript entry points,
-and the check that an ONNX file gives the same samples on the same buffers."""
+"""The torch reference of an ONNX export: the exported module's methods as TorchScript entry
+points (ExportCore's through :class:`CoreMethods`), and the check that an ONNX file gives the
+same samples on the same buffers."""
 
 from __future__ import annotations
 
@@ -23,9 +24,9 @@ from tildekit.export.onnx_check import (
 from tildekit.export.onnx_check import (
     check_onnx as check_onnx_contract,
 )
-from tildekit.export.onnx_runtime import ATTRIBUTE_INPUTS, OnnxInfo
+from tildekit.export.onnx_runtime import OnnxInfo, graph_attributes
 from tildekit.models.contract.attributes import TEMPERATURE
-from tildekit.models.streaming import set_functional
+from tildekit.models.streaming import reset_state, set_functional
 
 
 class CoreMethods(nn.Module):
@@ -53,6 +54,16 @@ class CoreMethods(nn.Module):
         self.core.reset_state()
 
 
+def reference_methods(core: nn.Module) -> nn.Module:
+    """A private copy of ``core`` with its methods as entry points, in-place state, fresh state."""
+    if isinstance(core, ExportCore):
+        return CoreMethods(core)
+    module = copy.deepcopy(core).eval()
+    set_functional(module, False)
+    reset_state(module)
+    return module
+
+
 def check_onnx(path: str | Path, reference: CoreMethods | torch.jit.ScriptModule | None = None,
                buffer: int | None = None, quick: bool = False) -> list[CheckResult]:
     """Check a tildekit ONNX file (:func:`tildekit.export.onnx_check.check_onnx`); with
@@ -68,7 +79,7 @@ def check_onnx(path: str | Path, reference: CoreMethods | torch.jit.ScriptModule
     def compare(runner: OnnxCallRunner, info: OnnxInfo, record: Record) -> None:
         samples = buffer
         if samples is None:
-            per_frame = info.card.compression if info.method == "decode" else 1
+            per_frame = info.card.methods[info.method].in_ratio
             samples = info.buffer * per_frame if info.buffer is not None else 4 * info.card.compression
         _check_reference(runner, info, reference, samples, record, quick)
 
@@ -79,17 +90,18 @@ def _check_reference(runner: OnnxCallRunner, info: OnnxInfo, reference, samples:
                      quick: bool = False) -> None:
     card, method = info.card, info.method
     rng = np.random.default_rng(1)
-    temperature = 0.5 if TEMPERATURE in ATTRIBUTE_INPUTS[method] else 0.0
+    temperature = 0.5 if TEMPERATURE in graph_attributes(card.family, method) else 0.0
     bias = rng.normal(0, 0.3, card.latent_size).astype(np.float32)
     scale = rng.uniform(0.5, 1.5, card.latent_size).astype(np.float32)
-    attrs = runner.attributes(temperature, bias, scale)
-    step = samples // card.compression if method == "decode" else samples
+    attrs = runner.attributes(temperature, bias, scale)  # those the graph takes as inputs
+    step = samples // card.methods[method].in_ratio
     q = call_quantum(info)
     # streaming: mixed buffer sizes when the time axis is dynamic; whole signal: one call
     sizes = [step] * 3 if info.buffer is not None else [step, q, 3 * q, step]
     if not info.streaming:
         sizes = [sum(sizes)]
-    set_torch_attributes(reference.core, temperature, bias, scale)
+    if attrs:
+        set_torch_attributes(reference.core, temperature, bias, scale)
     for batch in check_batches(info)[:1] if quick else check_batches(info):
         x = check_signal(info, batch, sum(sizes), seed=batch)
         reference.reset_state()

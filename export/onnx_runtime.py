@@ -6,8 +6,9 @@ every runtime agree on it:
 - one graph per method (``NAME.onnx`` = forward, ``NAME.encode.onnx``, ``NAME.decode.onnx``);
 - inputs: ``x`` (batch, channels, time) float32 (time fixed to the export buffer unless the
   file was exported with a dynamic time axis), then the attributes the method uses
-  (``temperature`` scalar; ``latent_bias``, ``latent_scale`` of K floats), then the streaming
-  state ``state_in.0 .. state_in.N-1``;
+  (autoencoders: ``temperature`` scalar; ``latent_bias``, ``latent_scale`` of K floats; other
+  families have their attributes fixed in the graph at their exported values), then the
+  streaming state ``state_in.0 .. state_in.N-1`` (the batch on any one axis of a state);
 - outputs: ``y``, then ``state_out.0 ..`` in the same order: feed them back as the next
   call's ``state_in``. The initial state is zeros (also shipped as ``NAME.METHOD.state.npz``);
 - metadata properties: the model card (``tildekit.card``), ``tildekit.method``,
@@ -29,7 +30,7 @@ import numpy as np
 
 from tildekit.errors import TildekitError
 from tildekit.models.contract.attributes import LATENT_BIAS, LATENT_SCALE, RESET, TEMPERATURE
-from tildekit.models.contract.card import CARD_ONNX_KEY, CardError, ModelCard
+from tildekit.models.contract.card import CARD_ONNX_KEY, DEFAULT_FAMILY, CardError, ModelCard
 
 if TYPE_CHECKING:  # imported when a session is made: `tildekit --help` stays fast
     import onnxruntime
@@ -53,6 +54,11 @@ ATTRIBUTE_INPUTS: dict[str, tuple[str, ...]] = {
     "encode": (TEMPERATURE,),
     "decode": (),
 }
+
+
+def graph_attributes(family: str, method: str) -> tuple[str, ...]:
+    """The attribute inputs of a ``family`` model's ``method`` graph, in input order."""
+    return ATTRIBUTE_INPUTS.get(method, ()) if family == DEFAULT_FAMILY else ()
 
 
 def method_file_name(name: str, method: str) -> str:
@@ -175,7 +181,8 @@ class OnnxStreamer:
         defaults.update({a.name: a.default for a in self.card.attributes if a.name in defaults})
         self.attributes: dict[str, np.ndarray] = {name: self._attribute_array(name, value)
                                                   for name, value in defaults.items()}
-        self.fed_attributes = [name for name in ATTRIBUTE_INPUTS.get(self.method, ()) if name in graph_inputs]
+        self.fed_attributes = [name for name in graph_attributes(self.card.family, self.method)
+                               if name in graph_inputs]
         self.output_names = [OUTPUT] + [s.output_name for s in self.info.states]
         self.state: dict[str, np.ndarray] = {}
         self.reset()

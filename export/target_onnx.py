@@ -1,6 +1,9 @@
 """The ONNX target: one graph per method (``NAME.onnx``, ``NAME.METHOD.onnx``) with its initial
 streaming state (``.npz``), built by export/onnx_export.py and checked with ONNX Runtime against
-the TorchScript of the same core (export/onnx_reference.py)."""
+the TorchScript of the same module (export/onnx_reference.py).
+
+It takes the families whose streaming module traces in functional mode (every state reassigned,
+not written in place; docs/contracts.md §3): the autoencoder's ExportCore and DDSP."""
 
 from __future__ import annotations
 
@@ -17,9 +20,11 @@ import torch
 from tildekit.errors import TildekitError
 from tildekit.export.check_result import CheckResult
 from tildekit.export.core import ExportCore
+from tildekit.export.ddsp_export import FAMILY as DDSP_FAMILY
+from tildekit.export.ddsp_export import METHOD_LABELS as DDSP_METHODS
 from tildekit.export.exportable import Exportable, require_matches_card
 from tildekit.export.onnx_export import GraphShape, build_onnx, whole_signal_core
-from tildekit.export.onnx_reference import CoreMethods, check_onnx
+from tildekit.export.onnx_reference import check_onnx, reference_methods
 from tildekit.export.onnx_runtime import method_file_name, state_file_name
 from tildekit.export.target import Target, write_checked
 from tildekit.models.config import ModelConfig
@@ -27,20 +32,24 @@ from tildekit.models.contract.attributes import METHODS
 from tildekit.models.contract.card import ModelCard
 from tildekit.models.contract.hosts import DEFAULT_BUFFER
 
+# family -> its methods; a family's module must trace in functional mode (see the module docstring)
+FAMILY_METHODS: dict[str, tuple[str, ...]] = {"autoencoder": METHODS, DDSP_FAMILY: tuple(DDSP_METHODS)}
+
 
 class OnnxTarget(Target):
     """Graphs with a time axis fixed to ``buffer`` samples (the fastest in ONNX Runtime)."""
 
     name = "onnx"
 
-    def files(self, model_name: str) -> list[str]:  # the autoencoder's: no other family exports yet
-        return [f(model_name, m) for m in METHODS for f in (method_file_name, state_file_name)]
+    def files(self, model_name: str) -> list[str]:
+        methods = dict.fromkeys(m for family in FAMILY_METHODS.values() for m in family)
+        return [f(model_name, m) for m in methods for f in (method_file_name, state_file_name)]
 
     def takes(self, family: str) -> bool:  # other families' streaming state is not traced yet
-        return family == "autoencoder"
+        return family in FAMILY_METHODS
 
     def write(self, model: Exportable, card: ModelCard, folder: Path, quick: bool = False) -> list[Path]:
-        if model.family != "autoencoder" or not isinstance(model.module, ExportCore):
+        if not self.takes(model.family) or (model.family == "autoencoder") != isinstance(model.module, ExportCore):
             raise TildekitError(unavailable(card.name, model.family))
         return export_onnx(model.module, card, folder, card.name, buffer=self.buffer, quick=quick)
 
@@ -50,20 +59,29 @@ class OnnxTarget(Target):
         return [r for path in paths if path.suffix == ".onnx" for r in check_file(path, quick=quick)]
 
 
-def validate_request(core: ExportCore, card: ModelCard, shape: GraphShape) -> None:
-    if shape.buffer < core.compression or shape.buffer % core.compression:
+def validate_request(core: torch.nn.Module, card: ModelCard, shape: GraphShape) -> None:
+    if shape.buffer < card.compression or shape.buffer % card.compression:
         raise TildekitError(f"--buffer {shape.buffer} must be a positive multiple of the model's compression "
-                            f"({core.compression} samples)")
+                            f"({card.compression} samples)")
     if shape.batch is not None and shape.batch < 1:
         raise TildekitError(f"batch must be >= 1 (or None for a dynamic batch), got {shape.batch}")
-    require_matches_card(core, card)
+    if isinstance(core, ExportCore):
+        require_matches_card(core, card)
+    else:  # another family's module: its frame counts are traced, so its graphs take a fixed buffer
+        require_matches_card(core, card, fields=("sample_rate", "channels"), methods=("forward",))
+        if shape.dynamic_time:
+            raise TildekitError(f"{card.name}: a {card.family} ONNX graph takes a fixed buffer: leave the time "
+                                f"axis fixed (--buffer sets it)")
 
 
-def export_onnx(core: ExportCore, card: ModelCard, out_dir: str | Path, name: str, buffer: int = DEFAULT_BUFFER,
+def export_onnx(core: torch.nn.Module, card: ModelCard, out_dir: str | Path, name: str, buffer: int = DEFAULT_BUFFER,
                 streaming: bool = True, dynamic_time: bool = False, batch: int | None = None,
                 model_config: ModelConfig | None = None, methods: Sequence[str] | None = None,
                 quick: bool = False) -> list[Path]:
-    """Write ``NAME.onnx`` (forward), ``NAME.encode.onnx``, ``NAME.decode.onnx`` (+ state ``.npz``).
+    """Write ``NAME.onnx`` (forward) and ``NAME.METHOD.onnx`` for the card's other methods (+ state ``.npz``).
+
+    ``core``: the autoencoder's ExportCore, or another taken family's streaming module
+    (:class:`OnnxTarget`).
 
     Streaming graphs take ``buffer`` samples (or their latent frames) per call, any batch:
     onnxruntime runs a fixed time axis ~15% faster (benchmarks/onnx_vs_torchscript.py).
@@ -91,24 +109,26 @@ def single_torch_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def _export_onnx(core: ExportCore, card: ModelCard, out_dir: Path, name: str, shape: GraphShape, streaming: bool,
+def _export_onnx(core: torch.nn.Module, card: ModelCard, out_dir: Path, name: str, shape: GraphShape, streaming: bool,
                  model_config: ModelConfig | None, methods: Sequence[str] | None, quick: bool) -> list[Path]:
     import onnx
 
-    methods = [m for m in (methods or METHODS) if m in card.methods]
+    methods = [m for m in (methods or list(card.methods)) if m in card.methods]
     if not methods:
-        raise TildekitError(f"the model card lists none of the methods {', '.join(METHODS)}")
+        raise TildekitError(f"the model card lists none of the methods {', '.join(card.methods)}")
     reference: Any  # the scripted core streaming, the plain whole-signal one otherwise
     if streaming:
         source = core
         with warnings.catch_warnings():  # torch 2.13 marks torch.jit.script deprecated; nn~ still needs it
             warnings.simplefilter("ignore", DeprecationWarning)
-            reference = torch.jit.script(CoreMethods(core))  # what nn~ runs: the TorchScript of the same core
+            reference = torch.jit.script(reference_methods(core))  # what nn~ runs: the TorchScript of the same core
     else:
+        if not isinstance(core, ExportCore):
+            raise TildekitError(f"{name}: a whole-signal ONNX export is available for autoencoders only")
         if model_config is None:
             raise TildekitError("a whole-signal ONNX export needs the model config (the run's profile)")
         source = whole_signal_core(core, model_config)
-        reference = CoreMethods(source)
+        reference = reference_methods(source)
     out_dir.mkdir(parents=True, exist_ok=True)
     finals: list[Path] = []
     writers: list[Callable[[Path], None]] = []

@@ -102,6 +102,45 @@ def test_every_method_streams_like_the_whole_signal(trained: bool):
     assert all(e == 0.0 for (m, _), e in errors.items() if m == "features"), errors
 
 
+@pytest.mark.parametrize("trained", [False, True], ids=["random", "trained"])
+def test_onnx_graphs_stream_like_the_whole_signal(trained: bool, tmp_path: Path):
+    """Each method's ONNX graph, run by onnxruntime buffer by buffer with its state fed back,
+    plays the whole-signal pass after the card's delay; the attributes are fixed in the graph
+    at their exported values."""
+    from tildekit.export import ddsp_export
+    from tildekit.export.onnx_runtime import OnnxStreamer, method_file_name
+    from tildekit.export.target_onnx import export_onnx
+
+    torch.manual_seed(1)
+    whole = DDSP(TINY, streaming=False)
+    if trained:
+        train_briefly(whole, 8, lr=1e-2)
+    whole.eval()
+    stream = DDSP(TINY, streaming=True)
+    stream.load_state_dict(whole.state_dict())
+    for model in (whole, stream):
+        model.pitch_shift, model.noise_gain = 2.0, 0.5
+    export = ddsp_export.exportable(stream)
+    card = ddsp_export.card(export, "tiny", "test", 0)
+    buffer = 4 * HOP
+    export_onnx(stream, card, tmp_path, "tiny", buffer=buffer, quick=True)
+    x = make_audio()
+    with torch.no_grad():
+        controls = whole.features(x)
+    for method, signal in [("forward", x), ("features", x), ("synth", controls)]:
+        spec = card.methods[method]
+        with torch.no_grad():
+            reference = getattr(whole, method)(signal).numpy()
+        streamer = OnnxStreamer(tmp_path / method_file_name("tiny", method), batch=2)
+        out = streamer.process(signal.numpy())
+        assert out.shape == reference.shape
+        lag = spec.delay // spec.out_ratio
+        scale = np.abs(reference).max(-1, keepdims=True) if method == "features" else 1.0
+        error = float(np.max(np.abs(out[..., lag:] - reference[..., : reference.shape[-1] - lag]) / scale))
+        print(f"\n{method} ONNX vs whole signal ({'trained' if trained else 'random'}): {error:.2e}")
+        assert error <= 1e-4, (method, error)
+
+
 def harmonic_tones(cfg: DDSPConfig, count: int, seed: int, seconds: float = 0.4,
                    snr_db: float = 30.0) -> tuple[torch.Tensor, torch.Tensor]:
     """``count`` tones of random f0 (log-uniform over the tracker's range), partials and phases."""
@@ -292,14 +331,23 @@ def test_tildekit_train_runs_a_ddsp_profile_and_resumes(dataset_48k: Path, tmp_p
     checked = CliRunner().invoke(cli, ["check", str(out / "run.ts")])
     assert checked.exit_code == 0, checked.output
 
-    every = tmp_path / "every"  # all: the targets that take DDSP, and one line about ONNX
+    every = tmp_path / "every"  # all: every target takes DDSP
     exported = CliRunner().invoke(cli, ["export", str(run), "--target", "all", "--quick", "--out", str(every)])
     assert exported.exit_code == 0, exported.output
-    assert sorted(p.name for p in every.iterdir()) == ["run.nm", "run.ts"]
-    notes = [line for line in exported.output.splitlines() if "onnx" in line.lower()]
-    assert notes == ["Warning: run: onnx export of ddsp models is not available yet: --target all "
-                     "exported nn, neutone"], exported.output
-    refused = CliRunner().invoke(cli, ["export", str(run), "--target", "onnx", "--out", str(tmp_path / "onnx")])
-    assert refused.exit_code != 0 and len(refused.output.strip().splitlines()) == 1, refused.output
-    assert "ONNX export of ddsp models is not available yet" in refused.output
-    assert not (tmp_path / "onnx").exists() or not any((tmp_path / "onnx").iterdir())
+    graphs = [f"run.{m}" for m in ("features", "forward", "synth")]
+    assert sorted(p.name for p in every.iterdir()) == sorted(
+        ["run.nm", "run.ts", "run.onnx", "run.features.onnx", "run.synth.onnx"] + [f"{g}.state.npz" for g in graphs])
+    checked = CliRunner().invoke(cli, ["check", str(every / "run.onnx")])
+    assert checked.exit_code == 0, checked.output
+    # the trained model through onnxruntime, its state fed back, plays what its TorchScript plays
+    from tildekit.export.onnx_runtime import OnnxStreamer
+
+    streamer = OnnxStreamer(every / "run.onnx")
+    scripted = torch.jit.load(str(every / "run.ts")).eval()
+    assert streamer.info.buffer is not None
+    buffer = streamer.info.buffer
+    tone = synthetic.harmonic_tone(196.0, 0.4, 48000, harmonics=12)
+    x = torch.from_numpy(tone[: len(tone) // buffer * buffer].astype(np.float32)).view(1, 1, -1)
+    with torch.no_grad():
+        expected = torch.cat([scripted(x[..., i:i + buffer]) for i in range(0, x.shape[-1], buffer)], -1).numpy()
+    assert np.max(np.abs(streamer.process(x.numpy()) - expected)) <= 1e-4

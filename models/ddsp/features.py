@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from tildekit.models.config import DDSPConfig
+from tildekit.models.ddsp.dft import frame_positions, irfft_matrix, lower_triangle, rfft_matrix, traced_only
 from tildekit.models.streaming import MAX_BATCH_SIZE, CachePad, Stateful
 
 LOUDNESS_FLOOR_DB = -120.0
@@ -55,6 +56,14 @@ class Loudness(nn.Module):
         # multiply and sum, not a matrix product: a row's sum must not depend on the row count
         # (BLAS blocks rows by count), or the frames of a buffer would differ from one pass
         weighted = (spectrum.pow(2) * self.weights).sum(-1)
+        return 10.0 * torch.log10(weighted.clamp_min(self.floor))
+
+    @traced_only
+    def traced(self, frames: torch.Tensor) -> torch.Tensor:
+        """``forward`` with the FFT as a matrix product (models/ddsp/dft.py), for ONNX."""
+        spectrum = (frames * self.hann) @ rfft_matrix(self.window, self.window).float()  # [re | im]
+        weights = self.weights[::2]
+        weighted = (spectrum.pow(2) * torch.cat([weights, weights])).sum(-1)
         return 10.0 * torch.log10(weighted.clamp_min(self.floor))
 
 
@@ -103,18 +112,27 @@ class Yin(nn.Module):
         self.span = self.width + self.tau_max + 1
         self.n_fft = fft_length(self.span)
         self.threshold = threshold
-        self.register_buffer("lags", torch.arange(self.tau_max + 1, dtype=torch.float32), persistent=False)
+        self.register_buffer("lags", torch.arange(self.tau_max + 1, dtype=torch.float64), persistent=False)
         self.register_buffer("neighbours", torch.tensor([-1, 0, 1]), persistent=False)
 
-    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, F, span) -> f0 (B, F) in Hz, aperiodicity (B, F) in [0, 1]."""
+    def forward(self, frames: torch.Tensor, functional: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, F, span) -> f0 (B, F) in Hz, aperiodicity (B, F) in [0, 1].
+
+        In float64: the refinement divides by the difference function's curvature, which
+        amplifies float32 rounding of the correlation to ~1e-4 Hz, and the phase integrates
+        that; in float64 the FFT here and the DFT products of an ONNX graph give the same f0.
+        """
         width, tau_max = self.width, self.tau_max
-        head = frames[..., :width]
-        spectrum = torch.fft.rfft(frames, self.n_fft)
-        correlation = torch.fft.irfft(torch.conj(torch.fft.rfft(head, self.n_fft)) * spectrum,
-                                      self.n_fft)[..., : tau_max + 1]
-        energy = F.pad(torch.cumsum(frames.double().pow(2), -1), (1, 0))
-        shifted = (energy[..., width: width + tau_max + 1] - energy[..., : tau_max + 1]).float()
+        dtype = frames.dtype
+        frames = frames.double()
+        if functional:
+            correlation = self.traced_correlation(frames)
+        else:
+            spectrum = torch.fft.rfft(frames, self.n_fft)
+            correlation = torch.fft.irfft(torch.conj(torch.fft.rfft(frames[..., :width], self.n_fft)) * spectrum,
+                                          self.n_fft)[..., : tau_max + 1]
+        energy = F.pad(torch.cumsum(frames.pow(2), -1), (1, 0))
+        shifted = energy[..., width: width + tau_max + 1] - energy[..., : tau_max + 1]
         difference = (shifted[..., :1] + shifted - 2.0 * correlation).clamp_min(0.0)
         running = torch.cumsum(difference[..., 1:], -1)
         normalised = torch.where(running > 1e-9 * shifted[..., :1].clamp_min(1e-12),
@@ -142,7 +160,19 @@ class Yin(nn.Module):
         offset = torch.where(curvature > 1e-12, 0.5 * (y0 - y2) / curvature.clamp_min(1e-12),
                              0.0).clamp(-1.0, 1.0)
         lag = index.to(frames.dtype) + offset
-        return self.rate / lag, aperiodicity.clamp(0.0, 1.0)
+        return (self.rate / lag).to(dtype), aperiodicity.clamp(0.0, 1.0).to(dtype)
+
+    @traced_only
+    def traced_correlation(self, frames: torch.Tensor) -> torch.Tensor:
+        """The FFT correlation of ``forward`` as real DFT matrix products (for ONNX)."""
+        forward = rfft_matrix(self.span, self.n_fft)
+        bins = self.n_fft // 2 + 1
+        spectrum = frames @ forward
+        head = frames[..., : self.width] @ forward[: self.width]
+        re, im = spectrum[..., :bins], spectrum[..., bins:]
+        head_re, head_im = head[..., :bins], head[..., bins:]
+        product = torch.cat([head_re * re + head_im * im, head_re * im - head_im * re], -1)  # conj(H) X
+        return product @ irfft_matrix(self.n_fft, self.tau_max + 1)
 
 
 class Features(Stateful):
@@ -150,7 +180,8 @@ class Features(Stateful):
 
     Frames judged unvoiced (aperiodicity above ``voicing_threshold``) or quiet (below
     ``silence_db``) hold the last voiced f0, so silence and noise do not send the oscillator
-    jumping; the held value is carried across calls (``last_f0``).
+    jumping; the held value is carried across calls (``last_f0``; 0 until a frame was voiced, so
+    the initial state is zeros, as the ONNX file format has it).
     """
 
     state_names = ("last_f0",)
@@ -173,7 +204,7 @@ class Features(Stateful):
         self.rest_f0 = math.sqrt(cfg.f0_min * cfg.f0_max)  # held before anything was voiced
         self.streaming = streaming
         self.history = CachePad(1, self.context) if streaming else None
-        self.register_buffer("last_f0", torch.full((MAX_BATCH_SIZE, 1), self.rest_f0), persistent=False)
+        self.register_buffer("last_f0", torch.zeros(MAX_BATCH_SIZE, 1), persistent=False)
         # where the analysis windows sit, for reports: pitch frames span the last
         # `pitch_window` samples before the frame time, loudness the last `loudness_window`
         self.pitch_window = cfg.pitch_decimation * self.yin.span
@@ -191,19 +222,32 @@ class Features(Stateful):
         start = self.context - d * (span - 1) - k
         outputs = span + (frames - 1) * (self.hop // d)
         region = padded[:, 0, start: start + (outputs - 1) * d + k]
-        if d > 1:
+        if d > 1 and self.functional:  # one Conv node in ONNX, not a slice per window
+            region = F.conv1d(region.unsqueeze(1), self.lowpass.view(1, 1, k), stride=d).squeeze(1)
+        elif d > 1:
             # strided windows times the taps, summed (conv1d's im2col path was 3x slower at
             # these sizes; a matrix product would round differently for other buffer lengths)
             region = (region.unfold(-1, k, d) * self.lowpass).sum(-1)
-        return region.unfold(-1, span, self.hop // d)
+        return self.windows(region, frames, span, self.hop // d)
+
+    def windows(self, region: torch.Tensor, frames: int, size: int, step: int) -> torch.Tensor:
+        """(B, L) -> (B, frames, size): ``frames`` windows of ``size`` every ``step`` samples."""
+        if self.functional:
+            return region[:, self.traced_positions(frames, size, step)]
+        return region.unfold(-1, size, step)
+
+    @traced_only
+    def traced_positions(self, frames: int, size: int, step: int) -> torch.Tensor:
+        return frame_positions(frames, size, step)  # unfold needs sizes the exporter cannot see
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         frames = x.shape[-1] // self.hop
         padded = self.padded(x)
         start = self.context - self.loudness_window
         region = padded[:, 0, start: start + (frames - 1) * self.hop + self.loudness_window]
-        loudness = self.loudness(region.unfold(-1, self.loudness_window, self.hop))
-        f0, aperiodicity = self.yin(self.pitch_frames(padded, frames))
+        windows = self.windows(region, frames, self.loudness_window, self.hop)
+        loudness = self.loudness.traced(windows) if self.functional else self.loudness(windows)
+        f0, aperiodicity = self.yin(self.pitch_frames(padded, frames), self.functional)
         voiced = (aperiodicity < self.voicing_threshold) & (loudness > self.silence_db)
         f0 = self.hold(f0, voiced)
         return torch.stack([f0, loudness], 1)
@@ -211,25 +255,34 @@ class Features(Stateful):
     def hold(self, f0: torch.Tensor, voiced: torch.Tensor) -> torch.Tensor:
         """Unvoiced frames take the last voiced f0 (from earlier calls too)."""
         batch, frames = f0.shape
+        state = self.last_f0[:batch]
         if self.streaming:
-            previous = self.last_f0[:batch]
+            previous = torch.where(state > 0.0, state, self.rest_f0)
         else:
             previous = torch.full((batch, 1), self.rest_f0, dtype=f0.dtype, device=f0.device)
         values = torch.cat([previous, f0], -1)
         # the position in ``values`` of the last voiced frame so far (0: the held one)
         positions = torch.arange(1, frames + 1, device=f0.device)
-        source = torch.cummax(voiced.long() * positions, -1)[0]
+        marks = voiced.long() * positions
+        if self.functional:  # ONNX has no running maximum: a masked maximum over the frames so far
+            source = (marks.unsqueeze(-2) * self.traced_triangle(frames)).amax(-1)
+        else:
+            source = torch.cummax(marks, -1)[0]
         held = values.gather(-1, source)
         if self.streaming:
             tail = held[:, -1:]
             if self.functional:
                 self.last_f0 = tail
             else:
-                previous.copy_(tail.detach())
+                state.copy_(tail.detach())
         return held
+
+    @traced_only
+    def traced_triangle(self, frames: int) -> torch.Tensor:
+        return lower_triangle(frames)
 
     def reset_state(self) -> None:
         history = self.history
         if history is not None:
             history.reset_state()
-        self.last_f0.fill_(self.rest_f0)
+        self.last_f0.zero_()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from tildekit.models.ddsp.dft import irfft_matrix, rfft_matrix, sine_tables, traced_only
 from tildekit.models.noise import NoiseTable
 from tildekit.models.streaming import MAX_BATCH_SIZE, Stateful
 
@@ -55,7 +56,7 @@ class Harmonic(Stateful):
         self.nyquist = sample_rate / 2.0
         self.table_size = TABLE_SIZE
         self.phase_unit = float(PHASE_ONE)  # TorchScript reads no globals
-        self.phase_mask = PHASE_ONE - 1
+        self.phase_one = PHASE_ONE
         # row 0 of the controls is f0, here harmonic 0: its coefficient 0 is the tables' DC
         numbers = torch.arange(0, n_harmonics + 1, dtype=torch.float64)
         self.register_buffer("numbers", numbers.float(), persistent=False)
@@ -67,9 +68,8 @@ class Harmonic(Stateful):
                              persistent=False)
         ramp = torch.arange(1, hop + 1, dtype=torch.float64) / hop
         self.register_buffer("ramp", ramp, persistent=False)
-        # per sample, the weights of the tables of frames k - 1 and k: (hop, 2, 1)
-        self.register_buffer("crossfade", torch.stack([1.0 - ramp, ramp], -1).float().unsqueeze(-1),
-                             persistent=False)
+        # per sample, the weight of frame k's table against frame k - 1's: (hop, 1)
+        self.register_buffer("crossfade", ramp.float().unsqueeze(-1), persistent=False)
         # flat offsets of the four values a sample reads: points i, i + 1 of each table
         self.register_buffer("corners", torch.tensor([0, 1, TABLE_SIZE + 2, TABLE_SIZE + 3]), persistent=False)
         # the last frame's (f0, amplitudes) and the phase at the next block's start (fixed point)
@@ -96,7 +96,9 @@ class Harmonic(Stateful):
             # the fraction of a cycle each block advances (remainder: in [0, 1] for any sign)
             steps = torch.round(torch.remainder(within[..., -1], 1.0) * self.phase_unit).long()  # (B, F)
             ends = start_phase + torch.cumsum(steps, -1)
-            starts = torch.bitwise_and(ends - steps, self.phase_mask)
+            # wrapped to one cycle; the counts are never negative, so a remainder is the bit mask
+            # (an ONNX opset 17 op, where BitwiseAnd is not)
+            starts = torch.remainder(ends - steps, self.phase_one)
             phase = torch.remainder(starts.double().unsqueeze(-1) * (1.0 / self.phase_unit) + within, 1.0)
             position = phase * self.table_size  # in [0, N]: the tables repeat their first 2 points
             index = position.long()
@@ -107,17 +109,22 @@ class Harmonic(Stateful):
             highest = torch.maximum(f_before, f_now).float().unsqueeze(-1) * self.numbers
             audible = (highest < self.nyquist).to(f0.dtype).unsqueeze(-2)  # (B, F, 1, 1 + K)
             if self.streaming:
-                end = torch.bitwise_and(ends[:, -1:], self.phase_mask)
+                end = torch.remainder(ends[:, -1:], self.phase_one)
                 if self.functional:
                     self.phase = end
                 else:
                     start_phase.copy_(end)
 
-        pair = torch.stack([before, controls], 1).permute(0, 3, 1, 2)  # (B, F, 2, 1 + K)
-        tables = torch.fft.irfft((pair * audible) * self.gains, self.table_size)  # (B, F, 2, N)
-        tables = torch.cat([tables, tables[..., :2]], -1).reshape(batch, frames, 1, 2 * self.table_size + 4)
-        values = tables.expand(batch, frames, self.hop, 2 * self.table_size + 4).gather(-1, taps)
-        points = (values.view(batch, frames, self.hop, 2, 2) * self.crossfade).sum(-2)  # (B, F, H, 2)
+        pair = torch.stack([before, controls], 1).permute(0, 3, 1, 2) * audible  # (B, F, 2, 1 + K)
+        if self.functional:
+            tables = pair @ self.traced_tables()
+        else:
+            tables = torch.fft.irfft(pair * self.gains, self.table_size)  # (B, F, 2, N)
+            tables = torch.cat([tables, tables[..., :2]], -1)
+        # each block reads its own two tables: rows of (block, both tables)
+        rows = tables.reshape(batch * frames, 2 * self.table_size + 4)
+        values = rows.gather(1, taps.reshape(batch * frames, 4 * self.hop)).view(batch, frames, self.hop, 4)
+        points = torch.lerp(values[..., :2], values[..., 2:], self.crossfade)  # (B, F, H, 2)
         audio = torch.lerp(points[..., 0], points[..., 1], fraction)
         if self.streaming:
             tail = controls[..., -1].detach()
@@ -126,6 +133,11 @@ class Harmonic(Stateful):
             else:
                 last.copy_(tail)
         return audio.reshape(batch, 1, frames * self.hop)
+
+    @traced_only
+    def traced_tables(self) -> torch.Tensor:
+        """(1 + K, N + 2): the inverse FFT of ``forward`` as one matrix (for ONNX)."""
+        return sine_tables(self.n_harmonics, self.table_size)
 
     def reset_state(self) -> None:
         self.previous.zero_()
@@ -168,8 +180,11 @@ class FilteredNoise(Stateful):
         batch, _, frames = magnitudes.shape
         response = torch.matmul(magnitudes.transpose(1, 2), self.response).view(batch, frames, -1, 2)
         noise = self.source(batch, frames * self.hop, 0).reshape(batch, frames, self.hop)
-        filtered = torch.fft.irfft(torch.view_as_complex(response) * torch.fft.rfft(noise, self.n_fft),
-                                   self.n_fft)
+        if self.functional:
+            filtered = self.traced_filter(response, noise)
+        else:
+            filtered = torch.fft.irfft(torch.view_as_complex(response) * torch.fft.rfft(noise, self.n_fft),
+                                       self.n_fft)
         head = filtered[..., : self.hop]
         ring = filtered[..., self.hop: self.hop + self.taps - 1]  # (B, F, taps - 1)
         if self.streaming:
@@ -185,6 +200,17 @@ class FilteredNoise(Stateful):
             else:
                 carried.copy_(last)
         return audio.reshape(batch, 1, frames * self.hop)
+
+    @traced_only
+    def traced_filter(self, response: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """The FFT filtering of ``forward`` as real DFT matrix products (for ONNX): the first
+        ``hop + taps - 1`` samples, all that ``forward`` reads."""
+        bins = self.n_fft // 2 + 1
+        spectrum = noise @ rfft_matrix(self.hop, self.n_fft).float()
+        re, im = spectrum[..., :bins], spectrum[..., bins:]
+        gain_re, gain_im = response[..., 0], response[..., 1]
+        product = torch.cat([gain_re * re - gain_im * im, gain_re * im + gain_im * re], -1)
+        return product @ irfft_matrix(self.n_fft, self.hop + self.taps - 1).float()
 
     def reset_state(self) -> None:
         self.tail.zero_()
