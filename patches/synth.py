@@ -47,12 +47,12 @@ def synth_graph(spec: PatchSpec, host: str) -> Graph:
     ratio = spec.card.methods[SYNTH_METHOD].in_ratio
     g = Graph(f"{spec.stem} synth")
     y = _notes(g, spec, host, "synth")
-    for line in (f"MIDI notes play the model: pitch -> f0 (Hz), velocity 1..127 -> loudness {low:g}..{high:g} dB "
+    for comment in (f"MIDI notes play the model: pitch -> f0 (Hz), velocity 1..127 -> loudness {low:g}..{high:g} dB "
                  f"(the training data's range); a note off glides to {low:g} dB in {RELEASE_MS:g} ms",
                  f"one voice, the newest note wins; nn~ reads f0 and loudness once every {ratio} samples "
                  f"(one model frame)",
                  f"OSC: {OscMap(spec.card).note} PITCH VELOCITY does what a key does"):
-        g.text(line, 20, y)
+        g.text(comment, 20, y)
         y += 20
     y += 10
     notein = g.obj("notein", 20, y, 1, 3)

@@ -118,7 +118,7 @@ def test_pd_plays_notes_into_the_control_signals(tmp_path: Path) -> None:
         "#X msg 10 190 \\; probe-bang bang \\; pd quit;\n"
         "#X connect 0 0 1 0;\n#X connect 1 0 2 0;\n#X connect 1 0 3 0;\n#X connect 3 0 4 0;\n"
         "#X connect 3 0 5 0;\n#X connect 5 0 6 0;\n")
-    args = [PD, "-nogui", "-nosound", "-nrt", "-stderr", "-path", str(tmp_path),
+    args = [str(PD), "-nogui", "-nosound", "-nrt", "-stderr", "-path", str(tmp_path),
             "-open", str(tmp_path / "synth-probe.pd"), "-open", str(script), "-send", "pd dsp 1"]
     done = subprocess.run(args, capture_output=True, text=True, timeout=60, cwd=tmp_path)
     output = done.stdout + done.stderr
