@@ -27,10 +27,12 @@ FILE_NAME = "controls.json"
 @torch.no_grad()
 def loudness_range(model: DDSP, windows: Sequence[torch.Tensor], batch_size: int) -> list[float]:
     """[low, high] dB of the windows' frames (percentiles), within the card's limits."""
+    # a window's first frames analyse the zeros before its start: not a level of the data
+    skip = -(-int(model.analysis.loudness_window) // int(model.hop))
     values = []
     for start in range(0, len(windows), batch_size):
         x = torch.stack(list(windows[start:start + batch_size]))
-        values.append(model.features(x)[:, 1].flatten().double().numpy())
+        values.append(model.features(x)[:, 1, skip:].flatten().double().numpy())
     loudness = np.concatenate(values)
     low, high = (float(np.clip(v, *LOUDNESS_LIMITS)) for v in np.percentile(loudness, LOUDNESS_PERCENTILES))
     high = max(high, low + 1.0)  # a dataset of one level still gives velocities a range
