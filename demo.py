@@ -30,7 +30,7 @@ DDSP_DEMO_SETTINGS = ["model.hidden=64", "train.window=16384", "train.batch_size
 DDSP_DEMO_STEPS = 200
 # The DDSP demo's score: notes (the engine's generation mode and the synth patch play them),
 # then the timbre controls.
-DDSP_EVENTS = [
+DDSP_EVENTS: list[dict] = [
     {"at": 0.0, "set": "note", "values": [60, 100]},
     {"at": 0.5, "set": "note", "values": [64, 80]},
     {"at": 1.0, "set": "note", "values": [67, 120]},
