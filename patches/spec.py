@@ -106,8 +106,8 @@ class PatchSpec:
     forward: NnObject | None
 
     @property
-    def note_name(self) -> str:  # receives OSC notes (pitch velocity) in the synth patch
-        return f"{self.prefix}-note"
+    def note_name(self) -> str:
+        return note_receive(self.prefix)
 
     @property
     def osc_abstraction(self) -> str:
@@ -206,8 +206,13 @@ def build_spec(card: ModelCard, model_ref: str, stem: str, buffer: int = DEFAULT
         card=card, stem=stem, model_ref=model_ref, buffer=buffer, osc_port=osc_port, osc_host=osc_host,
         prefix=prefix,
         latents=latents, attributes=attributes, gain_name=gain_name, reset_name=reset_name,
-        gain_range=GAIN_RANGE, routes=_routes(osc, latents, attributes, gain_name, reset_name, f"{prefix}-note"),
+        gain_range=GAIN_RANGE, routes=_routes(osc, latents, attributes, gain_name, reset_name, note_receive(prefix)),
         encode=nn("encode"), decode=nn("decode"), forward=nn("forward"))
+
+
+def note_receive(prefix: str) -> str:
+    """The name the synth patch receives OSC notes (pitch velocity) on."""
+    return f"{prefix}-note"
 
 
 def nn_object(card: ModelCard, method: str, model_ref: str, buffer: int) -> NnObject | None:
