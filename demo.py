@@ -280,8 +280,10 @@ def run_ddsp_demo(out_dir: str | Path, steps: int = DDSP_DEMO_STEPS, seconds_of_
     figures = evaluation.overall["model"]
     loudness, cents = figures.loudness_correlation, figures.f0_error_cents
     echo(f"    loudness-envelope correlation {'n/a' if loudness is None else f'{loudness:.2f}'} "
-         f"(about 0.8 or more: the output follows the input's loudness); f0 error "
-         f"{'n/a' if cents is None else f'{cents:.0f} cents'} (under 50: it plays the input's notes)")
+         f"(about 0.8 or more: the output follows the input's loudness)")
+    echo("    f0 error " + (f"{cents:.0f} cents (under 50: it plays the input's notes)" if cents is not None else
+                            "n/a: the output is not yet pitched enough to track; the harmonic part takes "
+                            "longer to learn than the loudness: re-run with more --steps"))
     echo(f"    report: {out / 'eval' / 'report.md'}")
 
     port = DEFAULT_OSC_PORT
