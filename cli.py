@@ -71,19 +71,27 @@ def main() -> None:
 @click.option("--steps", type=click.IntRange(min=1), default=None,
               help="Training steps of the `small` profile [default: enough for the model to follow "
                    "its input, a few minutes on 2 cores].")
-@click.option("--seconds", "seconds_of_audio", type=click.FloatRange(min=30), default=180.0, show_default=True,
-              help="Seconds of generated training audio.")
-def demo(out_dir: Path, steps: int | None, seconds_of_audio: float) -> None:
+@click.option("--seconds", "seconds_of_audio", type=click.FloatRange(min=30), default=None,
+              help="Seconds of generated training audio [default: 180, ddsp 120].")
+@click.option("--family", type=click.Choice(["autoencoder", "ddsp"]), default="autoencoder", show_default=True,
+              help="autoencoder: RAVE-style timbre transfer (`small`); ddsp: pitch and loudness played by "
+                   "a learned synth (`ddsp-raspberry`, with a MIDI synth patch).")
+def demo(out_dir: Path, steps: int | None, seconds_of_audio: float | None, family: str) -> None:
     """Run the whole pipeline on generated audio into OUT_DIR (default: demo-out).
 
     Generates tones, chirps and noise bursts, preprocesses them, trains the `small` profile,
     exports the model for nn~, Neutone FX and ONNX Runtime (each file checked the way its host
     loads it), writes Pure Data and Max patches and an OSC score, then prints how to play them.
-    Re-running continues the training run in OUT_DIR.
+    With --family ddsp: one-voice melodies, a DDSP model, its exports, its forward and MIDI synth
+    patches and a score of notes. Re-running continues the training run in OUT_DIR.
     """
-    from tildekit.demo import DEMO_STEPS, run_demo
+    from tildekit.demo import DDSP_DEMO_STEPS, DEMO_STEPS, run_ddsp_demo, run_demo
 
-    run_demo(out_dir, steps=steps or DEMO_STEPS, seconds_of_audio=seconds_of_audio, echo=click.echo)
+    if family == "ddsp":
+        run_ddsp_demo(out_dir, steps=steps or DDSP_DEMO_STEPS, seconds_of_audio=seconds_of_audio or 120.0,
+                      echo=click.echo)
+    else:
+        run_demo(out_dir, steps=steps or DEMO_STEPS, seconds_of_audio=seconds_of_audio or 180.0, echo=click.echo)
 
 
 # `bundle` joins the engine (scripting) and the Pd patches (patches), two sibling layers: it lives here.

@@ -3,6 +3,10 @@
 generate audio ─► preprocess ─► train `small` ─► info ─► export nn~ / Neutone / ONNX (checked)
 ─► Pd + Max patches ─► a short OSC score ─► eval of the export on held-out sounds (does it follow
 its input?), then how to play it all.
+
+``--family ddsp`` does the same for DDSP timbre transfer: one-voice harmonic melodies, the
+`ddsp-raspberry` profile, the exports that take DDSP, the forward and MIDI synth patches, a score
+of notes and attribute moves, and the eval's loudness and pitch following.
 """
 
 from __future__ import annotations
@@ -18,6 +22,25 @@ from tildekit.models.outputs import output_dir, refuse_foreign_file
 
 DEMO_NAME = "demo"
 DEMO_STEPS = 300  # enough for the `small` model to follow its input (tests/test_quality.py)
+DDSP_PROFILE = "ddsp-raspberry"
+# A narrower decoder on shorter windows: a step costs about an eighth of the profile's (1 s of CPU
+# against 9 on the dev machine), so the demo trains in minutes; `tildekit train` takes the full one.
+DDSP_DEMO_SETTINGS = ["model.hidden=64", "train.window=16384", "train.batch_size=4",
+                      "train.stft_scales=[1024, 256, 64]", "train.validate_every=50"]
+DDSP_DEMO_STEPS = 200
+# The DDSP demo's score: notes (the engine's generation mode and the synth patch play them),
+# then the timbre controls.
+DDSP_EVENTS: list[dict] = [
+    {"at": 0.0, "set": "note", "values": [60, 100]},
+    {"at": 0.5, "set": "note", "values": [64, 80]},
+    {"at": 1.0, "set": "note", "values": [67, 120]},
+    {"at": 2.0, "set": "note", "values": [67, 0]},
+    {"at": 2.5, "ramp": "attr/pitch_shift", "from": 0.0, "to": 12.0, "over": 2.0, "curve": "smoothstep"},
+    {"at": 4.5, "attr": "pitch_shift", "values": [0.0]},
+    {"at": 5.0, "ramp": "attr/noise_gain", "from": 1.0, "to": 0.0, "over": 1.0},
+    {"at": 6.0, "attr": "noise_gain", "values": [1.0]},
+    {"at": 6.5, "gain": 0.8},
+]
 # A short score for the demo model. Written with yaml.safe_dump: the model path is quoted
 # whatever characters the output folder's path holds.
 DEMO_SCORE_HEADER = f"# A short score for the demo model: `tildekit osc play score.yaml --port {DEFAULT_OSC_PORT}`\n"
@@ -32,12 +55,36 @@ DEMO_EVENTS = [
 ]
 
 
-def demo_score(model: Path) -> str:
+def demo_score(model: Path, events: list[dict] | None = None) -> str:
     import yaml
 
-    body = yaml.safe_dump({"model": str(model), "rate_hz": 50, "events": DEMO_EVENTS},
+    body = yaml.safe_dump({"model": str(model), "rate_hz": 50, "events": events or DEMO_EVENTS},
                           sort_keys=False, default_flow_style=None, allow_unicode=False, width=1 << 16)
     return DEMO_SCORE_HEADER + body
+
+
+def write_score(out: Path, model: Path, events: list[dict] | None = None) -> Path:
+    """``out/score.yaml`` for ``model``, checked against its card (a typo fails here, not on stage)."""
+    from tildekit.scripting.score import load_score
+
+    score = out / "score.yaml"
+    refuse_foreign_file(score, lambda path: path.read_bytes().startswith(DEMO_SCORE_HEADER.encode()), "demo folder")
+    atomic_write_text(score, demo_score(model.resolve(), events))
+    load_score(score)
+    return score
+
+
+def check_exports(written: list[Path], echo: Callable[[str], None]) -> None:
+    """The full host check of every model file written; the first failure stops the demo."""
+    from tildekit.export.check import check_file
+
+    for path in written:
+        if path.suffix in (".ts", ".nm", ".onnx"):
+            results = check_file(path)
+            failed = [r for r in results if not r.passed]
+            if failed:
+                raise TildekitError(f"check failed on {path}: " + "; ".join(f"{r.item}: {r.reason}" for r in failed))
+            echo(f"    {path.name}: {len(results)}/{len(results)} checks passed")
 
 
 def write_held_out(folder: Path, rate: int) -> list[Path]:
@@ -65,7 +112,6 @@ def write_held_out(folder: Path, rate: int) -> list[Path]:
 def run_demo(out_dir: str | Path, steps: int = DEMO_STEPS, seconds_of_audio: float = 180.0,
              echo: Callable[[str], None] = print, progress: bool = True) -> dict[str, Path]:
     """Run every stage into ``out_dir``; returns the main paths. Safe to re-run (resumes training)."""
-    from tildekit.export.check import check_file
     from tildekit.export.cli import describe_file
     from tildekit.export.targets import export_run
     from tildekit.models.config import load_profile
@@ -74,7 +120,6 @@ def run_demo(out_dir: str | Path, steps: int = DEMO_STEPS, seconds_of_audio: flo
     from tildekit.models.synthetic import write_example_folder
     from tildekit.models.trainer import train, training_window
     from tildekit.patches.write import write_patches
-    from tildekit.scripting.score import load_score
 
     out = output_dir(out_dir, "demo folder")
     profile = load_profile("small")
@@ -105,13 +150,7 @@ def run_demo(out_dir: str | Path, steps: int = DEMO_STEPS, seconds_of_audio: flo
     echo("[5/8] exporting for nn~ (.ts), Neutone FX (.nm) and ONNX Runtime (.onnx), each checked")
     exports = out / "export"  # files of the same names are replaced, nothing else is removed
     card, written = export_run(run, ("all",), exports, name=DEMO_NAME)
-    for path in written:
-        if path.suffix in (".ts", ".nm", ".onnx"):
-            results = check_file(path)
-            failed = [r for r in results if not r.passed]
-            if failed:
-                raise TildekitError(f"check failed on {path}: " + "; ".join(f"{r.item}: {r.reason}" for r in failed))
-            echo(f"    {path.name}: {len(results)}/{len(results)} checks passed")
+    check_exports(written, echo)
     model = exports / f"{DEMO_NAME}.ts"
     echo(textwrap.indent(describe_file(model), "    "))
 
@@ -120,10 +159,7 @@ def run_demo(out_dir: str | Path, steps: int = DEMO_STEPS, seconds_of_audio: flo
         echo(f"    {path}")
 
     echo("[7/8] writing an OSC score")
-    score = out / "score.yaml"
-    refuse_foreign_file(score, lambda path: path.read_bytes().startswith(DEMO_SCORE_HEADER.encode()), "demo folder")
-    atomic_write_text(score, demo_score(model.resolve()))
-    load_score(score)  # validated against the model's card: a typo fails here, not on stage
+    score = write_score(out, model)
 
     onnx = exports / f"{DEMO_NAME}.onnx"
     echo("[8/8] does the exported model follow its input? (held-out tone, bursts and chirp)")
@@ -151,5 +187,115 @@ def run_demo(out_dir: str | Path, steps: int = DEMO_STEPS, seconds_of_audio: flo
           headless:         {serve} --osc-port {port} --realtime
           score over OSC:   tildekit osc play {score} --port {port}
           measure:          tildekit eval {run} YOUR_SOUNDS/   (or the .ts / .onnx file)
+        """))
+    return {"run": run, "exports": exports, "model": model, "score": score, "dataset": dataset}
+
+
+def write_held_out_voice(folder: Path, rate: int) -> list[Path]:
+    """One-voice sounds the DDSP model never trained on: a slow tune, a swell, a glide."""
+    import numpy as np
+    import soundfile as sf
+
+    from tildekit.models.synthetic import chirp, envelope, harmonic_tone
+
+    tune = np.concatenate([harmonic_tone(f, 0.5, rate, harmonics=12, vibrato_depth=0.005, seed=200 + i)
+                           for i, f in enumerate((196.0, 246.9, 293.7, 392.0))])
+    swell = harmonic_tone(261.6, 2.0, rate, harmonics=8, sustain=1.0, seed=210)
+    swell = swell * np.sin(np.linspace(0.0, np.pi, swell.size)) ** 2  # quiet - loud - quiet
+    glide = chirp(150.0, 600.0, 1.5, rate, kind="exponential", amplitude=0.3)
+    glide = glide * envelope(glide.size, rate, attack=0.05, release=0.2)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, sound in {"tune": tune, "swell": swell, "glide": glide}.items():
+        path = folder / f"{name}.wav"
+        sf.write(path, sound.astype(np.float32), rate, subtype="FLOAT")
+        paths.append(path)
+    return paths
+
+
+def run_ddsp_demo(out_dir: str | Path, steps: int = DDSP_DEMO_STEPS, seconds_of_audio: float = 120.0,
+                  echo: Callable[[str], None] = print, progress: bool = True,
+                  overrides: list[str] | None = None) -> dict[str, Path]:
+    """:func:`run_demo` for DDSP timbre transfer (``overrides``: profile fields, e.g. a smaller model)."""
+    import warnings
+
+    from tildekit.export.cli import describe_file
+    from tildekit.export.evaluate import evaluate
+    from tildekit.export.targets import export_run
+    from tildekit.models.cli import describe_run
+    from tildekit.models.config import load_profile
+    from tildekit.models.families import train
+    from tildekit.models.preprocess import preprocess
+    from tildekit.models.run import RunDir
+    from tildekit.models.synthetic import write_monophonic_folder
+    from tildekit.models.trainer import training_window
+    from tildekit.patches.write import write_patches
+
+    out = output_dir(out_dir, "demo folder")
+    profile = load_profile(DDSP_PROFILE, DDSP_DEMO_SETTINGS + (overrides or []))
+    rate = profile.model.sample_rate
+
+    echo(f"[1/8] generating {seconds_of_audio:.0f} s of one-voice harmonic melodies")
+    audio = out / "audio"
+    if not audio.exists():
+        write_monophonic_folder(audio, seconds=seconds_of_audio, sample_rate=rate)
+
+    echo("[2/8] preprocessing")
+    dataset = out / "dataset"
+    report = preprocess(audio, dataset, sample_rate=rate, channels=profile.model.channels,
+                        min_samples=training_window(profile), progress=progress)
+    echo(textwrap.indent(report.summary(), "    "))
+
+    echo(f"[3/8] training the '{profile.name}' profile for {steps} steps")
+    run = out / "run"
+    resume = (run / "checkpoints").exists()
+    summary = train(dataset, run, None if resume else profile, steps=steps, resume=resume, progress=progress)
+    echo(textwrap.indent(summary.text(), "    "))
+
+    echo("[4/8] the trained model")
+    echo(textwrap.indent(describe_run(RunDir(run)), "    "))
+
+    echo("[5/8] exporting for every target that takes DDSP, each checked")
+    exports = out / "export"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        card, written = export_run(run, ("all",), exports, name=DEMO_NAME)
+    for warning in caught:  # the targets left out (torch's own deprecation notes are not news here)
+        if warning.category is UserWarning:
+            echo(f"    note: {warning.message}")
+    check_exports(written, echo)
+    model = exports / f"{DEMO_NAME}.ts"
+    echo(textwrap.indent(describe_file(model), "    "))
+
+    echo("[6/8] writing Pure Data and Max patches next to the model (forward, MIDI synth, OSC)")
+    for path in write_patches(model, host="both"):
+        echo(f"    {path}")
+
+    echo("[7/8] writing an OSC score (notes, then the timbre controls)")
+    score = write_score(out, model, DDSP_EVENTS)
+
+    echo("[8/8] does the exported model follow its input? (held-out tune, swell and glide)")
+    evaluation = evaluate(model, write_held_out_voice(out / "held-out", rate), out / "eval")
+    echo(textwrap.indent(evaluation.text(), "    "))
+    figures = evaluation.overall["model"]
+    loudness, cents = figures.loudness_correlation, figures.f0_error_cents
+    echo(f"    loudness-envelope correlation {'n/a' if loudness is None else f'{loudness:.2f}'} "
+         f"(about 0.8 or more: the output follows the input's loudness)")
+    echo("    f0 error " + (f"{cents:.0f} cents (under 50: it plays the input's notes)" if cents is not None else
+                            "n/a: the output is not yet pitched enough to track; the harmonic part takes "
+                            "longer to learn than the loudness: re-run with more --steps"))
+    echo(f"    report: {out / 'eval' / 'report.md'}")
+
+    port = DEFAULT_OSC_PORT
+    echo(textwrap.dedent(f"""
+        Done. To play it:
+          Pure Data + nn~:  pd {exports / (DEMO_NAME + '-forward.pd')}   (your voice or instrument in)
+          MIDI synth:       pd {exports / (DEMO_NAME + '-synth.pd')}   (a MIDI keyboard, or click the notes)
+          Max + nn~:        open {exports / (DEMO_NAME + '-synth.maxpat')}
+          Neutone FX:       load {exports / (DEMO_NAME + '.nm')} in the plugin (its knobs: the four attributes)
+          headless:         tildekit serve {model} --input {audio / 'voice1.wav'} --output {out / 'out.wav'}
+          notes by OSC:     tildekit serve {model} --silence 8 --output {out / 'notes.wav'} --osc-port {port}
+                            and, meanwhile: tildekit osc play {score} --port {port}
+          measure:          tildekit eval {run} YOUR_SOUNDS/
         """))
     return {"run": run, "exports": exports, "model": model, "score": score, "dataset": dataset}

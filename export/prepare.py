@@ -102,9 +102,11 @@ def exportable_from_run(run_dir: str | Path, latent_dims: int | None = None, fid
             raise TildekitError(f"--latent-dims and --fidelity choose an autoencoder's latent dimensions: "
                                 f"'{run.path}' is a DDSP run, which has none")
         from tildekit.export import ddsp_export
+        from tildekit.models.ddsp import control_stats
 
         export = ddsp_export.exportable(run.load_model(streaming=True))
-        return export, ddsp_export.card(export, name, run.profile.name, run.step)
+        return export, ddsp_export.card(export, name, run.profile.name, run.step,
+                                        control_stats.card_extra(run.path))
     raise TildekitError(f"exporting {family} models is not available yet: '{run.path}' is a run of the "
                         f"{family} family (profile {run.profile.name}); no export adapter takes it")
 

@@ -19,6 +19,7 @@ __all__ = [
     "chirp",
     "noise_burst",
     "write_example_folder",
+    "write_monophonic_folder",
 ]
 
 
@@ -271,6 +272,41 @@ def write_example_folder(out_dir: str | Path, seconds: float = 180.0, sample_rat
             track += makers[part](rng, per_file, sample_rate)
         track = (_normalise(track) + 10 ** (NOISE_FLOOR_DB / 20) * rng.standard_normal(per_file)).astype(np.float32)
         path = out / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, np.clip(track, -1.0, 1.0), sample_rate, subtype="PCM_16")
+        written.append(path)
+    return written
+
+
+def _phrases(rng: np.random.Generator, n: int, sample_rate: int) -> np.ndarray:
+    """One voice: melodic phrases (``_melody``'s notes) of 1-4 s, each at its own level, with rests."""
+    track = np.zeros(n, dtype=np.float32)
+    position = 0
+    while position < n:
+        length = min(n - position, int(rng.uniform(1.0, 4.0) * sample_rate))
+        _place(track, _melody(rng, length, sample_rate) * _level(rng, 20.0), position)
+        position += length + int(rng.uniform(0.1, 0.8) * sample_rate)
+    return track
+
+
+def write_monophonic_folder(out_dir: str | Path, seconds: float = 120.0, sample_rate: int = 48000,
+                            seed: int = 0, files: int = 4) -> list[Path]:
+    """Write about ``seconds`` of one-voice harmonic melodies as ``files`` wav files under ``out_dir``.
+
+    What a DDSP model learns from: one pitch at a time (a pitch tracker and a harmonic synth),
+    notes with vibrato and varied timbre, levels over about 50 dB, rests, and the faint noise
+    floor of ``write_example_folder``. Deterministic, like every generator here.
+    """
+    import soundfile as sf
+
+    out = Path(out_dir)
+    per_file = _num_samples(seconds / files, sample_rate)
+    written: list[Path] = []
+    for index in range(files):
+        rng = np.random.default_rng([seed, 1000 + index])
+        track = _normalise(_phrases(rng, per_file, sample_rate))
+        track = (track + 10 ** (NOISE_FLOOR_DB / 20) * rng.standard_normal(per_file)).astype(np.float32)
+        path = out / f"voice{index + 1}.wav"
         path.parent.mkdir(parents=True, exist_ok=True)
         sf.write(path, np.clip(track, -1.0, 1.0), sample_rate, subtype="PCM_16")
         written.append(path)

@@ -106,8 +106,16 @@ class PatchSpec:
     forward: NnObject | None
 
     @property
+    def note_name(self) -> str:
+        return note_receive(self.prefix)
+
+    @property
     def osc_abstraction(self) -> str:
         return f"{self.stem}-osc"
+
+    def method(self, name: str) -> NnObject | None:
+        """The nn~ box of any method of the card (``encode``, ``forward``, ``synth``, ...)."""
+        return nn_object(self.card, name, self.model_ref, self.buffer)
 
     def attribute(self, name: str) -> AttributeControl | None:
         return next((a for a in self.attributes if a.name == name), None)
@@ -120,13 +128,14 @@ class PatchSpec:
                  f"{self.card.latent_size} latent dimensions, model delay {self.card.delay_ms:.1f} ms"]
         dsp = ("turn DSP on (Media > DSP On, or Ctrl+/)" if host == "pd"
                else "turn audio on (click ezdac~ or Options > Audio Status)")
-        lines.append(f"1. {dsp}, then play into the input")
+        source = "play MIDI notes (or click the note messages)" if kind == "synth" else "play into the input"
+        lines.append(f"1. {dsp}, then {source}")
         lines.append(f"2. nn~ loads {self.model_ref} relative to this patch: keep the model there "
                      f"(or edit the nn~ boxes)")
         if host == "max" and "/" in self.model_ref:
             lines.append("   Max finds models by name in its search path: if nn~ cannot find it, add the "
                          "model's folder in Options > File Preferences")
-        nn = [o for o in (self.encode, self.decode) if o] if kind == "transfer" else [self.forward]
+        nn = [o for o in (self.encode, self.decode) if o] if kind == "transfer" else [self.method(kind)]
         latency = sum(host_latency(host, o) + self.card.methods[o.method].delay for o in nn if o)
         lines.append(f"3. buffer {self.buffer}: about {1000 * latency / sr:.0f} ms in to out. Smaller "
                      f"buffers cut latency and cost CPU (powers of two >= {self.card.highest_ratio}. "
@@ -188,11 +197,7 @@ def build_spec(card: ModelCard, model_ref: str, stem: str, buffer: int = DEFAULT
     prefix = f"tk-{osc.name}"
 
     def nn(method: str) -> NnObject | None:
-        spec = card.methods.get(method)
-        if spec is None:
-            return None
-        return NnObject(method, model_ref, buffer, max(1, spec.in_channels), max(1, spec.out_channels),
-                        spec.in_channels == 1 and spec.out_channels == 1)
+        return nn_object(card, method, model_ref, buffer)
 
     latents = tuple(_latent_control(card, i, prefix) for i in range(card.latent_size))
     attributes = tuple(_attribute_control(a, prefix) for a in card.attributes)
@@ -201,8 +206,22 @@ def build_spec(card: ModelCard, model_ref: str, stem: str, buffer: int = DEFAULT
         card=card, stem=stem, model_ref=model_ref, buffer=buffer, osc_port=osc_port, osc_host=osc_host,
         prefix=prefix,
         latents=latents, attributes=attributes, gain_name=gain_name, reset_name=reset_name,
-        gain_range=GAIN_RANGE, routes=_routes(osc, latents, attributes, gain_name, reset_name),
+        gain_range=GAIN_RANGE, routes=_routes(osc, latents, attributes, gain_name, reset_name, note_receive(prefix)),
         encode=nn("encode"), decode=nn("decode"), forward=nn("forward"))
+
+
+def note_receive(prefix: str) -> str:
+    """The name the synth patch receives OSC notes (pitch velocity) on."""
+    return f"{prefix}-note"
+
+
+def nn_object(card: ModelCard, method: str, model_ref: str, buffer: int) -> NnObject | None:
+    """The nn~ box playing ``method`` of the card's model, or None when the model lacks it."""
+    spec = card.methods.get(method)
+    if spec is None:
+        return None
+    return NnObject(method, model_ref, buffer, max(1, spec.in_channels), max(1, spec.out_channels),
+                    spec.in_channels == 1 and spec.out_channels == 1)
 
 
 def _latent_control(card: ModelCard, index: int, prefix: str) -> LatentControl:
@@ -223,7 +242,7 @@ def _attribute_control(attr: AttributeSpec, prefix: str) -> AttributeControl:
 
 
 def _routes(osc: OscMap, latents: tuple[LatentControl, ...], attributes: tuple[AttributeControl, ...],
-            gain_name: str, reset_name: str) -> tuple[OscRoute, ...]:
+            gain_name: str, reset_name: str, note_name: str) -> tuple[OscRoute, ...]:
     """Every address OscMap documents, expanded per latent dimension."""
     def route(address: str, nargs: int, targets: tuple[str, ...], description: str) -> OscRoute:
         return OscRoute(address, tuple(address.strip("/").split("/")), nargs, targets, description)
@@ -240,6 +259,8 @@ def _routes(osc: OscMap, latents: tuple[LatentControl, ...], attributes: tuple[A
         routes.append(route(osc.attr(attr.name), len(attr.types), (attr.receive,), attr.description))
     routes.append(route(osc.gain, 1, (gain_name,), "output gain"))
     routes.append(route(osc.reset, 0, (reset_name,), "clear the streaming state"))
+    if osc.plays_notes:  # the synth patch receives them (``patches/synth.py``)
+        routes.append(route(osc.note, 2, (note_name,), "a note: MIDI pitch, velocity (0 = note off)"))
     return tuple(routes)
 
 

@@ -10,6 +10,7 @@ from tildekit.models.contract.atomic import atomic_write_text
 from tildekit.models.contract.card import ModelCard
 from tildekit.models.contract.names import check_name
 from tildekit.models.contract.oscmap import model_slug
+from tildekit.models.contract.synth_controls import has_synth
 from tildekit.models.outputs import output_dir, refuse_foreign_file, write_error
 from tildekit.patches.build import forward_graph, osc_graph, transfer_graph
 from tildekit.patches.graph import Graph
@@ -57,6 +58,10 @@ def patch_graphs(spec: PatchSpec, host: str) -> dict[str, Graph]:
         graphs["transfer"] = transfer_graph(spec, host)
     if spec.forward:
         graphs["forward"] = forward_graph(spec, host)
+    if has_synth(spec.card.methods):
+        from tildekit.patches.synth import synth_graph
+
+        graphs["synth"] = synth_graph(spec, host)
     if not graphs:
         methods = ", ".join(spec.card.methods) or "none"
         raise TildekitError(f"model '{spec.card.name}' has neither encode+decode nor forward "
@@ -68,7 +73,7 @@ def patch_graphs(spec: PatchSpec, host: str) -> dict[str, Graph]:
 def write_patches(model_path_or_card: str | Path | ModelCard, out_dir: str | Path | None = None,
                   host: str = "both", buffer: int = DEFAULT_BUFFER, osc_port: int = DEFAULT_OSC_PORT,
                   model_file: str | Path | None = None, osc_host: str = DEFAULT_OSC_HOST) -> list[Path]:
-    """Write ``STEM-transfer``, ``STEM-forward`` and ``STEM-osc`` patches for each host.
+    """Write ``STEM-transfer``, ``STEM-forward``, ``STEM-synth`` and ``STEM-osc`` patches for each host.
 
     ``model_path_or_card`` is an exported ``.ts`` (its card is read from the file, or derived
     from its nn~ methods when it has none, e.g. a RAVE export) or a

@@ -193,8 +193,8 @@ COMMANDS.append(osc)
 @click.option("--input", "-i", "input_path", type=click.Path(), help="Sound file to process (file mode).")
 @click.option("--device", "use_device", is_flag=True, help="Process the sound card input live.")
 @click.option("--silence", type=click.FloatRange(min=0, min_open=True, max=86400), metavar="SECONDS",
-              help="No input: generate from the latents set over OSC (with --output: this long; "
-                   "without: live on the sound card).")
+              help="No input: generate from the latents set over OSC, or play the notes sent to "
+                   "/note for a DDSP model (with --output: this long; without: live on the sound card).")
 @click.option("--output", "-o", "output_path", type=click.Path(),
               help="Sound file to write: .wav, .flac, .ogg, .aiff, .caf or .w64 (default: the sound card).")
 @click.option("--osc-port", type=click.IntRange(0, 65535), default=DEFAULT_OSC_PORT, show_default=True,

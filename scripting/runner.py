@@ -2,8 +2,9 @@
 
     runner = open_runner("model.ts", threads=1)
     y = runner.process(x)          # x: (channels, buffer) float32 -> (channels, buffer)
-    runner.apply(control)          # a validated OscMap Control: bias, scale, attr, reset
-    y = runner.generate(buffer)    # no input: decode the latents held in the bias
+    runner.apply(control)          # a validated OscMap Control: bias, scale, attr, reset, note
+    y = runner.generate(buffer)    # no input: decode the latents held in the bias, or play the
+                                   # notes held over OSC (a model with a synth method, no decode)
 
 The engine holds no model-specific code: it hands audio and Controls to a Runner. The runner
 mirrors the latent bias and scale it has set, so latent-only generation (``generate``) decodes
@@ -21,6 +22,8 @@ from tildekit.errors import TildekitError
 from tildekit.models.contract.attributes import LATENT_BIAS, LATENT_SCALE, RESET
 from tildekit.models.contract.card import ModelCard
 from tildekit.models.contract.oscmap import Control
+from tildekit.models.contract.synth_controls import has_synth
+from tildekit.scripting.notes import NoteControls
 
 RUNTIMES = {".ts": "torchscript", ".onnx": "onnx"}
 
@@ -35,6 +38,8 @@ class Runner:
         self.card = card
         self.bias = np.zeros(card.latent_size, dtype=np.float32)
         self.scale = np.ones(card.latent_size, dtype=np.float32)
+        # a synth model without a decoder generates from notes (``/note``) instead of latents
+        self.notes = NoteControls(card) if has_synth(card.methods) and "decode" not in card.methods else None
 
     # -- audio -------------------------------------------------------------------
     def process(self, x: np.ndarray) -> np.ndarray:
@@ -45,8 +50,15 @@ class Runner:
         """(latent_size, frames) -> (channels, frames * compression)."""
         raise NotImplementedError
 
+    def synth(self, controls: np.ndarray) -> np.ndarray:
+        """(2, frames) f0 Hz and loudness dB -> (channels, frames * ratio) through ``synth``."""
+        raise TildekitError(f"{self.path.name}: this runtime cannot play a synth method; use the .ts export")
+
     def generate(self, buffer: int) -> np.ndarray:
-        """Latent-only generation: decode ``buffer // compression`` frames of the current bias."""
+        """Generation without input: decode ``buffer // compression`` frames of the current bias, or
+        for a synth model, ``buffer // ratio`` frames of the notes played so far."""
+        if self.notes is not None:
+            return self.synth(self.notes.controls(buffer // self.notes.ratio))
         frames = buffer // self.card.compression
         latents = np.repeat(self.bias[:, None], frames, axis=1)
         return self.decode(latents)
@@ -89,6 +101,10 @@ class Runner:
             self._set(control.name, list(control.values))
         elif kind == "reset":
             self.reset()
+        elif kind == "note":
+            if self.notes is None:  # OscMap only parses notes for a synth; a decoder takes latents
+                raise TildekitError(f"{self.path.name} plays notes only without a decode method")
+            self.notes.play(*control.values)
         elif kind != "gain":
             raise ValueError(f"unknown control kind {kind!r}")
 
@@ -164,6 +180,11 @@ class TorchScriptRunner(Runner):
                                 f"needs one (methods: {', '.join(self.card.methods)})")
         with self._torch.inference_mode():
             y = self.model.decode(self._torch.from_numpy(np.ascontiguousarray(latents, dtype=np.float32))[None])
+        return y[0].numpy()
+
+    def synth(self, controls: np.ndarray) -> np.ndarray:
+        with self._torch.inference_mode():
+            y = self.model.synth(self._torch.from_numpy(np.ascontiguousarray(controls, dtype=np.float32))[None])
         return y[0].numpy()
 
     def _set(self, name: str, values: list[Any]) -> None:

@@ -27,6 +27,7 @@ from typing import Any
 from tildekit.models.contract.attributes import PER_DIMENSION_ATTRIBUTES
 from tildekit.models.contract.card_format import CARD_FORMAT, NN_TYPE_CODES, CardError
 from tildekit.models.contract.names import NAME_ALPHABET, identifier_problem, name_problem, shown, text_problem
+from tildekit.models.contract.synth_controls import LOUDNESS_LIMITS, LOUDNESS_RANGE_KEY
 
 # Ranges: generous for any real model, small enough that nothing downstream can blow up.
 SAMPLE_RATE_RANGE = (1000, 768000)
@@ -328,10 +329,20 @@ def _check_extra(extra: Any, latent_size: int) -> None:
         "full_latent_size": lambda v, f: _check_full(v, f, latent_size),
         "kept_variance": lambda v, f: _number(v, f, 1.0, low=0.0),
         "latent_basis": lambda v, f: _text(v, f, MAX_SHORT_TEXT),
+        LOUDNESS_RANGE_KEY: _check_loudness_range,
     }
     for key, check in known.items():
         if key in extra:
             check(extra[key], f"extra.{key}")
+
+
+def _check_loudness_range(value: Any, field: str) -> None:
+    if not isinstance(value, list) or len(value) != 2:
+        raise _fail(field, f"must be [low, high] in dB, got {shown(value)}")
+    low, high = (_number(v, field, -LOUDNESS_LIMITS[0]) for v in value)
+    if not LOUDNESS_LIMITS[0] <= low < high <= LOUDNESS_LIMITS[1]:
+        raise _fail(field, f"must be [low, high] with {LOUDNESS_LIMITS[0]:g} <= low < high <= "
+                           f"{LOUDNESS_LIMITS[1]:g} dB, got {shown(value)}")
 
 
 def _check_full(value: Any, field: str, latent_size: int) -> None:

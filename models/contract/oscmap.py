@@ -10,6 +10,8 @@ One map, used by the patch generators (routes), the controller (what it sends), 
     /tildekit/NAME/attr/<attribute>  per card   a settable model attribute (temperature, ...)
     /tildekit/NAME/gain              f          output gain, linear (1 = unchanged)
     /tildekit/NAME/reset                        clear the streaming state
+    /tildekit/NAME/note              f f        MIDI pitch and velocity (0 = note off); only
+                                                for a model with a ``synth`` method (DDSP)
 
 Every message is checked against the card before it can reach a model: the index is in range,
 the argument count and types fit, and every number is finite and inside a range. The ranges come
@@ -30,6 +32,7 @@ from typing import Any
 
 from tildekit.models.contract.attributes import LATENT_BIAS, LATENT_SCALE
 from tildekit.models.contract.card import AttributeSpec, ModelCard
+from tildekit.models.contract.synth_controls import MIDI_MAX, has_synth
 
 GAIN_RANGE = (0.0, 16.0)
 SCALE_RANGE = (-16.0, 16.0)
@@ -40,6 +43,7 @@ BIAS_RANGE = (-MAX_BIAS, MAX_BIAS)
 ATTRIBUTE_LIMIT = 1e6
 # String attributes longer than this are not a setting but a mistake (or an attack).
 MAX_STRING = 256
+MIDI_RANGE = (0.0, MIDI_MAX)  # note pitch (fractional: between the keys) and velocity
 # The whole-vector attributes are other names for latent/bias and latent/scale.
 VECTOR_ATTRIBUTE_RANGES = {LATENT_BIAS: BIAS_RANGE, LATENT_SCALE: SCALE_RANGE}
 _INDEX = re.compile(r"[0-9]{1,9}")
@@ -61,7 +65,7 @@ class BadValueError(OscValueError):
 class Control:
     """One parsed, validated control change, ready for the engine or a patch."""
 
-    kind: str  # "bias" | "scale" | "bias_all" | "scale_all" | "attr" | "gain" | "reset"
+    kind: str  # "bias" | "scale" | "bias_all" | "scale_all" | "attr" | "gain" | "reset" | "note"
     index: int = -1  # latent dimension for "bias"/"scale"
     name: str = ""  # attribute name for "attr"
     values: tuple[Any, ...] = ()
@@ -85,6 +89,7 @@ class OscMap:
         self.card = card
         self.name = model_slug(name or card.name)
         self.prefix = f"/tildekit/{self.name}"
+        self.plays_notes = has_synth(card.methods)  # a synth method: notes become its controls
 
     # -- addresses -----------------------------------------------------------------
     def latent(self, index: int) -> str:
@@ -112,6 +117,10 @@ class OscMap:
     def reset(self) -> str:
         return f"{self.prefix}/reset"
 
+    @property
+    def note(self) -> str:
+        return f"{self.prefix}/note"
+
     def documentation(self) -> list[AddressDoc]:
         """Every address of this model, for docs, `--help` and patch comments."""
         size = self.card.latent_size
@@ -132,6 +141,9 @@ class OscMap:
             docs.append(AddressDoc(self.attr(attr.name), types, text))
         docs.append(AddressDoc(self.gain, "f", f"output gain, linear {GAIN_RANGE}"))
         docs.append(AddressDoc(self.reset, "", "clear the streaming state"))
+        if self.plays_notes:
+            docs.append(AddressDoc(self.note, "ff", "play the synth: MIDI pitch and velocity, each in "
+                                                    f"{list(MIDI_RANGE)} (velocity 0 = note off)"))
         return docs
 
     # -- validation ----------------------------------------------------------------
@@ -147,6 +159,8 @@ class OscMap:
             return Control("gain", values=(value,))
         if head == "reset" and len(parts) == 1:
             return Control("reset")  # arguments ignored: a controller's button may send 1
+        if head == "note" and len(parts) == 1 and self.plays_notes:
+            return Control("note", values=_numbers(address, args, 2, MIDI_RANGE))
         if head == "attr" and len(parts) == 2:
             return self._parse_attr(address, parts[1], args)
         if head == "latent" and len(parts) in (2, 3):

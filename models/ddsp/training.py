@@ -23,13 +23,17 @@ import torch.nn as nn
 
 from tildekit.errors import TildekitError
 from tildekit.models.config import DDSPConfig, Profile
+from tildekit.models.dataset import SequentialWindows
+from tildekit.models.ddsp import control_stats
 from tildekit.models.ddsp.model import DDSP, analysis_latency, build_ddsp
 from tildekit.models.run import PLOTS_DIR, read_metrics
 from tildekit.models.trainer import (
     ADAM_BETAS,
+    STATS_WINDOWS,
     Processes,
     Trainer,
     _seed_everything,
+    _spread,
     write_plots,
 )
 
@@ -162,4 +166,9 @@ class DDSPTrainer(Trainer):
         return distance
 
     def save_latent_stats(self) -> None:
-        pass  # no latent space
+        """No latent space: the loudness range of the data instead, for playing from notes."""
+        windows = _spread(SequentialWindows(self.dataset, self.dataset.segments(), self.window), STATS_WINDOWS)
+        self.model.eval()
+        span = control_stats.loudness_range(self.model, windows, self.profile.train.batch_size)
+        self.model.train()
+        control_stats.save(self.run_dir, span)
