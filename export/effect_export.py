@@ -1,0 +1,157 @@
+"""The effect family as the export targets see it (export/exportable.py, docs/effects.md).
+
+:func:`exportable` wraps a streaming :class:`~tildekit.models.effects.model.EffectModel` once in
+:class:`EffectKnobs`: one method, ``forward`` (audio to audio, 1 in / 1 out, ratio 1, delay 0),
+and one plain float attribute per knob, named after it, which ``forward`` hands to the model on
+every call (the model's smoother then glides to it, so a knob move does not click). nn~ gets
+every knob as an attribute; Neutone FX has four knobs and gets the first four (the card's
+``extra.neutone_left_out`` and a warning name the others); ONNX refuses the family.
+
+The adapter's knob attributes and the line that hands them over are generated per model:
+TorchScript reads and writes module attributes by name only.
+"""
+
+from __future__ import annotations
+
+import linecache
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from tildekit.errors import TildekitError
+from tildekit.export.ddsp_export import fold_parametrizations
+from tildekit.export.exportable import StreamingExport
+from tildekit.export.model_card import card_from_exportable
+from tildekit.export.neutone_queue import N_PARAMS
+from tildekit.models.contract.attributes import RESET
+from tildekit.models.contract.card import AttributeSpec, MethodSpec, ModelCard
+from tildekit.models.contract.names import identifier_problem, shown
+from tildekit.models.effects.model import EffectModel
+
+FAMILY = "effect"
+
+
+class EffectKnobs(nn.Module):
+    """``forward(x)``: the model at the knob attributes' values; ``reset_state()`` clears the
+    model's caches, recurrent state and knob smoother. Built by :func:`knob_module`."""
+
+    def __init__(self, model: EffectModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.push_knobs()
+        return self.model(x)
+
+    def push_knobs(self) -> None:  # generated per model (_knob_push)
+        raise NotImplementedError
+
+    @torch.jit.export
+    def reset_state(self) -> None:
+        self.model.reset()
+
+
+_PUSH_TEMPLATE = '''
+class KnobPush:
+    def push_knobs(self) -> None:
+        self.model.knob_values.copy_(torch.tensor([{values}]))
+'''
+
+
+def _knob_push(names: list[str]) -> type:
+    """A mixin whose ``push_knobs`` copies the float attributes ``names`` into the model's knobs."""
+    source = _PUSH_TEMPLATE.format(values=", ".join(f"self.{name}" for name in names))
+    filename = f"<tildekit-effect-knobs-{'-'.join(names)}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    namespace: dict[str, Any] = {"torch": torch}
+    exec(compile(source, filename, "exec"), namespace)
+    return namespace["KnobPush"]
+
+
+def check_knob_names(names: list[str]) -> None:
+    """Knob names come from a pair set's index: each becomes a module attribute and nn~ method
+    names (``get_NAME`` / ``set_NAME``), so it must be an identifier the adapter does not use."""
+    taken = set(dir(EffectKnobs)) | {"model", "training", RESET}
+    for name in names:
+        problem = identifier_problem(name)
+        if problem:
+            raise TildekitError(f"knob name {shown(name)} {problem}: rename the knob in the pair set's "
+                                f"pairs.json and train again")
+        if name in taken or name.startswith("_"):
+            raise TildekitError(f"knob name {shown(name)} is taken by the export's own methods and "
+                                f"attributes: rename the knob in the pair set's pairs.json and train again")
+    if len(set(names)) != len(names):
+        raise TildekitError(f"knob names {', '.join(names)} repeat a name: each knob needs its own")
+
+
+def knob_module(model: EffectModel) -> EffectKnobs:
+    """The adapter of ``model``, its knob attributes at the model's current knob values."""
+    names = list(model.knob_names)
+    check_knob_names(names)
+    cls = type(f"EffectKnobs_{len(names)}", (_knob_push(names), EffectKnobs), {})
+    module = cls(model)
+    for name, value in zip(names, model.knob_values.tolist()):
+        setattr(module, name, float(value))
+    return module
+
+
+def prepare(model: EffectModel) -> EffectModel:
+    """``model`` ready to script: streaming, eval, no gradients, parametrizations folded, fresh state."""
+    if not isinstance(model, EffectModel):
+        raise TildekitError(f"the effect export adapter takes an EffectModel, not {type(model).__name__}")
+    if not model.streaming:
+        raise TildekitError("export a streaming effect model: build it with EffectModel(cfg, knobs, streaming=True)")
+    fold_parametrizations(model)
+    model.eval().requires_grad_(False)
+    model.reset()
+    return model
+
+
+def knob_description(name: str, unit: str, low: float, high: float) -> str:
+    return f"{name}{f' ({unit})' if unit else ''}, {low:g} to {high:g}"
+
+
+def attribute_specs(model: EffectModel) -> list[AttributeSpec]:
+    """One float attribute per knob, its range and unit from the pair set's knob table; the
+    model's current knob value is the file's default."""
+    specs = []
+    for knob, value in zip(model.knobs, model.knob_values.tolist()):
+        low, high = float(knob.minimum), float(knob.maximum)
+        default = float(value) if low <= value <= high else float(knob.default)
+        specs.append(AttributeSpec(knob.name, ["float"], [default], low, high,
+                                   knob_description(knob.name, knob.unit, low, high)))
+    return specs
+
+
+def method_table() -> dict[str, MethodSpec]:
+    return {"forward": MethodSpec(1, 1, 1, 1, ["audio in"], ["audio out"], 0)}
+
+
+def exportable(model: EffectModel) -> StreamingExport:
+    """The effect family as the export targets see it (prepares ``model`` in place)."""
+    model = prepare(model)
+    if model.delay != 0:
+        raise TildekitError(f"an effect model must be causal (delay 0); this one reports {model.delay}")
+    return StreamingExport(family=FAMILY, module=knob_module(model), methods=method_table(),
+                           attributes=attribute_specs(model), sample_rate=int(model.sample_rate),
+                           channels=1, delay=0)
+
+
+def neutone_knobs(export: StreamingExport) -> tuple[list[str], list[str]]:
+    """The knobs on Neutone's four (the first four) and those left out."""
+    names = [a.name for a in export.attributes if a.name != RESET]
+    return names[:N_PARAMS], names[N_PARAMS:]
+
+
+def card(export: StreamingExport, name: str, profile_name: str = "", step: int = 0,
+         extra: dict[str, Any] | None = None) -> ModelCard:
+    """The model card of an effect export (export/model_card.card_from_exportable)."""
+    model: Any = export.module.model
+    cfg = model.cfg
+    shown_knobs, left = neutone_knobs(export)
+    facts = {"core": str(cfg.core), "conditioning": str(cfg.conditioning),
+             "receptive_field": int(model.receptive_field), "smoothing_ms": float(cfg.smoothing_ms),
+             "knob_units": {k.name: k.unit for k in model.knobs},
+             "neutone_knobs": shown_knobs, "neutone_left_out": left}
+    return card_from_exportable(export, name, profile_name, step, {**facts, **(extra or {})})
