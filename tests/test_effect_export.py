@@ -5,6 +5,7 @@ no click on a knob move, and the one-line refusals."""
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -273,3 +274,104 @@ def test_knob_names_that_cannot_be_attributes_are_refused_in_one_line() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # three knobs: no Neutone warning
         effect_export.card(effect_export.exportable(build_effect_model(cfg, OVERDRIVE.knobs, streaming=True)), "x")
+
+
+# --------------------------------------------------------------------------- patches, OSC, engine
+
+
+def test_patch_gives_each_knob_a_slider_that_sets_its_attribute(trained, tmp_path: Path) -> None:
+    from tildekit.patches.build import forward_graph
+    from tildekit.patches.spec import build_spec
+
+    _, out, card = trained
+    written = CliRunner().invoke(cli, ["patch", str(out / "fx.ts"), "--host", "both", "--out", str(tmp_path)])
+    assert written.exit_code == 0, written.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fx-forward.maxpat", "fx-forward.pd", "fx-osc.maxpat",
+                                                          "fx-osc.pd"]
+    graph = forward_graph(build_spec(card, "fx.ts", "fx"), "pd")
+    boxes = graph.boxes
+    nn_box = next(i for i, b in enumerate(boxes) if b.text == "nn~ fx.ts forward 2048")
+    following = {}
+    for cord in graph.cords:
+        following.setdefault(cord.source, []).append(cord.sink)
+
+    def reaches_nn(start: int, words: str) -> bool:
+        """A cord path from ``start`` through the box saying ``words`` into the nn~ box."""
+        seen, todo, passed = set(), [(start, False)], False
+        while todo:
+            node, through = todo.pop()
+            through = through or boxes[node].text == words
+            if node == nn_box and through:
+                passed = True
+            for sink in following.get(node, []):
+                if (sink, through) not in seen:
+                    seen.add((sink, through))
+                    todo.append((sink, through))
+        return passed
+
+    for knob in OVERDRIVE.knobs:
+        slider = [i for i, b in enumerate(boxes) if b.kind == "slider" and b.label == knob.name
+                  and (b.minimum, b.maximum) == (knob.minimum, knob.maximum)]  # not the output gain's
+        assert len(slider) == 1
+        assert reaches_nn(slider[0], f"list prepend set {knob.name}")
+        text = (tmp_path / "fx-forward.pd").read_text()
+        assert f"hsl 128 15 {knob.minimum:g} {knob.maximum:g} 0 0 empty empty {knob.name} " in text
+        assert f"tk-fx-attr-{knob.name} {knob.default:g}" in text  # the slider starts at the default
+
+
+def test_pd_opens_the_effect_patches(trained, tmp_path: Path) -> None:
+    from tests.test_patches import PD, _free_udp_port, _problems, _run_pd
+    from tildekit.patches.write import write_patches
+
+    if PD is None:
+        pytest.skip("Pure Data (Debian package puredata) is not installed")
+    _, out, card = trained
+    written = write_patches(card, tmp_path, host="pd", osc_port=_free_udp_port())
+    output = _run_pd(tmp_path, [p.name for p in written])
+    assert _problems(output) == [], output
+    assert "nn~ fx.ts forward 2048" in output  # attempted (nn~ itself is not installed here)
+
+
+def test_osc_map_gives_each_knob_an_address_with_its_range(trained) -> None:
+    from tildekit.models.contract.oscmap import BadValueError, Control, OscMap
+
+    _, _, card = trained
+    osc = OscMap(card)
+    documented = {d.pattern: d for d in osc.documentation()}
+    for knob in OVERDRIVE.knobs:
+        address = f"/tildekit/fx/attr/{knob.name}"
+        assert osc.attr(knob.name) == address and documented[address].types == "f"
+        assert osc.parse(address, [knob.maximum]) == Control("attr", name=knob.name, values=(knob.maximum,))
+        with pytest.raises(BadValueError):
+            osc.parse(address, [knob.maximum + 1.0])
+    assert not any("latent" in pattern for pattern in documented)
+
+
+def test_the_engine_sets_knobs_from_osc_over_udp(trained) -> None:
+    """Knobs sent as OSC to the headless engine (real socket on 127.0.0.1) play what the trained
+    model computes at that setting."""
+    import socket
+
+    from pythonosc.osc_message_builder import OscMessageBuilder
+
+    from tildekit.scripting.engine import Engine
+    from tildekit.scripting.runner import open_runner
+
+    run, out, _ = trained
+    x = _dry()[..., :16384]
+    whole = load_effect_run(run, streaming=False)
+    with torch.no_grad():
+        reference = whole.process(x, torch.tensor([[SETTING[k] for k in whole.knob_names]]))[0].numpy()
+    assert np.abs(reference).max() < 0.5  # below the engine's peak limiter: it leaves the samples alone
+    with Engine(open_runner(out / "fx.ts"), "127.0.0.1", 0, buffer=512, ceiling_db=0.0) as engine:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            for name, value in SETTING.items():
+                message = OscMessageBuilder(f"/tildekit/fx/attr/{name}")
+                message.add_arg(value)
+                sender.sendto(message.build().dgram, engine.osc_address)
+            deadline = time.monotonic() + 20
+            while engine.stats.received < len(SETTING) and time.monotonic() < deadline:
+                time.sleep(0.005)
+        played = engine.run_array(x[0].numpy())
+    assert engine.stats.applied == len(SETTING) and engine.stats.bad_value == 0
+    assert np.max(np.abs(played - reference)) <= 1e-5
