@@ -73,7 +73,10 @@ def main() -> None:
                    "its input, a few minutes on 2 cores].")
 @click.option("--seconds", "seconds_of_audio", type=click.FloatRange(min=30), default=180.0, show_default=True,
               help="Seconds of generated training audio.")
-def demo(out_dir: Path, steps: int | None, seconds_of_audio: float) -> None:
+@click.option("--family", type=click.Choice(["autoencoder", "effect"]), default="autoencoder", show_default=True,
+              help="effect: dry/wet pairs through the reference overdrive, a tiny knob-conditioned model, "
+                   "nn~ and Neutone files and patches (--seconds does not apply).")
+def demo(out_dir: Path, steps: int | None, seconds_of_audio: float, family: str) -> None:
     """Run the whole pipeline on generated audio into OUT_DIR (default: demo-out).
 
     Generates tones, chirps and noise bursts, preprocesses them, trains the `small` profile,
@@ -81,6 +84,11 @@ def demo(out_dir: Path, steps: int | None, seconds_of_audio: float) -> None:
     loads it), writes Pure Data and Max patches and an OSC score, then prints how to play them.
     Re-running continues the training run in OUT_DIR.
     """
+    if family == "effect":
+        from tildekit.demo import EFFECT_DEMO_STEPS, run_effect_demo
+
+        run_effect_demo(out_dir, steps=steps or EFFECT_DEMO_STEPS, echo=click.echo)
+        return
     from tildekit.demo import DEMO_STEPS, run_demo
 
     run_demo(out_dir, steps=steps or DEMO_STEPS, seconds_of_audio=seconds_of_audio, echo=click.echo)
