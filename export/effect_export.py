@@ -14,6 +14,8 @@ TorchScript reads and writes module attributes by name only.
 from __future__ import annotations
 
 import linecache
+import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -26,8 +28,9 @@ from tildekit.export.model_card import card_from_exportable
 from tildekit.export.neutone_queue import N_PARAMS
 from tildekit.models.contract.attributes import RESET
 from tildekit.models.contract.card import AttributeSpec, MethodSpec, ModelCard
-from tildekit.models.contract.names import identifier_problem, shown
+from tildekit.models.contract.names import identifier_problem, shown, text_problem
 from tildekit.models.effects.model import EffectModel
+from tildekit.models.effects.reference import KnobRange
 
 FAMILY = "effect"
 
@@ -69,11 +72,17 @@ def _knob_push(names: list[str]) -> type:
     return namespace["KnobPush"]
 
 
-def check_knob_names(names: list[str]) -> None:
-    """Knob names come from a pair set's index: each becomes a module attribute and nn~ method
-    names (``get_NAME`` / ``set_NAME``), so it must be an identifier the adapter does not use."""
+MAX_UNIT = 16  # characters of a knob's unit ("dB", "Hz", "ms", "semitones")
+
+
+def check_knobs(knobs: Sequence[KnobRange]) -> None:
+    """Knobs come from a pair set's index (through the checkpoint). Each name becomes a module
+    attribute and nn~ method names (``get_NAME`` / ``set_NAME``), so it must be an identifier the
+    adapter does not use; each range must be finite and not empty, its unit short plain text."""
+    names = [k.name for k in knobs]
     taken = set(dir(EffectKnobs)) | {"model", "training", RESET}
-    for name in names:
+    for knob in knobs:
+        name = knob.name
         problem = identifier_problem(name)
         if problem:
             raise TildekitError(f"knob name {shown(name)} {problem}: rename the knob in the pair set's "
@@ -81,6 +90,16 @@ def check_knob_names(names: list[str]) -> None:
         if name in taken or name.startswith("_"):
             raise TildekitError(f"knob name {shown(name)} is taken by the export's own methods and "
                                 f"attributes: rename the knob in the pair set's pairs.json and train again")
+        numbers = (knob.minimum, knob.maximum, knob.default)
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in numbers) \
+                or not knob.minimum < knob.maximum or not knob.minimum <= knob.default <= knob.maximum:
+            raise TildekitError(f"knob {name}: range {shown(knob.minimum)}..{shown(knob.maximum)} with default "
+                                f"{shown(knob.default)} is not a finite range holding its default: fix the "
+                                f"pair set's pairs.json and train again")
+        problem = text_problem(knob.unit, MAX_UNIT)
+        if problem:
+            raise TildekitError(f"knob {name}: its unit {shown(knob.unit)} {problem}: fix the pair set's "
+                                f"pairs.json and train again")
     if len(set(names)) != len(names):
         raise TildekitError(f"knob names {', '.join(names)} repeat a name: each knob needs its own")
 
@@ -88,10 +107,11 @@ def check_knob_names(names: list[str]) -> None:
 def knob_module(model: EffectModel) -> EffectKnobs:
     """The adapter of ``model``, its knob attributes at the model's current knob values."""
     names = list(model.knob_names)
-    check_knob_names(names)
+    check_knobs(model.knobs)
     cls = type(f"EffectKnobs_{len(names)}", (_knob_push(names), EffectKnobs), {})
     module = cls(model)
-    for name, value in zip(names, model.knob_values.tolist()):
+    for index, name in enumerate(names):
+        value = model.get_knob(index)
         setattr(module, name, float(value))
     return module
 
@@ -116,7 +136,8 @@ def attribute_specs(model: EffectModel) -> list[AttributeSpec]:
     """One float attribute per knob, its range and unit from the pair set's knob table; the
     model's current knob value is the file's default."""
     specs = []
-    for knob, value in zip(model.knobs, model.knob_values.tolist()):
+    for index, knob in enumerate(model.knobs):
+        value = model.get_knob(index)
         low, high = float(knob.minimum), float(knob.maximum)
         default = float(value) if low <= value <= high else float(knob.default)
         specs.append(AttributeSpec(knob.name, ["float"], [default], low, high,

@@ -94,13 +94,14 @@ TINY_EFFECT = ["model.channels=8", "model.kernel_size=3", "model.dilations=[1, 2
 
 def tiny_effect() -> tuple[Exportable, ModelCard]:
     from tildekit.export import effect_export
-    from tildekit.models.config import load_profile
+    from tildekit.models.config import EffectConfig, load_profile
     from tildekit.models.effects.model import build_effect_model
     from tildekit.models.effects.reference import OVERDRIVE
 
     torch.manual_seed(0)
-    model = effect_export.exportable(build_effect_model(load_profile("effect-tcn", TINY_EFFECT).model,
-                                                        OVERDRIVE.knobs, streaming=True))
+    cfg = load_profile("effect-tcn", TINY_EFFECT).model
+    assert isinstance(cfg, EffectConfig)
+    model = effect_export.exportable(build_effect_model(cfg, OVERDRIVE.knobs, streaming=True))
     return model, effect_export.card(model, "tinyeffect", "effect-tcn", 0)
 
 

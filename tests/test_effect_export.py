@@ -9,6 +9,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,7 +25,7 @@ from tildekit.export.check import nn_set
 from tildekit.export.neutone_queue import N_PARAMS
 from tildekit.export.nn_load import load_like_nn
 from tildekit.export.targets import export_core, export_run
-from tildekit.models.config import load_profile
+from tildekit.models.config import EffectConfig, load_profile
 from tildekit.models.contract.card import ModelCard
 from tildekit.models.effects.model import build_effect_model
 from tildekit.models.effects.pairs import render_pairs
@@ -87,7 +88,7 @@ def _neutone_params(card: ModelCard, setting: dict[str, float], buffer: int) -> 
 def _hosts(run: Path, out: Path, card: ModelCard, setting: dict[str, float]
            ) -> dict[str, Callable[[int], Callable[[torch.Tensor], torch.Tensor]]]:
     """Per host, a factory: buffer size -> one call per buffer, from a fresh state at ``setting``."""
-    before = effect_export.exportable(load_effect_run(run, streaming=True)).module  # not exported
+    before: Any = effect_export.exportable(load_effect_run(run, streaming=True)).module  # not exported
     nn_file = load_like_nn(out / "fx.ts")
     neutone = torch.jit.load(str(out / "fx.nm")).eval()
 
@@ -180,6 +181,12 @@ def test_onnx_and_latent_options_refuse_an_effect_run_in_one_line(trained, tmp_p
 
 # --------------------------------------------------------------------------- knobs
 
+def _tiny_cfg() -> EffectConfig:
+    cfg = load_profile("effect-tcn", TINY).model
+    assert isinstance(cfg, EffectConfig)
+    return cfg
+
+
 FIVE_KNOBS = (*OVERDRIVE.knobs, KnobRange("mix", 0.0, 1.0, 1.0), KnobRange("bias", -1.0, 1.0, 0.0))
 
 
@@ -187,7 +194,7 @@ FIVE_KNOBS = (*OVERDRIVE.knobs, KnobRange("mix", 0.0, 1.0, 1.0), KnobRange("bias
 def five_knobs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ModelCard]:
     """A random model with five knobs whose knob paths matter, exported to nn~ and Neutone."""
     torch.manual_seed(1)
-    cfg = load_profile("effect-tcn", TINY).model
+    cfg = _tiny_cfg()
     model = build_effect_model(cfg, FIVE_KNOBS, streaming=True)
     randomise_knob_paths(model, seed=2)
     export = effect_export.exportable(model)
@@ -261,14 +268,20 @@ def test_a_knob_move_through_the_exported_file_does_not_click(five_knobs, host: 
     assert around <= 1.25 * settled, (around, settled, change)  # the glide's steps: the steady sound's
 
 
-def test_knob_names_that_cannot_be_attributes_are_refused_in_one_line() -> None:
-    cfg = load_profile("effect-tcn", TINY).model
+def test_knobs_that_cannot_be_attributes_are_refused_in_one_line() -> None:
+    cfg = _tiny_cfg()
     for name, words in (("forward", "is taken by the export's own methods"), ("reset", "is taken"),
                         ("2x", "must not start with a digit"), ("drive level", "may only use")):
         model = build_effect_model(cfg, (KnobRange(name, 0.0, 1.0, 0.5),), streaming=True)
         with pytest.raises(TildekitError, match=words) as refused:
             effect_export.exportable(model)
         assert "\n" not in str(refused.value) and "pairs.json" in str(refused.value)
+    for knob, words in ((KnobRange("drive", 1.0, 1.0, 1.0), "not a finite range"),
+                        (KnobRange("drive", 0.0, 1.0, 0.5, "d\nB"), "control or invisible character"),
+                        (KnobRange("drive", 0.0, 1.0, 0.5, "x" * 40), "characters long")):
+        with pytest.raises(TildekitError, match=words) as refused:
+            effect_export.check_knobs([knob])
+        assert "\n" not in str(refused.value)
     with pytest.raises(TildekitError, match="streaming"):
         effect_export.exportable(build_effect_model(cfg, OVERDRIVE.knobs, streaming=False))
     with warnings.catch_warnings():
@@ -291,7 +304,7 @@ def test_patch_gives_each_knob_a_slider_that_sets_its_attribute(trained, tmp_pat
     graph = forward_graph(build_spec(card, "fx.ts", "fx"), "pd")
     boxes = graph.boxes
     nn_box = next(i for i, b in enumerate(boxes) if b.text == "nn~ fx.ts forward 2048")
-    following = {}
+    following: dict[int, list[int]] = {}
     for cord in graph.cords:
         following.setdefault(cord.source, []).append(cord.sink)
 
