@@ -5,7 +5,8 @@
 and one plain float attribute per knob, named after it, which ``forward`` hands to the model on
 every call (the model's smoother then glides to it, so a knob move does not click). nn~ gets
 every knob as an attribute; Neutone FX has four knobs and gets the first four (the card's
-``extra.neutone_left_out`` and a warning name the others); ONNX refuses the family.
+``extra.neutone_left_out`` and the Neutone export's warning name the others); ONNX refuses
+the family.
 
 The adapter's knob attributes and the line that hands them over are generated per model:
 TorchScript reads and writes module attributes by name only.
@@ -16,8 +17,10 @@ from __future__ import annotations
 import linecache
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -25,7 +28,6 @@ from tildekit.errors import TildekitError
 from tildekit.export.ddsp_export import fold_parametrizations
 from tildekit.export.exportable import StreamingExport
 from tildekit.export.model_card import card_from_exportable
-from tildekit.export.neutone_queue import N_PARAMS
 from tildekit.models.contract.attributes import RESET
 from tildekit.models.contract.card import AttributeSpec, MethodSpec, ModelCard
 from tildekit.models.contract.names import identifier_problem, shown, text_problem
@@ -104,15 +106,24 @@ def check_knobs(knobs: Sequence[KnobRange]) -> None:
         raise TildekitError(f"knob names {', '.join(names)} repeat a name: each knob needs its own")
 
 
+def knob_settings(model: EffectModel) -> list[float]:
+    """The model's knob values, each the knob's default as written when it holds that (the
+    buffer is float32: 0.9 reads back as 0.8999999761...)."""
+    values = []
+    for index, knob in enumerate(model.knobs):
+        value = model.get_knob(index)
+        values.append(float(knob.default) if value == float(np.float32(knob.default)) else value)
+    return values
+
+
 def knob_module(model: EffectModel) -> EffectKnobs:
     """The adapter of ``model``, its knob attributes at the model's current knob values."""
     names = list(model.knob_names)
     check_knobs(model.knobs)
     cls = type(f"EffectKnobs_{len(names)}", (_knob_push(names), EffectKnobs), {})
     module = cls(model)
-    for index, name in enumerate(names):
-        value = model.get_knob(index)
-        setattr(module, name, float(value))
+    for name, value in zip(names, knob_settings(model)):
+        setattr(module, name, value)
     return module
 
 
@@ -136,8 +147,7 @@ def attribute_specs(model: EffectModel) -> list[AttributeSpec]:
     """One float attribute per knob, its range and unit from the pair set's knob table; the
     model's current knob value is the file's default."""
     specs = []
-    for index, knob in enumerate(model.knobs):
-        value = model.get_knob(index)
+    for knob, value in zip(model.knobs, knob_settings(model)):
         low, high = float(knob.minimum), float(knob.maximum)
         default = float(value) if low <= value <= high else float(knob.default)
         specs.append(AttributeSpec(knob.name, ["float"], [default], low, high,
@@ -159,20 +169,18 @@ def exportable(model: EffectModel) -> StreamingExport:
                            channels=1, delay=0)
 
 
-def neutone_knobs(export: StreamingExport) -> tuple[list[str], list[str]]:
-    """The knobs on Neutone's four (the first four) and those left out."""
-    names = [a.name for a in export.attributes if a.name != RESET]
-    return names[:N_PARAMS], names[N_PARAMS:]
-
-
 def card(export: StreamingExport, name: str, profile_name: str = "", step: int = 0,
          extra: dict[str, Any] | None = None) -> ModelCard:
-    """The model card of an effect export (export/model_card.card_from_exportable)."""
+    """The model card of an effect export (export/model_card.card_from_exportable); its extra
+    names the knobs Neutone FX plays and those it leaves out (export/neutone.knob_attributes)."""
+    from tildekit.export.neutone import knob_attributes
+
     model: Any = export.module.model
     cfg = model.cfg
-    shown_knobs, left = neutone_knobs(export)
     facts = {"core": str(cfg.core), "conditioning": str(cfg.conditioning),
              "receptive_field": int(model.receptive_field), "smoothing_ms": float(cfg.smoothing_ms),
-             "knob_units": {k.name: k.unit for k in model.knobs},
-             "neutone_knobs": shown_knobs, "neutone_left_out": left}
-    return card_from_exportable(export, name, profile_name, step, {**facts, **(extra or {})})
+             "knob_units": {k.name: k.unit for k in model.knobs}}
+    described = card_from_exportable(export, name, profile_name, step, {**facts, **(extra or {})})
+    on_knobs, left = knob_attributes(described)
+    return replace(described, extra={**described.extra, "neutone_knobs": [a.name for a in on_knobs],
+                                     "neutone_left_out": left}).checked()
