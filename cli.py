@@ -72,10 +72,13 @@ def main() -> None:
               help="Training steps of the `small` profile [default: enough for the model to follow "
                    "its input, a few minutes on 2 cores].")
 @click.option("--seconds", "seconds_of_audio", type=click.FloatRange(min=30), default=None,
-              help="Seconds of generated training audio [default: 180, ddsp 120].")
-@click.option("--family", type=click.Choice(["autoencoder", "ddsp"]), default="autoencoder", show_default=True,
+              help="Seconds of generated training audio [default: 180, ddsp 120; not for effect].")
+@click.option("--family", type=click.Choice(["autoencoder", "ddsp", "effect"]), default="autoencoder",
+              show_default=True,
               help="autoencoder: RAVE-style timbre transfer (`small`); ddsp: pitch and loudness played by "
-                   "a learned synth (`ddsp-raspberry`, with a MIDI synth patch).")
+                   "a learned synth (`ddsp-raspberry`, with a MIDI synth patch); effect: dry/wet pairs "
+                   "through the reference overdrive, a tiny knob-conditioned model (nn~ and Neutone files, "
+                   "a slider per knob).")
 def demo(out_dir: Path, steps: int | None, seconds_of_audio: float | None, family: str) -> None:
     """Run the whole pipeline on generated audio into OUT_DIR (default: demo-out).
 
@@ -85,7 +88,11 @@ def demo(out_dir: Path, steps: int | None, seconds_of_audio: float | None, famil
     With --family ddsp: one-voice melodies, a DDSP model, its exports, its forward and MIDI synth
     patches and a score of notes. Re-running continues the training run in OUT_DIR.
     """
-    from tildekit.demo import DDSP_DEMO_STEPS, DEMO_STEPS, run_ddsp_demo, run_demo
+    from tildekit.demo import DDSP_DEMO_STEPS, DEMO_STEPS, EFFECT_DEMO_STEPS, run_ddsp_demo, run_demo, run_effect_demo
+
+    if family == "effect":
+        run_effect_demo(out_dir, steps=steps or EFFECT_DEMO_STEPS, echo=click.echo)
+        return
 
     if family == "ddsp":
         run_ddsp_demo(out_dir, steps=steps or DDSP_DEMO_STEPS, seconds_of_audio=seconds_of_audio or 120.0,

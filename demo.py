@@ -299,3 +299,92 @@ def run_ddsp_demo(out_dir: str | Path, steps: int = DDSP_DEMO_STEPS, seconds_of_
           measure:          tildekit eval {run} YOUR_SOUNDS/
         """))
     return {"run": run, "exports": exports, "model": model, "score": score, "dataset": dataset}
+
+
+# -- the effect family: `tildekit demo --family effect` ----------------------------------------
+
+EFFECT_DEMO_NAME = "demo-fx"
+EFFECT_DEMO_STEPS = 200
+# A tiny TCN (receptive field 1 + 2 * 63 samples) that learns the overdrive's shape in minutes.
+EFFECT_DEMO_SETTINGS = ["model.channels=8", "model.kernel_size=3", "model.dilations=[1, 2, 4, 8, 16, 32]",
+                        "train.batch_size=4", "train.window=4096", "train.warmup=512",
+                        "train.stft_scales=[128, 512, 2048]", "train.validate_every=100",
+                        "train.checkpoint_every=100", "train.validation_fraction=0.2"]
+
+
+def run_effect_demo(out_dir: str | Path, steps: int = EFFECT_DEMO_STEPS, segments: int = 24,
+                    seconds: float = 0.5, echo: Callable[[str], None] = print,
+                    progress: bool = True, quick: bool = False) -> dict[str, Path]:
+    """Dry/wet pairs through the reference overdrive, a tiny effect model trained on them, its
+    nn~ and Neutone files (checked) and patches. Safe to re-run (resumes training).
+
+    ``quick``: the structural checks only (`tildekit check --quick`); the full check streams
+    every host rate at one-sample buffers, which takes a minute for a model of ratio 1."""
+    import numpy as np
+    import soundfile as sf
+    import torch
+
+    from tildekit.export.cli import describe_file
+    from tildekit.export.nn_load import load_like_nn
+    from tildekit.export.targets import export_run
+    from tildekit.models.config import load_profile
+    from tildekit.models.effects.pairs import PairSet, render_pairs
+    from tildekit.models.effects.reference import OVERDRIVE
+    from tildekit.models.families import train
+    from tildekit.patches.write import write_patches
+
+    out = output_dir(out_dir, "demo folder")
+    profile = load_profile("effect-tcn", EFFECT_DEMO_SETTINGS)
+    rate = profile.model.sample_rate
+    knobs = ", ".join(f"{k.name} {k.minimum:g}..{k.maximum:g}{f' {k.unit}' if k.unit else ''}" for k in OVERDRIVE.knobs)
+
+    echo(f"[1/5] rendering {segments} dry/wet pairs of {seconds:g} s through the reference overdrive "
+         f"({knobs}), random knobs per pair")
+    pairs = out / "pairs"
+    if not PairSet.is_pair_set(pairs):
+        render_pairs(OVERDRIVE, segments, seconds, rate, seed=0).save(pairs)
+
+    echo(f"[2/5] training a tiny effect model ('{profile.name}', FiLM knobs) for {steps} steps")
+    run = out / "run"
+    resume = (run / "checkpoints").exists()
+    summary = train(pairs, run, None if resume else profile, steps=steps, resume=resume, progress=progress)
+    echo(textwrap.indent(summary.text(), "    "))
+
+    echo("[3/5] exporting for nn~ (.ts, every knob an attribute) and Neutone FX (.nm, four knobs), each checked")
+    exports = out / "export"
+    # export_run checks each file as its host loads it before moving it into place (a failed
+    # item raises): the same items `tildekit check` runs
+    card, written = export_run(run, ("nn", "neutone"), exports, name=EFFECT_DEMO_NAME, quick=quick)
+    for path in written:
+        echo(f"    {path.name}: {'structural' if quick else 'every'} check passed (`tildekit check {path.name}`)")
+    model = exports / f"{EFFECT_DEMO_NAME}.ts"
+    echo(textwrap.indent(describe_file(model), "    "))
+
+    echo("[4/5] writing Pure Data and Max patches next to the model (a slider per knob)")
+    for path in write_patches(model, host="both"):
+        echo(f"    {path}")
+
+    echo("[5/5] the exported model on a held-out pair (knobs at their defaults)")
+    held = render_pairs(OVERDRIVE, 1, 2.0, rate, seed=1, settings=[[k.default for k in OVERDRIVE.knobs]])
+    dry = out / "dry.wav"
+    sf.write(dry, held.dry[0], rate, subtype="FLOAT")
+    module = load_like_nn(model)
+    with torch.inference_mode():
+        x = torch.from_numpy(held.dry).reshape(1, 1, -1)
+        wet = torch.cat([module.forward(x[..., i:i + 2048]) for i in range(0, x.shape[-1], 2048)], -1)
+    target = held.wet[0]
+    esr = float(np.sum((wet[0, 0].numpy() - target) ** 2) / max(float(np.sum(target ** 2)), 1e-10))
+    echo(f"    error-to-signal ratio against the overdrive: {esr:.3f} (0 is exact; train longer to lower it)")
+
+    port = DEFAULT_OSC_PORT
+    osc = f"/tildekit/{card.name}/attr"
+    neutone = ", ".join(card.extra["neutone_knobs"])
+    echo(textwrap.dedent(f"""
+        Done. To play it:
+          Pure Data + nn~:  pd {exports / (EFFECT_DEMO_NAME + '-forward.pd')}   (turn DSP on; play into the input)
+          Max + nn~:        open {exports / (EFFECT_DEMO_NAME + '-forward.maxpat')}
+          Neutone FX:       load {exports / (EFFECT_DEMO_NAME + '.nm')} in the plugin (knobs {neutone})
+          headless:         tildekit serve {model} --input {dry} --output {out / 'wet.wav'} --osc-port {port} --realtime
+          knobs over OSC:   tildekit osc send {osc}/gain 30   (also {osc}/tone, {osc}/level)
+        """))
+    return {"run": run, "exports": exports, "model": model, "pairs": pairs}

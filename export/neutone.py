@@ -21,6 +21,7 @@ model card. The file is written and checked by export/target_neutone.py:
 import json
 import linecache
 import math
+import warnings
 from dataclasses import replace
 from typing import Any, Dict, List, Optional, Union
 
@@ -414,6 +415,10 @@ def generic_w2w(model: Exportable, card: ModelCard, info: NeutoneInfo | None = N
     if forward.params != [card.channels, 1, card.channels, 1]:
         raise TildekitError(f"{card.name}: Neutone FX plays audio to audio; forward is {forward.params}")
     knobs, left = knob_attributes(card)
+    if left:
+        warnings.warn(f"{card.name}: Neutone FX has {N_PARAMS} knobs: the .nm file plays "
+                      f"{', '.join(a.name for a in knobs)} and leaves {', '.join(left)} at their defaults "
+                      f"(nn~ and OSC reach every attribute)", stacklevel=2)
     info = info or NeutoneInfo()
     if not info.technical_description:
         shown = ", ".join(a.name for a in knobs) or "none"

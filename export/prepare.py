@@ -7,8 +7,8 @@
            ─► keep the first K principal dimensions (--latent-dims K, or --fidelity F)
            ─► ExportCore ─► card_from_core
 
-A DDSP run becomes its streaming model through export/ddsp_export.py (:func:`exportable_from_run`
-dispatches on the run's family).
+A DDSP run becomes its streaming model through export/ddsp_export.py, an effect run through
+export/effect_export.py (:func:`exportable_from_run` dispatches on the run's family).
 """
 
 from __future__ import annotations
@@ -107,6 +107,15 @@ def exportable_from_run(run_dir: str | Path, latent_dims: int | None = None, fid
         export = ddsp_export.exportable(run.load_model(streaming=True))
         return export, ddsp_export.card(export, name, run.profile.name, run.step,
                                         control_stats.card_extra(run.path))
+    if family == "effect":
+        if latent_dims is not None or fidelity is not None:
+            raise TildekitError(f"--latent-dims and --fidelity choose an autoencoder's latent dimensions: "
+                                f"'{run.path}' is an effect run, which has none")
+        from tildekit.export import effect_export
+        from tildekit.models.effects.train import load_effect_run
+
+        export = effect_export.exportable(load_effect_run(run.path, streaming=True))
+        return export, effect_export.card(export, name, run.profile.name, run.step)
     raise TildekitError(f"exporting {family} models is not available yet: '{run.path}' is a run of the "
                         f"{family} family (profile {run.profile.name}); no export adapter takes it")
 

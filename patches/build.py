@@ -237,16 +237,22 @@ def _controls(g: Graph, spec: PatchSpec, ids: Idioms, targets: list[int], y: int
             true_msgs[attr.name] = on
         else:
             if attr.is_number:
-                box = g.number(x, y + 125, attr.minimum or 0.0, attr.maximum or 0.0, attr.name)
+                box = g.number(x, y + 155, attr.minimum or 0.0, attr.maximum or 0.0, attr.name)
                 g.boxes[box].outlets = ids.number_outlets
-                g.connect(box, 0, g.obj(f"s {attr.receive}", x, y + 150, 1, 0))
-            first, last = ids.prepend(g, f"set {attr.name}", x, y + 50)
-            g.connect(recv, 0, first)
-            sources = [last, g.msg(attr.default_message, x, y + 100)]
+                g.connect(box, 0, g.obj(f"s {attr.receive}", x, y + 180, 1, 0))
+            first, last = ids.prepend(g, f"set {attr.name}", x, y + 80)
+            if attr.is_ranged:  # OSC and the loadbang default move the slider, which sets the attribute
+                slider = g.slider(x, y + 50, float(attr.minimum or 0.0), float(attr.maximum or 0.0), attr.name)
+                g.connect(recv, 0, slider)
+                g.connect(slider, 0, first)
+                sends = [*sends, (attr.receive, float(attr.default[0]))]
+            else:
+                g.connect(recv, 0, first)
+            sources = [last, g.msg(attr.default_message, x, y + 130)]
         for source in sources:
             for target in targets:
                 g.connect(source, 0, target, 0)
-    y += 185
+    y += 215
     recv = g.obj(f"r {spec.reset_name}", 20, y, 0, 1)
     g.text("reset: clears the model's streaming state", 120, y)
     reset = true_msgs.get("reset")

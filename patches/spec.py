@@ -71,6 +71,12 @@ class AttributeControl:
         return len(self.types) == 1 and self.types[0] in ("int", "float")
 
     @property
+    def is_ranged(self) -> bool:
+        """One float with a range: a slider plays it (a knob of an effect, a DDSP gain, ...)."""
+        return (self.types == ("float",) and self.minimum is not None and self.maximum is not None
+                and self.maximum > self.minimum)
+
+    @property
     def default_message(self) -> str:
         return "set " + " ".join([self.name, *(_word(v) for v in self.default)])
 

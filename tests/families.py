@@ -88,13 +88,32 @@ def tiny_ddsp() -> tuple[Exportable, ModelCard]:
     return model, ddsp_export.card(model, "tinyddsp", "ddsp", 0)
 
 
+# an effect model small enough for a fast test: 8-channel TCN of three blocks, FiLM knobs
+TINY_EFFECT = ["model.channels=8", "model.kernel_size=3", "model.dilations=[1, 2, 4]"]
+
+
+def tiny_effect() -> tuple[Exportable, ModelCard]:
+    from tildekit.export import effect_export
+    from tildekit.models.config import EffectConfig, load_profile
+    from tildekit.models.effects.model import build_effect_model
+    from tildekit.models.effects.reference import OVERDRIVE
+
+    torch.manual_seed(0)
+    cfg = load_profile("effect-tcn", TINY_EFFECT).model
+    assert isinstance(cfg, EffectConfig)
+    model = effect_export.exportable(build_effect_model(cfg, OVERDRIVE.knobs, streaming=True))
+    return model, effect_export.card(model, "tinyeffect", "effect-tcn", 0)
+
+
 FAMILIES: dict[str, Callable[[], tuple[Exportable, ModelCard]]] = {
     "autoencoder": tiny_autoencoder,
     "ddsp": tiny_ddsp,
+    "effect": tiny_effect,
     "gain": tiny_gain,
 }
 
 # (family, target) -> the words of the target's refusal: a family the target does not take yet.
 REFUSED: dict[tuple[str, str], str] = {
     ("gain", "onnx"): "ONNX export of gain models is not available yet",
+    ("effect", "onnx"): "ONNX export of effect models is not available yet",
 }

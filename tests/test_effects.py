@@ -9,9 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
-from tildekit.cli import main as cli
 from tildekit.errors import TildekitError
 from tildekit.models.config import EffectConfig, ProfileError, available_profiles, load_profile
 from tildekit.models.effects.model import EffectModel, build_effect_model
@@ -288,11 +286,6 @@ def test_resume_replays_an_uninterrupted_run(overdrive_pairs, tmp_path) -> None:
     with pytest.raises(TildekitError, match="model.channels"):
         train_effect(folder, tmp_path / "resumed", load_profile("effect-tcn", TINY + ["model.channels=4"]),
                      steps=9, resume=True, progress=False)
-    # `tildekit export` refuses an effect run in one line (no export target takes it yet)
-    exported = CliRunner().invoke(cli, ["export", str(tmp_path / "resumed"), "--out", str(tmp_path / "out")])
-    assert exported.exit_code == 2, exported.output
-    lines = exported.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: exporting effect models is not available yet: ")
 
 
 def test_esr() -> None:
