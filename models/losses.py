@@ -3,7 +3,11 @@
 The spectral distance compares magnitude spectrograms at several FFT sizes (``train.stft_scales``),
 so both transients (short FFTs) and pitch (long FFTs) count. At each scale it adds
 
-- a log-magnitude L1 term, which weighs quiet partials as much as loud ones, and
+- a log-magnitude L1 term, which weighs quiet partials as much as loud ones, down to a floor of
+  -100 dB of a full-scale sine (``metrics.MAGNITUDE_FLOOR``, where `tildekit eval` stops counting
+  too): with a floor far below it (1e-7 of the raw magnitude: -175 to -200 dB), bins the eval cannot
+  tell apart (digital silence between notes, the empty octave above a sample's bandwidth) dominate
+  the log term and an early model spends its steps on them, and
 - the linear spectral convergence ``||S_y - S_x||_F / ||S_x||_F``, which keeps the loud ones exact,
 
 and averages the scales.
@@ -30,7 +34,8 @@ import auraloss
 import torch
 import torch.nn as nn
 
-_EPS = 1e-7  # floor of the magnitudes: log(0) stays finite on digital silence
+from tildekit.models.metrics import MAGNITUDE_FLOOR
+
 _CONVERGENCE_FLOOR = 1e-3  # per-bin magnitude (about -110 dB of a full-scale sine at n_fft 1024)
 
 
@@ -59,7 +64,10 @@ class MultiScaleSTFTDistance(nn.Module):
         for n_fft in self.scales:
             target = self.magnitude(x, n_fft)
             estimate = self.magnitude(y, n_fft)
-            log_l1 = (torch.log(estimate + _EPS) - torch.log(target + _EPS)).abs().mean()
+            # relative to a full-scale sine's peak bin (the Hann window sums to n / 2); added, not
+            # clamped as the eval does, so a bin under the floor still gets a gradient
+            log_floor = MAGNITUDE_FLOOR * n_fft / 2
+            log_l1 = (torch.log(estimate + log_floor) - torch.log(target + log_floor)).abs().mean()
             # The floor keeps a near-silent target (a gap between notes) from turning a
             # faint estimate into a huge ratio that would swamp the batch.
             floor = _CONVERGENCE_FLOOR * target.numel() ** 0.5
