@@ -130,8 +130,9 @@ class PatchSpec:
         """Comments for a first-time user, in reading order."""
         sr = self.card.sample_rate
         what = "nn~ model" if is_derived(self.card) else "tildekit model"
+        shape = f"{self.card.latent_size} latent dimensions, " if self.card.latent_size else ""
         lines = [f"{what} '{self.card.name}': {self.card.channels} channel(s) at {sr} Hz, "
-                 f"{self.card.latent_size} latent dimensions, model delay {self.card.delay_ms:.1f} ms"]
+                 f"{shape}model delay {self.card.delay_ms:.1f} ms"]
         dsp = ("turn DSP on (Media > DSP On, or Ctrl+/)" if host == "pd"
                else "turn audio on (click ezdac~ or Options > Audio Status)")
         source = "play MIDI notes (or click the note messages)" if kind == "synth" else "play into the input"
