@@ -63,6 +63,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=0.5, help="length of a training segment")
     parser.add_argument("--sweep", type=int, default=3, help="held-out values per knob")
     parser.add_argument("--effects", default="overdrive,compressor")
+    parser.add_argument("--models", default=",".join(f"{c}-{k}" for c, k in MODELS),
+                        help="comma-separated subset of " + ", ".join(f"{c}-{k}" for c, k in MODELS))
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -78,7 +80,7 @@ def main() -> None:
         held = render_pairs(effect, 0, 1.0, seed=1, settings=sweep_knobs(effect.knobs, args.sweep))
         print(f"{name}: rendered {len(pairs)} training and {len(held)} held-out pairs in "
               f"{time.perf_counter() - began:.1f} s", flush=True)
-        for core, conditioning in MODELS:
+        for core, conditioning in (m.split("-") for m in args.models.split(",")):
             profile = load_profile(f"effect-{core}", [f"model.conditioning={conditioning}",
                                                       *args.overrides])
             with tempfile.TemporaryDirectory() as run_dir:
