@@ -5,8 +5,8 @@
     x (B, 1, T) [+ knobs (B, K, T) for concat]
       └─ linear (1 [+ K] -> C) ─► h (T, B, C)
     block i (dilation d_i), repeated:
-      h ─► causal conv (kernel k, dilation d_i) ─► FiLM_i ─► sigmoid ─► linear C -> C (+ shift) ─► + h
-    out = FiLM_out (linear (C -> 1)) + direct * x
+      h ─► causal conv (kernel k, dilation d_i) ─► FiLM_i ─► sigmoid (- its value at silence) ─► linear C -> C ─► + h
+    out = gain_out * linear (C -> 1) + direct * x
 
 Every conv is causal (left padding only), so the delay is 0 and the receptive field is
 ``1 + (k - 1) * sum(d_i)`` samples. The streaming build keeps the last ``(k - 1) * d_i`` frames
@@ -77,56 +77,61 @@ class CausalConv(Stateful):
 
 
 class TCNBlock(nn.Module):
-    """``h + (sigmoid(FiLM(conv(h))) @ mix + shift)``: the sigmoid is tanh up to an affine map
-    (``tanh(y) = 2 sigmoid(2y) - 1``, which the conv, ``mix`` and ``shift`` absorb) and costs a
-    fifth of torch's tanh on CPU."""
+    """``h + (sigmoid(u) - sigmoid(u0)) @ mix`` with ``u = FiLM(conv(h))`` and ``u0`` what ``u``
+    is for a silent ``h`` (the conv's bias through FiLM, one value per channel): silence in
+    stays silence out (to float rounding), whatever the knobs (FiLM cores; see :class:`TCNCore`). The
+    sigmoid is tanh up to an affine map (``tanh(y) = 2 sigmoid(2y) - 1``, absorbed by the conv
+    and ``mix``) and costs a fifth of torch's tanh on CPU."""
 
     def __init__(self, channels: int, kernel_size: int, dilation: int, film: bool, streaming: bool,
                  scale: float) -> None:
         super().__init__()
         self.conv = CausalConv(channels, channels, kernel_size, dilation, streaming)
-        # start as ``h + tanh(y) @ (scale * W)`` with torch's default init: the conv sees 2y,
-        # the mix is 2 scale W (in, out) and the shift cancels the sigmoid's 1/2
-        mix = scale * nn.Linear(channels, channels).weight.detach().t()
+        # start as ``h + tanh(y) @ (scale * W)`` with torch's default init: the conv sees 2y
+        # and the mix is 2 scale W (in, out)
         with torch.no_grad():
             self.conv.weight.mul_(2.0)
             self.conv.bias.mul_(2.0)
-        self.mix = nn.Parameter(2.0 * mix.contiguous())
-        self.shift = nn.Parameter(-mix.sum(0))
+        self.mix = nn.Parameter(2.0 * scale * nn.Linear(channels, channels).weight.detach().t().contiguous())
         self.film = film
         self.channels = channels
 
     def forward(self, h: torch.Tensor, cond: torch.Tensor, offset: int) -> torch.Tensor:
         """h (T, B, C); cond time-first (T or 1, B, D)."""
         frames, batch, c = h.shape[0], h.shape[1], self.channels
-        y = self.conv(h)
+        y = self.conv(h).view(frames, batch, c)
+        rest = self.conv.bias
         if self.film:
-            y = apply_film(y.view(frames, batch, c), cond, offset)
-        update = torch.addmm(self.shift, torch.sigmoid(y).reshape(frames * batch, c), self.mix)
-        return h + update.view(frames, batch, c)
+            y = apply_film(y, cond, offset)
+            rest = apply_film(rest.expand(cond.shape[0], batch, c), cond, offset)
+        active = torch.sigmoid(y) - torch.sigmoid(rest)
+        return h + torch.mm(active.reshape(frames * batch, c), self.mix).view(frames, batch, c)
 
 
 class TCNCore(nn.Module):
+    """FiLM cores have no other biases (input and output linears without; the output's FiLM is
+    a gain only), so a silent input gives a silent output (to float rounding) at every knob setting, as
+    the effects do: the log-magnitude STFT term then sees no leakage in the silence between
+    notes. Concat cores feed the knobs as input channels, which silence does not zero."""
+
     def __init__(self, channels: int, kernel_size: int, dilations: list[int], knobs: int, film: bool,
                  streaming: bool) -> None:
         super().__init__()
         self.film = film
-        self.inp = nn.Linear(1 if film else 1 + knobs, channels)
+        self.inp = nn.Linear(1 if film else 1 + knobs, channels, bias=not film)
         # each block's update is scaled so that the residual sum of all blocks keeps the size of one
         scale = 1.0 / math.sqrt(len(dilations))
         self.blocks = nn.ModuleList([TCNBlock(channels, kernel_size, d, film, streaming, scale)
                                      for d in dilations])
-        self.out = nn.Linear(channels, 1)
+        self.out = nn.Linear(channels, 1, bias=False)
         # start near the identity (the dry signal), not loud: ``direct`` passes x and the
         # stack's output starts small
         self.direct = nn.Parameter(torch.ones(1))
         with torch.no_grad():
             self.out.weight.mul_(0.1)
-            self.out.bias.zero_()
         self.channels = channels
-        self.sites = len(dilations)
-        # FiLM: one site per block, then one on the output (a gain and shift of y: the level knobs)
-        self.film_size = 2 * channels * len(dilations) + 2 if film else 0
+        # FiLM: one site per block, then a log-gain of the output (the level knobs)
+        self.film_size = 2 * channels * len(dilations) + 1 if film else 0
         self.receptive_field = 1 + (kernel_size - 1) * sum(dilations)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
@@ -143,7 +148,7 @@ class TCNCore(nn.Module):
             offset += 2 * self.channels
         y = self.out(h)
         if self.film:
-            y = apply_film(y, cond, offset)
+            y = y * torch.exp(cond[..., offset:offset + 1].clamp(max=8.0))
         return y.permute(1, 2, 0) + self.direct * x
 
     def reset_state(self) -> None:
