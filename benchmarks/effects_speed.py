@@ -80,8 +80,6 @@ class BeforeTCNCore(nn.Module):
 
 
 class BeforeGRUCore(Stateful):
-    hidden: torch.Tensor
-
     def __init__(self, hidden: int, knobs: int, film: bool) -> None:
         super().__init__()
         self.film = film
@@ -99,7 +97,7 @@ class BeforeGRUCore(Stateful):
             h = apply_film(inp(x.transpose(1, 2)).transpose(1, 2), cond, 0)
         else:
             h = torch.cat([x, cond.expand(-1, -1, length)], 1)
-        state = self.hidden[:, :batch]
+        state = self.hidden[:, :batch]  # type: ignore[index]
         y, last = self.gru(h.transpose(1, 2), state)
         state.copy_(last.detach())
         y = y.transpose(1, 2)
@@ -108,7 +106,7 @@ class BeforeGRUCore(Stateful):
         return self.out(y.transpose(1, 2)).transpose(1, 2) + self.direct * x
 
     def reset_state(self) -> None:
-        self.hidden.zero_()
+        self.hidden.zero_()  # type: ignore[operator]
 
 
 def effect_config(name: str, conditioning: str) -> EffectConfig:

@@ -142,9 +142,10 @@ def read_yaml_table(path: Path, problems: list[str]) -> tuple[str, list[KnobRang
     effect = str(data.get("effect", path.parent.name))
     knobs: list[KnobRange] = []
     entries = data["knobs"]
-    names = [k.get("name") if isinstance(k, dict) else None for k in entries]
-    if not _knob_names(names, f"{path} knobs", problems):
+    given = [k.get("name") if isinstance(k, dict) else None for k in entries]
+    if not _knob_names(given, f"{path} knobs", problems):
         return effect, [], []
+    names = [str(name) for name in given]
     for name, entry in zip(names, entries):
         where = f"{path} knob '{name}'"
         low, high = (_number(entry.get(key), f"{where} {key}", problems) for key in ("min", "max"))
