@@ -29,7 +29,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tildekit.models.effects.conditioning import apply_film
 from tildekit.models.streaming import MAX_BATCH_SIZE, Stateful
 
 
@@ -98,14 +97,17 @@ class TCNBlock(nn.Module):
         self.film = film
         self.channels = channels
 
-    def forward(self, h: torch.Tensor, cond: torch.Tensor, offset: int) -> torch.Tensor:
-        """h (T, B, C); cond time-first (T or 1, B, D)."""
+    def forward(self, h: torch.Tensor, cond: torch.Tensor, gains: torch.Tensor, offset: int) -> torch.Tensor:
+        """h (T, B, C); cond time-first (T or 1, B, D); gains: ``exp`` of cond's log-gains
+        (computed once per call for every site; ``conditioning.apply_film`` says why a log-gain)."""
         frames, batch, c = h.shape[0], h.shape[1], self.channels
         y = self.conv(h).view(frames, batch, c)
         rest = self.conv.bias
         if self.film:
-            y = apply_film(y, cond, offset)
-            rest = apply_film(rest.expand(cond.shape[0], batch, c), cond, offset)
+            gain = gains[..., offset:offset + c]
+            beta = cond[..., offset + c:offset + 2 * c]
+            y = torch.addcmul(beta, y, gain)
+            rest = torch.addcmul(beta, rest, gain)
         active = torch.sigmoid(y) - torch.sigmoid(rest)
         return h + torch.mm(active.reshape(frames * batch, c), self.mix).view(frames, batch, c)
 
@@ -144,13 +146,15 @@ class TCNCore(nn.Module):
             h = self.inp(rows)
         else:
             h = self.inp(torch.cat([rows, cond.expand(rows.shape[0], -1, -1)], 2))
+        # every site's log-gain to a gain in one op (the shifts are exp'd too, and never read)
+        gains = torch.exp(cond.clamp(max=8.0)) if self.film else cond
         offset = 0
         for block in self.blocks:
-            h = block(h, cond, offset)
+            h = block(h, cond, gains, offset)
             offset += 2 * self.channels
         y = self.out(h)
         if self.film:
-            y = y * torch.exp(cond[..., offset:offset + 1].clamp(max=8.0))
+            y = y * gains[..., offset:offset + 1]
         return y.permute(1, 2, 0) + self.direct * x
 
     def reset_state(self) -> None:
