@@ -47,7 +47,7 @@ MODULES = (
 # The `tildekit` commands of the runtime install, and those only the full install has (named in
 # the runtime's error messages; tests/test_bundle.py compares both with the CLI's commands).
 COMMANDS = ("bench", "check", "info", "osc", "patch", "serve")
-FULL_INSTALL_COMMANDS = ("bundle", "convert", "demo", "eval", "export", "preprocess", "train")
+FULL_INSTALL_COMMANDS = ("bundle", "convert", "demo", "eval", "export", "preprocess", "preprocess-pairs", "train")
 
 # Same specifiers as pyproject.toml's dependencies (a test compares them).
 REQUIREMENTS = (

@@ -9,8 +9,11 @@ pairs: L1, multi-resolution STFT, |LUFS diff|, crest factor, RMS and transient d
 (dB), ESR, parameters, and x-real-time of the scripted streaming model (48 kHz, one thread,
 buffer 512) beside each row. See docs/effects.md.
 
-    python benchmarks/effects.py [--steps 300] [--segments 64] [--effects overdrive,compressor]
-                                 [--set train.learning_rate=0.002 ...]
+    python benchmarks/effects.py [--steps 1500] [--segments 64] [--effects overdrive,compressor]
+                                 [--models tcn-film,gru-film] [--set train.learning_rate=0.002 ...]
+    python benchmarks/effects.py --quick     # 150 steps, 32 segments, short windows: minutes
+
+The learning rate follows the profile's cosine over ``--steps`` (``train.max_steps`` is set to it).
 """
 
 from __future__ import annotations
@@ -58,13 +61,21 @@ def build_effect_model_like(model: EffectModel) -> EffectModel:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--segments", type=int, default=64, help="training segments per effect")
+    parser.add_argument("--quick", action="store_true",
+                        help="150 steps on 32 segments, batch 4 of 2048 samples (+512 warmup)")
     parser.add_argument("--seconds", type=float, default=0.5, help="length of a training segment")
     parser.add_argument("--sweep", type=int, default=3, help="held-out values per knob")
     parser.add_argument("--effects", default="overdrive,compressor")
+    parser.add_argument("--models", default=",".join(f"{c}-{k}" for c, k in MODELS),
+                        help="comma-separated subset of " + ", ".join(f"{c}-{k}" for c, k in MODELS))
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     args = parser.parse_args()
+    if args.quick:
+        args.steps, args.segments = 150, 32
+        args.overrides = ["train.batch_size=4", "train.window=2048", "train.warmup=512",
+                          "train.stft_scales=[256, 1024, 2048]", *args.overrides]
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore", category=DeprecationWarning)  # torch.jit.script's notice
 
@@ -78,9 +89,9 @@ def main() -> None:
         held = render_pairs(effect, 0, 1.0, seed=1, settings=sweep_knobs(effect.knobs, args.sweep))
         print(f"{name}: rendered {len(pairs)} training and {len(held)} held-out pairs in "
               f"{time.perf_counter() - began:.1f} s", flush=True)
-        for core, conditioning in MODELS:
+        for core, conditioning in (m.split("-") for m in args.models.split(",")):
             profile = load_profile(f"effect-{core}", [f"model.conditioning={conditioning}",
-                                                      *args.overrides])
+                                                      f"train.max_steps={args.steps}", *args.overrides])
             with tempfile.TemporaryDirectory() as run_dir:
                 trainer = EffectTrainer(pairs, Path(run_dir), profile, None)
                 # every training segment trains: the held-out pairs are the separate sweep set

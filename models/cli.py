@@ -67,6 +67,37 @@ def preprocess_command(input_dir: Path, dataset_dir: Path, profile: str, sample_
 COMMANDS.append(preprocess_command)
 
 
+@click.command("preprocess-pairs")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.argument("dataset_dir", type=click.Path(path_type=Path))
+@click.option("--sample-rate", type=click.IntRange(min=1), default=48000, show_default=True, metavar="HZ",
+              help="Resample every pair to this rate (the effect profile's model.sample_rate).")
+@click.option("--segment-seconds", type=click.FloatRange(min=0.0, min_open=True), default=2.0, show_default=True,
+              metavar="S", help="Cut pairs into segments of this length (longer than the profile's "
+                                "train.warmup + train.window); each pair's remainder is dropped.")
+@click.option("--tolerance", type=click.IntRange(min=0), default=2, show_default=True, metavar="SAMPLES",
+              help="Largest lag between dry and wet accepted as aligned.")
+@click.option("--fix-lag", is_flag=True, help="Shift a lagging wet file back instead of refusing the pair.")
+def preprocess_pairs_command(folder: Path, dataset_dir: Path, sample_rate: int, segment_seconds: float,
+                             tolerance: int, fix_lag: bool) -> None:
+    """Check recorded dry/wet pairs in FOLDER and write their pair set to DATASET_DIR.
+
+    FOLDER holds the audio and a table, pairs.yaml or pairs.csv, with each pair's dry and wet
+    file and knob values (docs/effects.md). Names, knob values, sample rates, channels, lengths,
+    levels (silent or clipped files) and the alignment of every pair are checked; each problem
+    is printed on one line and nothing is written unless there are none. The result is what
+    `tildekit train DATASET_DIR RUN --profile effect-tcn` reads.
+    """
+    from tildekit.models.effects.recorded import preprocess_pairs
+
+    report = preprocess_pairs(folder, dataset_dir, sample_rate=sample_rate, segment_seconds=segment_seconds,
+                              tolerance=tolerance, fix_lag=fix_lag, echo=lambda line: click.echo(line, err=True))
+    click.echo(report.summary())
+
+
+COMMANDS.append(preprocess_pairs_command)
+
+
 # --------------------------------------------------------------------------- train
 
 

@@ -307,9 +307,10 @@ class EffectTrainConfig:
     batch_size: int = 8
     window: int = 8192  # samples per example on which the loss is computed
     warmup: int = 2048  # samples of context before them, not in the loss (the model's state fills)
-    learning_rate: float = 3e-3
+    learning_rate: float = 3e-3  # at step 0; a cosine takes it to final_lr_fraction of it at max_steps
+    final_lr_fraction: float = 0.1
     stft_weight: float = 0.1  # multi-resolution STFT distance (auraloss), added to the L1...
-    stft_start: int = 1000  # ...from this step: before the waveform is close it slows L1 (docs/effects.md)
+    stft_start: int = 0  # ...from this step (docs/effects.md: why it may start at once)
     esr_weight: float = 0.0  # error-to-signal ratio as a loss term (always reported)
     stft_scales: list[int] = field(default_factory=lambda: [256, 1024, 4096])
     checkpoint_every: int = 500
@@ -327,6 +328,8 @@ class EffectTrainConfig:
                 raise bad(name, f"must be >= 1, got {getattr(self, name)}")
         if self.stft_start < 0:
             raise bad("stft_start", f"must be >= 0, got {self.stft_start}")
+        if not 0.0 < self.final_lr_fraction <= 1.0:
+            raise bad("final_lr_fraction", f"must be in (0, 1], got {self.final_lr_fraction}")
         if self.warmup < 0:
             raise bad("warmup", f"must be >= 0, got {self.warmup}")
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):

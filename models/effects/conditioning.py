@@ -80,11 +80,10 @@ class Smoother(Stateful):
 
 
 def apply_film(h: torch.Tensor, film: torch.Tensor, offset: int) -> torch.Tensor:
-    """``exp(gamma) * h + beta`` for the site whose parameters start at ``offset`` of ``film``
-    ((B, D, T) or (B, D, 1)); ``h`` is (B, C, T)."""
-    channels = h.shape[1]
-    gamma = film[:, offset:offset + channels]
-    beta = film[:, offset + channels:offset + 2 * channels]
+    """``exp(gamma) * h + beta`` for the site whose parameters start at ``offset`` of ``film``;
+    both time-first, as the cores compute: ``h`` (T, B, C), ``film`` (T or 1, B, D)."""
+    channels = h.shape[-1]
     # a log-domain gain: knobs such as drive span 30-40 dB, which exp() reaches from a small
     # MLP output, while 1 + gamma would need weights 100 times larger (slow to learn)
-    return h * torch.exp(gamma.clamp(max=8.0)) + beta
+    gain = torch.exp(film[..., offset:offset + channels].clamp(max=8.0))
+    return torch.addcmul(film[..., offset + channels:offset + 2 * channels], h, gain)

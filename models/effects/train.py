@@ -10,6 +10,7 @@ states come back from the checkpoint). One process: torchrun jobs are refused.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -40,10 +41,21 @@ from tildekit.models.run import (
 from tildekit.models.trainer import TrainSummary, _truncate_metrics, restore_rng_state, rng_state, write_plots
 
 VALIDATION_SEGMENTS = 16
-STFT_FLOOR = 1e-8  # auraloss's default floor of the squared magnitudes
+# Floor of the squared STFT magnitudes in the training loss (auraloss's default is 1e-8): bins
+# below 1e-3 in magnitude (a sine near -100 dBFS) count as silence, so the log-magnitude term
+# does not chase leakage 80 dB down in the pauses (docs/effects.md). The evaluation keeps 1e-8.
+STFT_FLOOR = 1e-6
 # What ``--resume --set`` may change: the rest is fixed for a run's life.
 RESUMABLE_SETTINGS = ("train.learning_rate", "train.checkpoint_every", "train.validate_every",
                       "train.max_steps")
+
+
+def learning_rate_at(cfg: EffectTrainConfig, step: int) -> float:
+    """Cosine from ``learning_rate`` at step 0 to ``final_lr_fraction`` of it at ``max_steps``
+    (constant after): a function of the step alone, so a resumed run follows the same curve."""
+    progress = min(step / cfg.max_steps, 1.0)
+    floor = cfg.final_lr_fraction
+    return cfg.learning_rate * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
 def esr(target: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
@@ -136,6 +148,8 @@ class EffectTrainer:
         if not torch.isfinite(terms["total"]):
             raise TildekitError(f"training stopped at step {self.step + 1}: the loss is not finite; "
                                 "lower train.learning_rate")
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate_at(self.cfg, self.step)
         self.optimizer.zero_grad(set_to_none=True)
         terms["total"].backward()
         self.optimizer.step()
