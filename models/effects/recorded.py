@@ -49,9 +49,10 @@ import yaml
 
 from tildekit.errors import TildekitError
 from tildekit.models import outputs
+from tildekit.models.contract.audio import Undecodable, decode, resample
 from tildekit.models.effects.pairs import INDEX_FILE, PAIRS_FILE, PAIRS_KIND, PairSet
 from tildekit.models.effects.reference import KnobRange
-from tildekit.models.preprocess import AUDIO_SUFFIXES, SILENCE_PEAK, _Undecodable, decode, resample
+from tildekit.models.preprocess import AUDIO_SUFFIXES, SILENCE_PEAK
 
 TABLES = ("pairs.yaml", "pairs.yml", "pairs.csv")
 KNOB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,31}$")
@@ -307,7 +308,7 @@ def _load_pair(folder: Path, row: PairRow, where: str, sample_rate: int,
             return None
         try:
             samples, rate = decode(path)
-        except _Undecodable as exc:
+        except Undecodable as exc:
             problems.append(f"{where} {side}: '{name}' cannot be decoded ({exc})")
             return None
         audio.append((samples, rate, name))
