@@ -14,11 +14,15 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tildekit.errors import TildekitError
 from tildekit.models.contract.atomic import atomic_write_text
 from tildekit.models.contract.hosts import DEFAULT_OSC_PORT
 from tildekit.models.outputs import output_dir, refuse_foreign_file
+
+if TYPE_CHECKING:
+    from tildekit.models.config import Profile
 
 DEMO_NAME = "demo"
 DEMO_STEPS = 300  # enough for the `small` model to follow its input (tests/test_quality.py)
@@ -109,26 +113,24 @@ def write_held_out(folder: Path, rate: int) -> list[Path]:
     return paths
 
 
-def run_demo(out_dir: str | Path, steps: int = DEMO_STEPS, seconds_of_audio: float = 180.0,
-             echo: Callable[[str], None] = print, progress: bool = True) -> dict[str, Path]:
-    """Run every stage into ``out_dir``; returns the main paths. Safe to re-run (resumes training)."""
-    from tildekit.export.cli import describe_file
-    from tildekit.export.targets import export_run
-    from tildekit.models.config import load_profile
+def _audio_to_run(out: Path, profile: Profile, write_audio: Callable[..., object], what: str,
+                  seconds_of_audio: float, steps: int, progress: bool,
+                  echo: Callable[[str], None]) -> tuple[Path, Path, Path]:
+    """Stages 1-4 of every demo: generated audio, its dataset, a trained (or resumed) run, its summary.
+
+    Returns the audio folder, the dataset and the run dir inside ``out``.
+    """
+    from tildekit.models.cli import describe_run
+    from tildekit.models.families import train
     from tildekit.models.preprocess import preprocess
     from tildekit.models.run import RunDir
-    from tildekit.models.synthetic import write_example_folder
-    from tildekit.models.trainer import train, training_window
-    from tildekit.patches.write import write_patches
+    from tildekit.models.trainer import training_window
 
-    out = output_dir(out_dir, "demo folder")
-    profile = load_profile("small")
     rate = profile.model.sample_rate
-
-    echo(f"[1/8] generating {seconds_of_audio:.0f} s of test audio (tones, chirps, noise bursts)")
+    echo(f"[1/8] generating {seconds_of_audio:.0f} s of {what}")
     audio = out / "audio"
     if not audio.exists():
-        write_example_folder(audio, seconds=seconds_of_audio, sample_rate=rate)
+        write_audio(audio, seconds=seconds_of_audio, sample_rate=rate)
 
     echo("[2/8] preprocessing")
     dataset = out / "dataset"
@@ -143,9 +145,25 @@ def run_demo(out_dir: str | Path, steps: int = DEMO_STEPS, seconds_of_audio: flo
     echo(textwrap.indent(summary.text(), "    "))
 
     echo("[4/8] the trained model")
-    from tildekit.models.cli import describe_run
-
     echo(textwrap.indent(describe_run(RunDir(run)), "    "))
+    return audio, dataset, run
+
+
+def run_demo(out_dir: str | Path, steps: int = DEMO_STEPS, seconds_of_audio: float = 180.0,
+             echo: Callable[[str], None] = print, progress: bool = True) -> dict[str, Path]:
+    """Run every stage into ``out_dir``; returns the main paths. Safe to re-run (resumes training)."""
+    from tildekit.export.cli import describe_file
+    from tildekit.export.targets import export_run
+    from tildekit.models.config import load_profile
+    from tildekit.models.synthetic import write_example_folder
+    from tildekit.patches.write import write_patches
+
+    out = output_dir(out_dir, "demo folder")
+    profile = load_profile("small")
+    rate = profile.model.sample_rate
+    audio, dataset, run = _audio_to_run(out, profile, write_example_folder,
+                                        "test audio (tones, chirps, noise bursts)", seconds_of_audio, steps,
+                                        progress, echo)
 
     echo("[5/8] exporting for nn~ (.ts), Neutone FX (.nm) and ONNX Runtime (.onnx), each checked")
     exports = out / "export"  # files of the same names are replaced, nothing else is removed
@@ -222,38 +240,15 @@ def run_ddsp_demo(out_dir: str | Path, steps: int = DDSP_DEMO_STEPS, seconds_of_
     from tildekit.export.cli import describe_file
     from tildekit.export.evaluate import evaluate
     from tildekit.export.targets import export_run
-    from tildekit.models.cli import describe_run
     from tildekit.models.config import load_profile
-    from tildekit.models.families import train
-    from tildekit.models.preprocess import preprocess
-    from tildekit.models.run import RunDir
     from tildekit.models.synthetic import write_monophonic_folder
-    from tildekit.models.trainer import training_window
     from tildekit.patches.write import write_patches
 
     out = output_dir(out_dir, "demo folder")
     profile = load_profile(DDSP_PROFILE, DDSP_DEMO_SETTINGS + (overrides or []))
     rate = profile.model.sample_rate
-
-    echo(f"[1/8] generating {seconds_of_audio:.0f} s of one-voice harmonic melodies")
-    audio = out / "audio"
-    if not audio.exists():
-        write_monophonic_folder(audio, seconds=seconds_of_audio, sample_rate=rate)
-
-    echo("[2/8] preprocessing")
-    dataset = out / "dataset"
-    report = preprocess(audio, dataset, sample_rate=rate, channels=profile.model.channels,
-                        min_samples=training_window(profile), progress=progress)
-    echo(textwrap.indent(report.summary(), "    "))
-
-    echo(f"[3/8] training the '{profile.name}' profile for {steps} steps")
-    run = out / "run"
-    resume = (run / "checkpoints").exists()
-    summary = train(dataset, run, None if resume else profile, steps=steps, resume=resume, progress=progress)
-    echo(textwrap.indent(summary.text(), "    "))
-
-    echo("[4/8] the trained model")
-    echo(textwrap.indent(describe_run(RunDir(run)), "    "))
+    audio, dataset, run = _audio_to_run(out, profile, write_monophonic_folder, "one-voice harmonic melodies",
+                                        seconds_of_audio, steps, progress, echo)
 
     echo("[5/8] exporting for every target that takes DDSP, each checked")
     exports = out / "export"
