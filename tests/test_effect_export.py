@@ -193,7 +193,7 @@ FIVE_KNOBS = (*OVERDRIVE.knobs, KnobRange("mix", 0.0, 1.0, 1.0), KnobRange("bias
 @pytest.fixture(scope="module")
 def five_knobs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ModelCard]:
     """A random model with five knobs whose knob paths matter, exported to nn~ and Neutone."""
-    torch.manual_seed(1)
+    torch.manual_seed(2)  # a seed whose gain path is steep (the click test needs a change >> the sound's steps)
     cfg = _tiny_cfg()
     model = build_effect_model(cfg, FIVE_KNOBS, streaming=True)
     randomise_knob_paths(model, seed=2)
@@ -375,7 +375,7 @@ def test_the_engine_sets_knobs_from_osc_over_udp(trained) -> None:
     whole = load_effect_run(run, streaming=False)
     with torch.no_grad():
         reference = whole.process(x, torch.tensor([[SETTING[k] for k in whole.knob_names]]))[0].numpy()
-    assert np.abs(reference).max() < 0.5  # below the engine's peak limiter: it leaves the samples alone
+    assert np.abs(reference).max() < 0.9  # under the engine's 0 dBFS ceiling: the limiter leaves the samples alone
     with Engine(open_runner(out / "fx.ts"), "127.0.0.1", 0, buffer=512, ceiling_db=0.0) as engine:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
             for name, value in SETTING.items():

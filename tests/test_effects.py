@@ -195,6 +195,7 @@ def max_jump(y: torch.Tensor) -> float:
 @pytest.mark.parametrize("smoothing_ms", [20.0, 0.0])
 def test_a_knob_step_makes_no_click(smoothing_ms: float) -> None:
     cfg = dataclasses.replace(SMALL_TCN, smoothing_ms=smoothing_ms)
+    torch.manual_seed(1)  # fixed initial weights (a seed whose knob path is steep: see the asserts)
     model = build_effect_model(cfg, OVERDRIVE.knobs, streaming=True).eval()
     randomise_knob_paths(model, seed=2)
     t = torch.arange(RATE // 2) / RATE
