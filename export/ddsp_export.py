@@ -12,11 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import nn
-from torch.nn.utils import parametrize
-
-from tildekit.errors import TildekitError
-from tildekit.export.exportable import StreamingExport
+from tildekit.export.exportable import StreamingExport, prepare_streaming
 from tildekit.export.model_card import card_from_exportable
 from tildekit.models.contract.card import AttributeSpec, MethodSpec, ModelCard
 from tildekit.models.ddsp.model import ATTRIBUTES, DDSP, method_delays, method_specs
@@ -43,27 +39,6 @@ METHOD_LABELS = {
 }
 
 
-def fold_parametrizations(module: nn.Module) -> None:
-    """Bake every parametrization (weight norm) into a plain weight: scripted hosts run it once."""
-    for sub in module.modules():
-        if parametrize.is_parametrized(sub):
-            names: Any = sub.parametrizations
-            for name in list(names.keys()):
-                parametrize.remove_parametrizations(sub, name, leave_parametrized=True)
-
-
-def prepare(model: DDSP) -> DDSP:
-    """``model`` ready to script: streaming, eval, no gradients, parametrizations folded, fresh state."""
-    if not isinstance(model, DDSP):
-        raise TildekitError(f"the DDSP export adapter takes a DDSP model, not {type(model).__name__}")
-    if not model.streaming:
-        raise TildekitError("export a streaming DDSP model: build it with DDSP(cfg, streaming=True)")
-    fold_parametrizations(model)
-    model.eval().requires_grad_(False)
-    model.reset_state()
-    return model
-
-
 def method_table(model: DDSP) -> dict[str, MethodSpec]:
     specs = method_specs(model)
     delays = method_delays(model)
@@ -86,7 +61,7 @@ def attribute_specs(model: DDSP) -> list[AttributeSpec]:
 
 def exportable(model: DDSP) -> StreamingExport:
     """The DDSP family as the export targets see it (prepares ``model`` in place)."""
-    model = prepare(model)
+    model = prepare_streaming(model, DDSP, "DDSP(cfg, streaming=True)")
     return StreamingExport(family=FAMILY, module=model, methods=method_table(model),
                            attributes=attribute_specs(model), sample_rate=int(model.sample_rate),
                            channels=int(model.channels), delay=int(model.delay))

@@ -25,8 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from tildekit.errors import TildekitError
-from tildekit.export.ddsp_export import fold_parametrizations
-from tildekit.export.exportable import StreamingExport
+from tildekit.export.exportable import StreamingExport, prepare_streaming
 from tildekit.export.model_card import card_from_exportable
 from tildekit.models.contract.attributes import RESET
 from tildekit.models.contract.card import AttributeSpec, MethodSpec, ModelCard
@@ -127,18 +126,6 @@ def knob_module(model: EffectModel) -> EffectKnobs:
     return module
 
 
-def prepare(model: EffectModel) -> EffectModel:
-    """``model`` ready to script: streaming, eval, no gradients, parametrizations folded, fresh state."""
-    if not isinstance(model, EffectModel):
-        raise TildekitError(f"the effect export adapter takes an EffectModel, not {type(model).__name__}")
-    if not model.streaming:
-        raise TildekitError("export a streaming effect model: build it with EffectModel(cfg, knobs, streaming=True)")
-    fold_parametrizations(model)
-    model.eval().requires_grad_(False)
-    model.reset()
-    return model
-
-
 def knob_description(name: str, unit: str, low: float, high: float) -> str:
     return f"{name}{f' ({unit})' if unit else ''}, {low:g} to {high:g}"
 
@@ -161,7 +148,7 @@ def method_table() -> dict[str, MethodSpec]:
 
 def exportable(model: EffectModel) -> StreamingExport:
     """The effect family as the export targets see it (prepares ``model`` in place)."""
-    model = prepare(model)
+    model = prepare_streaming(model, EffectModel, "EffectModel(cfg, knobs, streaming=True)", reset="reset")
     if model.delay != 0:
         raise TildekitError(f"an effect model must be causal (delay 0); this one reports {model.delay}")
     return StreamingExport(family=FAMILY, module=knob_module(model), methods=method_table(),

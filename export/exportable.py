@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Any, Protocol, TypeVar
+
+from torch import nn
+from torch.nn.utils import parametrize
 
 from tildekit.errors import TildekitError
 from tildekit.models.contract.card import AttributeSpec, MethodSpec, ModelCard
-
-if TYPE_CHECKING:
-    from torch import nn
 
 # The shape fields of a card that the autoencoder's streaming core also carries.
 CORE_FIELDS = ("sample_rate", "channels", "compression", "latent_size")
@@ -47,6 +47,32 @@ class Exportable(Protocol):
 
     @property
     def delay(self) -> int: ...
+
+
+ModelT = TypeVar("ModelT", bound=nn.Module)
+
+
+def fold_parametrizations(module: nn.Module) -> None:
+    """Bake every parametrization (weight norm) into a plain weight: scripted hosts run it once."""
+    for sub in module.modules():
+        if parametrize.is_parametrized(sub):
+            names: Any = sub.parametrizations
+            for name in list(names.keys()):
+                parametrize.remove_parametrizations(sub, name, leave_parametrized=True)
+
+
+def prepare_streaming(model: nn.Module, family_class: type[ModelT], built_by: str,
+                      reset: str = "reset_state") -> ModelT:
+    """``model`` ready to script, in place: of ``family_class`` and built streaming (``built_by``
+    says how), eval, no gradients, parametrizations folded, its state cleared by ``reset``."""
+    if not isinstance(model, family_class):
+        raise TildekitError(f"this export adapter takes a {family_class.__name__}, not {type(model).__name__}")
+    if not getattr(model, "streaming", False):
+        raise TildekitError(f"export a streaming {family_class.__name__}: build it with {built_by}")
+    fold_parametrizations(model)
+    model.eval().requires_grad_(False)
+    getattr(model, reset)()
+    return model
 
 
 @dataclass(frozen=True)

@@ -163,10 +163,12 @@ COMMANDS.append(train_command)
 
 def describe_run(run: RunDir) -> str:
     """A readable summary of a training run: profile, step, losses and the model's shape."""
-    from tildekit.models.config import DDSPConfig, TrainConfig
+    from tildekit.models.config import DDSPConfig, EffectConfig, TrainConfig
 
     if isinstance(run.profile.model, DDSPConfig):
         return describe_ddsp_run(run)
+    if isinstance(run.profile.model, EffectConfig):
+        return describe_effect_run(run)
     model = run.load_model(streaming=True)
     cfg = run.profile.model
     assert isinstance(run.profile.train, TrainConfig)
@@ -225,5 +227,36 @@ def describe_ddsp_run(run: RunDir) -> str:
         f"(loudness centre {ms(latency['loudness_window_centre'])}, pitch centre "
         f"{ms(latency['pitch_window_centre'])}) plus up to {ms(latency['glide'])} of glide",
         f"parameters:        {parameters:,}",
+    ]
+    return "\n".join(lines + _losses(run))
+
+
+def describe_effect_run(run: RunDir) -> str:
+    """The summary of an effect run: its core, conditioning and knobs instead of a latent space."""
+    from tildekit.models.config import EffectConfig
+    from tildekit.models.effects.train import load_effect_run
+
+    model = load_effect_run(run.path, streaming=True)
+    cfg = run.profile.model
+    assert isinstance(cfg, EffectConfig)
+    rate = cfg.sample_rate
+    if cfg.core == "tcn":
+        field = cfg.receptive_field
+        core = (f"TCN of {cfg.channels} channels, kernel {cfg.kernel_size}, dilations {cfg.dilations}: "
+                f"receptive field {field} samples ({1000.0 * field / rate:.1f} ms)")
+    else:
+        core = f"GRU of {cfg.channels} (its state carries the whole past)"
+    knobs = "; ".join(f"{k.name} {k.minimum:g}..{k.maximum:g}{f' {k.unit}' if k.unit else ''} (default {k.default:g})"
+                      for k in model.knobs)
+    lines = [
+        f"run:               {run.path}",
+        f"profile:           {run.profile.name} (family effect)",
+        f"step:              {run.step} (checkpoint {run.checkpoint_path.name})",
+        f"sample rate:       {rate} Hz, mono",
+        f"core:              {core}",
+        f"conditioning:      {cfg.conditioning}, knobs smoothed over {cfg.smoothing_ms:g} ms",
+        f"knobs:             {knobs or 'none'}",
+        f"streaming delay:   {model.delay} samples (causal)",
+        f"parameters:        {sum(p.numel() for p in model.parameters()):,}",
     ]
     return "\n".join(lines + _losses(run))

@@ -25,5 +25,5 @@ def test_effect_demo_renders_trains_exports_checks_and_patches(tmp_path: Path) -
     assert [a.name for a in card.attributes] == ["gain", "tone", "level", "reset"]
     assert read_card(exports / "demo-fx.nm") == card
     text = "\n".join(lines)
-    assert text.count("structural check passed") == 2 and "error-to-signal ratio" in text and "To play it" in text
+    assert text.count("structural host checks passed") == 2 and "error-to-signal ratio" in text and "To play it" in text
     assert "/tildekit/demo-fx/attr/gain" in text and (out / "dry.wav").is_file()

@@ -32,7 +32,8 @@ from tildekit.models.effects.pairs import render_pairs
 from tildekit.models.effects.reference import OVERDRIVE, KnobRange
 from tildekit.models.effects.train import load_effect_run, train_effect
 
-pytestmark = pytest.mark.filterwarnings(r"ignore:.torch\.(jit|onnx):DeprecationWarning")
+pytestmark = [pytest.mark.filterwarnings(r"ignore:.torch\.(jit|onnx):DeprecationWarning"),
+              pytest.mark.usefixtures("one_thread")]  # as a host's audio thread runs it
 
 RATE = 48000
 TINY = ["model.channels=8", "model.kernel_size=3", "model.dilations=[1, 2, 4, 8, 16]",
@@ -42,14 +43,6 @@ STEPS = 30
 SETTING = {"gain": 30.0, "tone": 2000.0, "level": -3.0}  # not the defaults: the attributes must reach the model
 LENGTH = 32768
 FAST_BUFFERS = [64, 1024, 16384]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -157,6 +150,14 @@ def test_the_card_describes_every_knob(trained) -> None:
 
 
 @pytest.mark.slow
+def test_tildekit_info_describes_an_effect_run(trained) -> None:
+    run, _, _ = trained
+    result = CliRunner().invoke(cli, ["info", str(run)])
+    assert result.exit_code == 0, result.output
+    assert "(family effect)" in result.output and f"step:              {STEPS}" in result.output
+    assert "TCN of 8 channels" in result.output and "gain 0..36 dB (default 18)" in result.output
+
+
 def test_tildekit_export_and_check_an_effect_run(trained, tmp_path: Path) -> None:
     run, _, _ = trained
     out = tmp_path / "out"

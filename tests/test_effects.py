@@ -23,12 +23,7 @@ SMALL_TCN = EffectConfig(core="tcn", channels=8, kernel_size=3, dilations=[1, 4,
 SMALL_GRU = EffectConfig(core="gru", channels=8)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # as a host's audio thread runs it
 
 
 def randomise_knob_paths(model: EffectModel, seed: int = 0) -> None:
