@@ -38,7 +38,7 @@ MODULES = (
     "export/nn_load.py",
     "export/cli.py", "export/onnx_check.py", "export/onnx_runtime.py",
     "patches/__init__.py", "patches/build.py", "patches/cli.py", "patches/graph.py", "patches/maxpat.py",
-    "patches/pd.py", "patches/spec.py", "patches/synth.py", "patches/write.py",
+    "patches/pd.py", "patches/sections.py", "patches/spec.py", "patches/synth.py", "patches/write.py",
     "scripting/__init__.py", "scripting/audio_files.py", "scripting/cli.py", "scripting/controller.py",
     "scripting/engine.py", "scripting/interpolate.py", "scripting/monitor.py", "scripting/netaccess.py",
     "scripting/notes.py",

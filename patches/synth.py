@@ -24,8 +24,8 @@ from tildekit.models.contract.synth_controls import (
     loudness_range,
     midi_to_hz,
 )
-from tildekit.patches.build import Idioms, _controls, _host_rate, _nn, _notes, _output
 from tildekit.patches.graph import Graph
+from tildekit.patches.sections import Idioms, controls_section, host_rate_section, nn_box, notes_section, output_section
 from tildekit.patches.spec import PatchSpec
 
 REST_PITCH = 60  # f0 before the first note (middle C); silent, the loudness is at its floor
@@ -46,7 +46,7 @@ def synth_graph(spec: PatchSpec, host: str) -> Graph:
     low, high = loudness_range(spec.card.extra)
     ratio = spec.card.methods[SYNTH_METHOD].in_ratio
     g = Graph(f"{spec.stem} synth")
-    y = _notes(g, spec, host, "synth")
+    y = notes_section(g, spec, host, "synth")
     for comment in (f"MIDI notes play the model: pitch -> f0 (Hz), velocity 1..127 -> loudness {low:g}..{high:g} dB "
                  f"(the training data's range); a note off glides to {low:g} dB in {RELEASE_MS:g} ms",
                  f"one voice, the newest note wins; nn~ reads f0 and loudness once every {ratio} samples "
@@ -92,7 +92,7 @@ def synth_graph(spec: PatchSpec, host: str) -> Graph:
     g.connect(gate, 0, release)
     g.connect(release, 0, line)
 
-    nn = _nn(g, synth, 20, y + 310)
+    nn = nn_box(g, synth, 20, y + 310)
     g.connect(f0, 0, nn, 0)
     g.connect(line, 0, nn, 1)
     # on load: silence (line~ starts at 0 dB, loud for this model) and a resting pitch
@@ -103,7 +103,7 @@ def synth_graph(spec: PatchSpec, host: str) -> Graph:
     g.connect(load, 0, pitch)
     g.connect(rest, 0, line)
     g.connect(pitch, 0, f0)
-    y = _output(g, spec, nn, synth.outlets, y + 360)
-    y = _controls(g, spec, ids, [nn], y, [])
-    _host_rate(g, spec, host, [nn], y)
+    y = output_section(g, spec, nn, synth.outlets, y + 360)
+    y = controls_section(g, spec, ids, [nn], y, [])
+    host_rate_section(g, spec, host, [nn], y)
     return g
