@@ -115,6 +115,8 @@ def control_key(control: Control) -> Hashable:
         return (control.kind, control.index)
     if control.kind == "attr":
         return ("attr", control.name)
+    if control.kind == "note":  # a note on and its off within one buffer: both are played, in order
+        return ("note", control.values[1] > 0)
     return (control.kind,)
 
 

@@ -5,6 +5,10 @@ method (the DDSP family) from ``/note PITCH VELOCITY`` messages, as the synth pa
 from MIDI: one voice, the pitch of the newest note on (a note off keeps it, so the release
 sounds its note), the loudness gliding linearly in dB to the velocity's level
 (``models/contract/synth_controls.py``) over ``ATTACK_MS``, or to the floor over ``RELEASE_MS``.
+
+The engine applies controls at buffer boundaries, so a short note's on and off can arrive
+together: a note off during the attack glide waits for it to end, then releases, and the note
+is heard (a synth's shortest note is its attack).
 """
 
 from __future__ import annotations
@@ -34,16 +38,27 @@ class NoteControls:
         self.f0 = midi_to_hz(REST_PITCH)
         self.loudness = self.target = self.span[0]
         self.step = 0.0  # dB per frame towards the target
+        self.attacking = False  # gliding up to a note on's level
+        self.release_waits = False  # a note off came during the attack
 
     def play(self, pitch: float, velocity: float) -> None:
         """A note on (velocity > 0) or off (0), as validated by OscMap."""
         if velocity > 0:
             self.f0 = midi_to_hz(pitch)
-            self.target, glide_ms = velocity_to_db(velocity, self.span), ATTACK_MS
+            self.attacking, self.release_waits = True, False
+            self._glide(velocity_to_db(velocity, self.span), ATTACK_MS)
+        elif self.attacking and self.loudness != self.target:
+            self.release_waits = True
         else:
-            self.target, glide_ms = self.span[0], RELEASE_MS
-        frames = max(1.0, glide_ms / self.frame_ms)
-        self.step = abs(self.target - self.loudness) / frames
+            self._release()
+
+    def _glide(self, target: float, glide_ms: float) -> None:
+        self.target = target
+        self.step = abs(self.target - self.loudness) / max(1.0, glide_ms / self.frame_ms)
+
+    def _release(self) -> None:
+        self.attacking = self.release_waits = False
+        self._glide(self.span[0], RELEASE_MS)
 
     def controls(self, frames: int) -> np.ndarray:
         """(2, frames) float32: f0 and loudness of the next ``frames`` frames."""
@@ -53,4 +68,6 @@ class NoteControls:
             gap = self.target - self.loudness
             self.loudness = self.target if abs(gap) <= self.step else self.loudness + np.sign(gap) * self.step
             out[1, k] = self.loudness
+            if self.loudness == self.target and self.release_waits:
+                self._release()  # the attack is over: the waiting note off starts the release
         return out

@@ -86,3 +86,27 @@ def test_note_controls_glide_and_hold_the_pitch(model_ts):
     notes.play(69.0, 0.0)
     off = notes.controls(400)
     assert off[1, -1] == LOUDNESS[0] and np.all(off[0] == on[0, 0])  # the release keeps its pitch
+
+
+def test_a_note_off_during_the_attack_waits_for_its_end(model_ts):
+    notes = NoteControls(open_runner(model_ts).card)
+    notes.play(64.0, 127.0)
+    notes.play(64.0, 0.0)  # before a single frame: a note shorter than the engine's buffer
+    loudness = notes.controls(400)[1]
+    peak = int(np.argmax(loudness))
+    assert loudness[peak] == LOUDNESS[1] and loudness[-1] == LOUDNESS[0]  # heard at its level, then released
+    assert np.all(np.diff(loudness[:peak + 1]) >= 0) and np.all(np.diff(loudness[peak:]) <= 0)
+
+
+def test_a_note_on_and_off_within_one_buffer_are_both_played(model_ts):
+    frames = 4 * BUFFER
+    _, silent = _run(model_ts, [], None, frames)
+    engine, played = _run(model_ts, [osc("/tildekit/tinyddsp/note", 69.0, 127.0),
+                                     osc("/tildekit/tinyddsp/note", 69.0, 0.0)], None, frames)
+    assert [c.values for _, c in engine.applied] == [(69.0, 127.0), (69.0, 0.0)]  # in the order they came
+    runner = open_runner(model_ts)
+    notes = NoteControls(runner.card)
+    notes.play(69.0, 127.0)
+    notes.play(69.0, 0.0)
+    np.testing.assert_allclose(played, runner.synth(notes.controls(frames // notes.ratio)), atol=1e-5)
+    assert not np.allclose(played, silent, atol=1e-3)
