@@ -5,6 +5,7 @@ TorchScript (what nn~ runs) and ONNX Runtime, from one run.
     python benchmarks/ddsp_speed.py --autoencoders raspberry     # fewer baselines: a shorter run
     python benchmarks/ddsp_speed.py --profile                    # also each scripted model's slowest operators
     python benchmarks/ddsp_speed.py --before OLD                 # also the DDSP models of another checkout
+    python benchmarks/ddsp_speed.py --parts                      # also where a DDSP call's time goes
 
 ``--before OLD``: OLD is a folder holding a ``tildekit`` package (another version of this
 repository). A subprocess with OLD on ``PYTHONPATH`` builds that version's DDSP models the same
@@ -182,6 +183,7 @@ def main() -> None:
     parser.add_argument("--autoencoders", nargs="*", default=list(AUTOENCODER_PROFILES),
                         help=f"RAVE-style profiles to time beside DDSP ({BASELINE} is always one: the baseline)")
     parser.add_argument("--profile", action="store_true", help="print each scripted model's slowest operators")
+    parser.add_argument("--parts", action="store_true", help="print each DDSP part's time and operator count")
     parser.add_argument("--before", metavar="OLD", help="a folder holding another tildekit package: its DDSP "
                         "models are timed beside this version's")
     parser.add_argument("--save-to", metavar="FOLDER", help=argparse.SUPPRESS)  # --before's subprocess
@@ -247,6 +249,9 @@ def main() -> None:
         print(f"  {name:<16} {target:5.0f}x = {needed:.2f} x {BASELINE}: measured {ratio:.2f} "
               f"(quiet estimate {BASELINE_QUIET_XRT * ratio:.1f}x), {'met' if ratio >= needed else 'not met'}")
 
+    if args.parts:
+        print_parts(modules, scripted, x)
+
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 
@@ -256,6 +261,60 @@ def main() -> None:
                     module(torch.from_numpy(np.ascontiguousarray(x[..., i:i + BUFFER])))
             print(f"\n{name}: 16 buffers")
             print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+
+
+def operator_count(module: Callable[..., object], *inputs: torch.Tensor) -> int:
+    """The operators one call of a scripted function dispatches (those the interpreter calls, not
+    the ones they call inside)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.inference_mode():
+        for _ in range(3):  # past the JIT's profiling runs
+            module(*inputs)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            module(*inputs)
+    return sum(1 for event in prof.events() if event.cpu_parent is not None and event.cpu_parent.cpu_parent is None)
+
+
+def call_seconds(module: Callable[..., object], *inputs: torch.Tensor, calls: int = 100, rounds: int = 5) -> float:
+    """The fastest of ``rounds`` averages over ``calls`` calls, in CPU seconds of this thread."""
+    best = math.inf
+    with torch.inference_mode():
+        for _ in range(10):
+            module(*inputs)
+        for _ in range(rounds):
+            cpu = time.thread_time()
+            for _ in range(calls):
+                module(*inputs)
+            best = min(best, (time.thread_time() - cpu) / calls)
+    return best
+
+
+def print_parts(modules: dict[str, torch.nn.Module], scripted: dict[str, torch.jit.ScriptModule],
+                x: np.ndarray) -> None:
+    """Each DDSP profile's forward cut into its parts, each scripted alone and called on the
+    inputs it gets in ``forward`` (a buffer of the test signal), with its operator count; and the
+    operator count of every model's forward."""
+    buffer = torch.from_numpy(np.ascontiguousarray(x[..., 4 * BUFFER: 5 * BUFFER]))
+    print(f"\noperators per forward call (buffer {BUFFER}):")
+    for name, compiled in scripted.items():
+        print(f"  {name:<16} {operator_count(compiled, buffer):5d}")
+    for name, module in modules.items():
+        if not isinstance(module, DDSP):
+            continue
+        with torch.inference_mode():
+            controls = module.features(buffer)
+            amplitudes, magnitudes = module.decoder(controls[:, 0], controls[:, 1])
+        parts = {"features": (module.analysis, (buffer,)),
+                 "decoder": (module.decoder, (controls[:, 0], controls[:, 1])),
+                 "harmonic": (module.harmonic, (controls[:, 0], amplitudes)), "noise": (module.noise, (magnitudes,)),
+                 "forward": (module, (buffer,))}
+        print(f"\n{name}: part, ms per buffer (CPU), operators, us per operator")
+        for part, (layer, inputs) in parts.items():
+            alone = torch.jit.script(copy.deepcopy(layer))
+            seconds = call_seconds(alone, *inputs)
+            count = operator_count(alone, *inputs)
+            print(f"  {part:<10} {1000 * seconds:8.3f} {count:6d} {1e6 * seconds / count:8.1f}")
 
 
 def onnxruntime_version() -> str:
