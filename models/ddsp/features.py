@@ -114,6 +114,9 @@ class Yin(nn.Module):
         self.threshold = threshold
         self.register_buffer("lags", torch.arange(self.tau_max + 1, dtype=torch.float64), persistent=False)
         self.register_buffer("neighbours", torch.tensor([-1, 0, 1]), persistent=False)
+        # the search's key of a dip at each searched lag: negative, rising with the lag
+        searched = self.tau_max - self.tau_min
+        self.register_buffer("dip_ranks", torch.arange(searched, dtype=torch.float64) - searched, persistent=False)
 
     def forward(self, frames: torch.Tensor, functional: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, F, span) -> f0 (B, F) in Hz, aperiodicity (B, F) in [0, 1].
@@ -148,10 +151,9 @@ class Yin(nn.Module):
         bend = before - 2.0 * inner + after
         bottom = torch.where(bend > 1e-9, inner - (before - after).pow(2) / (8.0 * bend.clamp_min(1e-9)), inner)
         dip = (bottom < self.threshold) & (inner < before) & (inner <= after)
-        found = dip.any(-1)
-        first = torch.argmax(dip.to(torch.int32), -1)
-        best = torch.argmin(inner, -1)
-        index = torch.where(found, first, best) + lo  # the chosen lag
+        # the first dip, else the global minimum, as one argmin: dips rank below every d' (>= 0),
+        # the earliest lowest
+        index = torch.argmin(torch.where(dip, self.dip_ranks, inner), -1) + lo  # the chosen lag
         # refine on the raw difference (as YIN does): the normalisation tilts d' and biases the vertex
         around = difference.gather(-1, index.unsqueeze(-1) + self.neighbours)  # lags index - 1 .. + 1
         y0, y1, y2 = around[..., 0], around[..., 1], around[..., 2]

@@ -55,8 +55,12 @@ class Harmonic(Stateful):
         self.streaming = streaming
         self.nyquist = sample_rate / 2.0
         self.table_size = TABLE_SIZE
-        self.phase_unit = float(PHASE_ONE)  # TorchScript reads no globals
         self.phase_one = PHASE_ONE
+        # the phase arithmetic's scales, in table points (exact: powers of two times 1 / rate)
+        self.table_points = float(TABLE_SIZE)
+        self.points_per_hz_sample = (1.0 / sample_rate) * TABLE_SIZE
+        self.unit_per_point = float(PHASE_ONE // TABLE_SIZE)
+        self.point_per_unit = 1.0 / (PHASE_ONE // TABLE_SIZE)
         # row 0 of the controls is f0, here harmonic 0: its coefficient 0 is the tables' DC
         numbers = torch.arange(0, n_harmonics + 1, dtype=torch.float64)
         self.register_buffer("numbers", numbers.float(), persistent=False)
@@ -92,15 +96,17 @@ class Harmonic(Stateful):
             f_before = before[:, 0].double()
             f_now = controls[:, 0].double()
             per_sample = torch.lerp(f_before.unsqueeze(-1), f_now.unsqueeze(-1), self.ramp)  # (B, F, H)
-            within = torch.cumsum(per_sample, -1) * (1.0 / self.sample_rate)  # cycles
-            # the fraction of a cycle each block advances (remainder: in [0, 1] for any sign)
-            steps = torch.round(torch.remainder(within[..., -1], 1.0) * self.phase_unit).long()  # (B, F)
+            # phases in table points (N per cycle): N is a power of two, so every product and
+            # remainder below is the one in cycles scaled exactly, bit for bit
+            within = torch.cumsum(per_sample, -1) * self.points_per_hz_sample
+            # the fraction of a cycle each block advances (remainder: in [0, N] for any sign)
+            steps = torch.round(torch.remainder(within[..., -1], self.table_points) * self.unit_per_point).long()
             ends = start_phase + torch.cumsum(steps, -1)
             # wrapped to one cycle; the counts are never negative, so a remainder is the bit mask
             # (an ONNX opset 17 op, where BitwiseAnd is not)
             starts = torch.remainder(ends - steps, self.phase_one)
-            phase = torch.remainder(starts.double().unsqueeze(-1) * (1.0 / self.phase_unit) + within, 1.0)
-            position = phase * self.table_size  # in [0, N]: the tables repeat their first 2 points
+            # in [0, N]: the tables repeat their first 2 points
+            position = torch.remainder(starts.double().unsqueeze(-1) * self.point_per_unit + within, self.table_points)
             index = position.long()
             fraction = (position - index.double()).float()
             # flat positions of the 4 values each sample reads, (B, F, H, 4); the clamp keeps a
