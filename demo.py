@@ -105,7 +105,6 @@ def _export_and_patch(run: Path, exports: Path, name: str, targets: tuple[str, .
     for path in written:
         if path.suffix in MODEL_SUFFIXES:
             checked = "structural" if quick else "all"
-            checked = "structural" if quick else "all"
             echo(f"    {path.name}: {checked} host checks passed (`tildekit check {path.name}`)")
     model = exports / f"{name}.ts"
     echo(textwrap.indent(describe_file(model), "    "))
@@ -252,7 +251,6 @@ def run_ddsp_demo(out_dir: str | Path, steps: int = DDSP_DEMO_STEPS, seconds_of_
                   echo: Callable[[str], None] = print, progress: bool = True,
                   overrides: list[str] | None = None) -> dict[str, Path]:
     """:func:`run_demo` for DDSP timbre transfer (``overrides``: profile fields, e.g. a smaller model)."""
-
     from tildekit.export.evaluate import evaluate
     from tildekit.models.config import load_profile
     from tildekit.models.synthetic import write_monophonic_folder
