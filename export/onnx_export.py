@@ -39,8 +39,8 @@ from tildekit.errors import TildekitError
 from tildekit.export.card_io import set_onnx_card
 from tildekit.export.core import ExportCore
 from tildekit.export.onnx_runtime import (
-    BATCH,
     ATTRIBUTE_INPUTS,
+    BATCH,
     INPUT,
     META_BATCH,
     META_BUFFER,

@@ -119,7 +119,7 @@ def _check_reference(runner: OnnxCallRunner, info: OnnxInfo, reference, samples:
             start += size
             for name, value in setting.items():
                 setattr(reference, name, value)
-            y, state = runner.run(chunk, state, {**attrs, **runner.attributes(knobs=setting)})
+            y, state = runner.run(chunk, state, runner.attributes(temperature, bias, scale, knobs=setting))
             with torch.no_grad():
                 expected = getattr(reference, method)(torch.from_numpy(chunk.astype(np.float32))).numpy()
             if y.shape != expected.shape:
