@@ -103,7 +103,7 @@ def _check_reference(runner: OnnxCallRunner, info: OnnxInfo, reference, samples:
     sizes = [step] * 3 if info.buffer is not None else [step, q, 3 * q, step]
     if not info.streaming:
         sizes = [sum(sizes)]
-    settings = [{}] * len(sizes)
+    settings: list[dict[str, float]] = [{}] * len(sizes)
     if knob_inputs(card):  # knobs move between buffers: defaults, all up, all down, random
         sizes += [step] * (KNOB_MOVES - len(sizes)) if info.streaming else []
         settings = knob_settings(info, len(sizes), seed=1)

@@ -252,14 +252,14 @@ class OnnxStreamer:
     def _attribute_array(self, name: str, values: Sequence[float] | float) -> np.ndarray:
         knob = self.knobs.get(name)
         if knob is not None:  # checked before float32 rounding: a range's ends stay inside it
-            flat = np.asarray(values, dtype=np.float64).reshape(-1)
-            value = float(flat[0]) if flat.size == 1 else math.nan
+            exact = np.asarray(values, dtype=np.float64).reshape(-1)
+            value = float(exact[0]) if exact.size == 1 else math.nan
             low = -math.inf if knob.minimum is None else knob.minimum
             high = math.inf if knob.maximum is None else knob.maximum
             if not low <= value <= high:  # NaN included
                 raise TildekitError(f"{name} takes 1 value from {low:g} to {high:g}, got "
-                                    f"{', '.join(f'{v:g}' for v in flat.tolist()) or 'none'}")
-            return flat.astype(np.float32).reshape(())
+                                    f"{', '.join(f'{v:g}' for v in exact.tolist()) or 'none'}")
+            return exact.astype(np.float32).reshape(())
         flat = np.asarray(values, dtype=np.float32).reshape(-1)
         if name == TEMPERATURE:
             if flat.size != 1:

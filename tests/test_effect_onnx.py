@@ -196,7 +196,20 @@ def test_other_cores_follow_knob_moves_as_the_nn_file_does(core: str, tmp_path: 
     assert float(np.abs(onnx_out - _play(_NnFile(tmp_path / "fx.ts"), x, 256, moves)).max()) <= 1e-5
 
 
+def test_tildekit_export_onnx_and_check_an_effect_run(run, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    exported = CliRunner().invoke(cli, ["export", str(run), "--target", "onnx", "--out", str(out), "--name", "od",
+                                        "--buffer", "512"])
+    assert exported.exit_code == 0, exported.output
+    assert sorted(p.name for p in out.iterdir()) == ["od.forward.state.npz", "od.onnx"]
+    checked = CliRunner().invoke(cli, ["check", str(out / "od.onnx")])
+    assert checked.exit_code == 0 and "FAIL" not in checked.output, checked.output
+    assert "inputs and outputs" in checked.output
+
+
+@pytest.mark.slow
 def test_tildekit_export_all_and_check_an_effect_run(run, tmp_path: Path) -> None:
+    """Every target with the full checks (every host buffer and rate for nn~ and Neutone)."""
     out = tmp_path / "out"
     exported = CliRunner().invoke(cli, ["export", str(run), "--target", "all", "--out", str(out), "--name", "od",
                                         "--buffer", "512"])
