@@ -158,8 +158,8 @@ class StateGraph(nn.Module):
 
     def forward(self, x: torch.Tensor, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         count = len(self.attribute_names)
-        # temperature replaces ExportCore's float, latent_bias / latent_scale its buffers; a knob
-        # the adapter's float (export/effect_export.KnobInputs)
+        # temperature replaces ExportCore's float, latent_bias / latent_scale its buffers; each
+        # knob input an effect adapter's float attribute (export/effect_export.KnobInputs)
         for name, value in zip(self.attribute_names, inputs[:count]):
             setattr(self.core, name, value)
         for slot, state in zip(self.slots, inputs[count:]):

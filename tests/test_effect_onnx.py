@@ -284,7 +284,6 @@ def test_the_engine_plays_the_onnx_file_with_knobs_from_osc_over_udp(run, export
     assert np.max(np.abs(played - reference)) <= 1e-5
 
 
-@pytest.mark.slow
 def test_the_pi_bundle_takes_an_effect_onnx_file(exported, tmp_path: Path) -> None:
     from tildekit.patches.write import write_patches
     from tildekit.scripting.bundle import make_bundle
@@ -294,3 +293,16 @@ def test_the_pi_bundle_takes_an_effect_onnx_file(exported, tmp_path: Path) -> No
     files = {p.name for p in out.iterdir()}
     assert {"fx.onnx", "fx.forward.state.npz", "fx.ts", "start.sh", "README.md", "fx-forward.pd"} <= files
     assert "fx.onnx" in (out / "start.sh").read_text()
+
+
+@pytest.mark.slow
+def test_the_pi_bundle_takes_an_effect_run_dir(run, tmp_path: Path) -> None:
+    from tildekit.scripting.bundle import make_bundle
+
+    lines: list[str] = []
+    out = tmp_path / "run-pi"
+    make_bundle(run, out, progress=lines.append)
+    graphs = list(out.glob("*.onnx"))
+    assert len(graphs) == 1 and read_card(graphs[0]).family == "effect"
+    assert graphs[0].with_name(graphs[0].name.replace(".onnx", ".forward.state.npz")).is_file()
+    assert any("'effect-raspberry' profile is sized for a Pi 4" in line for line in lines)  # trained on effect-tcn
