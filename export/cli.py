@@ -99,7 +99,7 @@ def _short_labels(labels: list[str], keep: int = 3) -> str:
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--target", type=click.Choice(TARGETS), default="nn", show_default=True,
               help="nn: nn~ TorchScript (.ts); neutone: Neutone FX (.nm); onnx: ONNX graphs with "
-                   "explicit state (autoencoder runs); all: every target that takes the run's model family.")
+                   "explicit state; all: every target that takes the run's model family.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("."), show_default=True,
               help="Folder to write the files into (created if missing).")
 @click.option("--name", default=None, help="File name stem and model name. [default: the run dir's name]")
@@ -117,7 +117,7 @@ def export_command(run_dir: Path, target: str, out_dir: Path, name: str | None,
                    latent_dims: int | None, fidelity: float | None, buffer: int, quick: bool) -> None:
     """Export the newest checkpoint of RUN_DIR for nn~, Neutone FX and/or ONNX.
 
-    Autoencoder runs export to every target; DDSP runs to nn~ and Neutone (ONNX not yet).
+    Autoencoder, DDSP and effect runs export to every target.
 
     Every file is loaded back the way its host loads it and checked (`tildekit check`)
     before it is moved into place; a failing export writes nothing.

@@ -5,8 +5,8 @@
 and one plain float attribute per knob, named after it, which ``forward`` hands to the model on
 every call (the model's smoother then glides to it, so a knob move does not click). nn~ gets
 every knob as an attribute; Neutone FX has four knobs and gets the first four (the card's
-``extra.neutone_left_out`` and the Neutone export's warning name the others); ONNX refuses
-the family.
+``extra.neutone_left_out`` and the Neutone export's warning name the others); ONNX traces
+:class:`KnobInputs`, the same adapter with every knob a scalar input of the graph.
 
 The adapter's knob attributes and the line that hands them over are generated per model:
 TorchScript reads and writes module attributes by name only.
@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from tildekit.errors import TildekitError
 from tildekit.export.exportable import StreamingExport, prepare_streaming
 from tildekit.export.model_card import card_from_exportable
+from tildekit.export.onnx_runtime import INPUT, OUTPUT
 from tildekit.models.contract.attributes import RESET
 from tildekit.models.contract.card import AttributeSpec, MethodSpec, ModelCard
 from tildekit.models.contract.names import identifier_problem, shown, text_problem
@@ -40,9 +41,19 @@ class EffectKnobs(nn.Module):
     """``forward(x)``: the model at the knob attributes' values; ``reset_state()`` clears the
     model's caches, recurrent state and knob smoother. Built by :func:`knob_module`."""
 
+    __jit_unused_properties__ = ["sample_rate", "channels"]  # for the exporters' checks, not scripted
+
     def __init__(self, model: EffectModel) -> None:
         super().__init__()
         self.model = model
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.model.sample_rate)
+
+    @property
+    def channels(self) -> int:
+        return 1
 
     def forward(self, x: Tensor) -> Tensor:
         self.push_knobs()
@@ -54,6 +65,30 @@ class EffectKnobs(nn.Module):
     @torch.jit.export
     def reset_state(self) -> None:
         self.model.reset()
+
+
+class KnobInputs(EffectKnobs):
+    """What the ONNX exporter traces (export/target_onnx.py): the exporter sets each knob
+    attribute to a graph input (a scalar tensor, export/onnx_export.StateGraph), and the model's
+    knob buffer is reassigned from them, clamped to the knobs' ranges, not written in place."""
+
+    def push_knobs(self) -> None:
+        model = self.model
+        values = torch.stack([torch.as_tensor(getattr(self, name), dtype=torch.float32)
+                              for name in model.knob_names])
+        low, high = (torch.tensor(ends, dtype=torch.float32) for ends in zip(*model.knob_ranges))
+        model.knob_values = torch.minimum(torch.maximum(values, low), high)
+
+
+def knob_graph(module: nn.Module) -> KnobInputs:
+    """The graph form of an :class:`EffectKnobs` adapter, on the same model and knob values."""
+    if not isinstance(module, EffectKnobs):
+        raise TildekitError(f"an effect export's module is an EffectKnobs adapter, not {type(module).__name__}")
+    model: Any = module.model
+    graph = KnobInputs(model)
+    for name in model.knob_names:
+        setattr(graph, name, getattr(module, name))
+    return graph
 
 
 _PUSH_TEMPLATE = '''
@@ -81,7 +116,8 @@ def check_knobs(knobs: Sequence[KnobRange]) -> None:
     attribute and nn~ method names (``get_NAME`` / ``set_NAME``), so it must be an identifier the
     adapter does not use; each range must be finite and not empty, its unit short plain text."""
     names = [k.name for k in knobs]
-    taken = set(dir(EffectKnobs)) | {"model", "training", RESET}
+    # ONNX names the audio input and output x and y; each knob is an input named after it
+    taken = set(dir(KnobInputs)) | {"model", "training", RESET, INPUT, OUTPUT}
     for knob in knobs:
         name = knob.name
         problem = identifier_problem(name)

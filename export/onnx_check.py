@@ -15,7 +15,7 @@ import numpy as np
 
 from tildekit.errors import TildekitError
 from tildekit.export.check_result import CheckResult
-from tildekit.export.onnx_runtime import INPUT, OUTPUT, OnnxInfo, graph_attributes, make_session
+from tildekit.export.onnx_runtime import INPUT, OUTPUT, OnnxInfo, graph_attributes, knob_inputs, make_session
 from tildekit.models.contract.attributes import LATENT_BIAS, LATENT_SCALE, TEMPERATURE
 
 TOLERANCE = 1e-4  # max |difference| between consecutive calls and one call (and vs TorchScript)
@@ -84,11 +84,14 @@ class OnnxCallRunner:
         return {s.name: s.zeros(batch) for s in self.info.states}
 
     def attributes(self, temperature: float = 0.0, bias: np.ndarray | None = None,
-                   scale: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                   scale: np.ndarray | None = None, knobs: dict[str, float] | None = None) -> dict[str, np.ndarray]:
+        """The graph's attribute inputs: these values, knobs at ``knobs`` or their defaults."""
         k = self.info.card.latent_size
         values = {TEMPERATURE: np.array(temperature, np.float32),
                   LATENT_BIAS: np.zeros(k, np.float32) if bias is None else bias.astype(np.float32),
                   LATENT_SCALE: np.ones(k, np.float32) if scale is None else scale.astype(np.float32)}
+        setting = {**knob_settings(self.info)[0], **(knobs or {})}
+        values.update({name: np.array(value, np.float32) for name, value in setting.items()})
         names = {i.name for i in self.session.get_inputs()}
         return {k: v for k, v in values.items() if k in names}
 
@@ -100,6 +103,24 @@ class OnnxCallRunner:
 
 def check_batches(info: OnnxInfo) -> tuple[int, ...]:
     return CHECK_BATCHES if info.batch is None else (info.batch,)
+
+
+def knob_settings(info: OnnxInfo, count: int = 1, seed: int = 0) -> list[dict[str, float]]:
+    """``count`` settings of the graph's knob inputs: the defaults, every knob at its maximum,
+    at its minimum, then random settings within the ranges."""
+    knobs = [a for a in info.card.attributes if a.name in knob_inputs(info.card)]
+    rng = np.random.default_rng(seed)
+    settings = []
+    for i in range(count):
+        setting = {}
+        for knob in knobs:
+            low, high = knob.minimum, knob.maximum
+            if i == 0 or low is None or high is None:
+                setting[knob.name] = float(knob.default[0])
+            else:
+                setting[knob.name] = float(high if i == 1 else low if i == 2 else rng.uniform(low, high))
+        settings.append(setting)
+    return settings
 
 
 def call_quantum(info: OnnxInfo) -> int:
@@ -123,7 +144,7 @@ def check_signal(info: OnnxInfo, batch: int, frames: int, seed: int = 0) -> np.n
 def _check_signature(session, info: OnnxInfo, record) -> bool:
     inputs = [i.name for i in session.get_inputs()]
     outputs = [o.name for o in session.get_outputs()]
-    expected_in = [INPUT, *graph_attributes(info.card.family, info.method), *[s.name for s in info.states]]
+    expected_in = [INPUT, *graph_attributes(info.card, info.method), *[s.name for s in info.states]]
     expected_out = [OUTPUT, *[s.output_name for s in info.states]]
     channels = session.get_inputs()[0].shape[1] if inputs else None
     spec = info.card.methods[info.method]

@@ -39,6 +39,7 @@ from tildekit.errors import TildekitError
 from tildekit.export.card_io import set_onnx_card
 from tildekit.export.core import ExportCore
 from tildekit.export.onnx_runtime import (
+    ATTRIBUTE_INPUTS,
     BATCH,
     INPUT,
     META_BATCH,
@@ -50,13 +51,13 @@ from tildekit.export.onnx_runtime import (
     OUTPUT,
     STATE_IN,
     StateSpec,
-    graph_attributes,
+    knob_inputs,
     states_to_json,
 )
 from tildekit.models.autoencoder import build_model, remove_weight_norm
 from tildekit.models.config import ModelConfig
 from tildekit.models.contract.attributes import LATENT_BIAS, LATENT_SCALE, TEMPERATURE
-from tildekit.models.contract.card import DEFAULT_FAMILY, MethodSpec, ModelCard
+from tildekit.models.contract.card import MethodSpec, ModelCard
 from tildekit.models.contract.hosts import DEFAULT_BUFFER
 from tildekit.models.streaming import MAX_BATCH_SIZE, Stateful, set_functional, set_gemm, stateful_layers
 
@@ -88,25 +89,51 @@ class StateSlot:
         return StateSpec(f"{STATE_IN}{index}", self.sizes(BATCH), str(self.dtype).replace("torch.", ""), self.path)
 
 
-def all_state_slots(core: nn.Module) -> list[StateSlot]:
+def all_state_slots(core: nn.Module, batch_axes: dict[str, int | None] | None = None) -> list[StateSlot]:
+    """Every state of ``core``'s stateful layers; ``batch_axes`` (by path) as :func:`probe_batch_axes`
+    finds them, else a guess: the first axis of MAX_BATCH_SIZE of a state with two axes or more."""
     paths = {id(m): p for p, m in core.named_modules()}
     slots = []
     for layer in stateful_layers(core):
         for attribute in layer.state_names:
             value = getattr(layer, attribute)
+            path = f"{paths[id(layer)]}.{attribute}"
             # states hold MAX_BATCH_SIZE streams on one axis (cached paddings (B, C, L), a GRU's
             # hidden state (1, B, H)); counters are shared by all streams
             axes = [axis for axis, size in enumerate(value.shape) if size == MAX_BATCH_SIZE]
             batch_axis = axes[0] if value.dim() >= 2 and axes else None
-            slots.append(StateSlot(layer, attribute, f"{paths[id(layer)]}.{attribute}", tuple(value.shape),
-                                   batch_axis, value.dtype))
+            if batch_axes is not None and path in batch_axes:
+                batch_axis = batch_axes[path]
+            slots.append(StateSlot(layer, attribute, path, tuple(value.shape), batch_axis, value.dtype))
     return slots
 
 
-def attribute_inputs(core: nn.Module, method: str) -> tuple[str, ...]:
-    """The attributes a method's graph takes as inputs (onnx_runtime.graph_attributes): ExportCore's
-    (other families' attributes are read from the module and fixed in the graph)."""
-    return graph_attributes(DEFAULT_FAMILY if isinstance(core, ExportCore) else "", method)
+def probe_batch_axes(graph: StateGraph, x: torch.Tensor, attributes: Sequence[torch.Tensor]
+                     ) -> dict[str, int | None]:
+    """The batch axis of each state the method reassigns: where a call on ``x`` (a batch other
+    than MAX_BATCH_SIZE) leaves as many rows as ``x`` has from the MAX_BATCH_SIZE rows it was
+    fed. A guess from sizes alone fails when another axis also has MAX_BATCH_SIZE entries (the
+    cache of a causal conv whose ``(k - 1) d`` is 64, a state of 64 channels)."""
+    fed = [getattr(slot.layer, slot.attribute).clone() for slot in graph.slots]
+    with torch.no_grad():
+        new = graph(x, *attributes, *fed)[1:]
+    axes: dict[str, int | None] = {}
+    for slot, before, after in zip(graph.slots, fed, new):
+        if after is before or after.dim() != before.dim():
+            continue
+        changed = [axis for axis in range(before.dim()) if before.shape[axis] != after.shape[axis]]
+        if changed == [] or (len(changed) == 1 and after.shape[changed[0]] == x.shape[0]):
+            axes[slot.path] = changed[0] if changed else None
+    return axes
+
+
+def attribute_inputs(core: nn.Module, method: str, card: ModelCard | None = None) -> tuple[str, ...]:
+    """The attributes a method's graph takes as inputs (onnx_runtime.graph_attributes): ExportCore's,
+    a knob family's knobs (from ``card``); other families' attributes are read from the module
+    and fixed in the graph."""
+    if isinstance(core, ExportCore):
+        return ATTRIBUTE_INPUTS.get(method, ())
+    return knob_inputs(card) if card is not None else ()
 
 
 def method_io(core: nn.Module, method: str, spec: MethodSpec | None = None) -> tuple[int, int]:
@@ -121,16 +148,18 @@ def method_io(core: nn.Module, method: str, spec: MethodSpec | None = None) -> t
 class StateGraph(nn.Module):
     """``forward(x, *attributes, *states) -> (y, *new_states)`` for one method of a streaming module."""
 
-    def __init__(self, core: nn.Module, method: str, slots: Sequence[StateSlot]) -> None:
+    def __init__(self, core: nn.Module, method: str, slots: Sequence[StateSlot], card: ModelCard | None = None
+                 ) -> None:
         super().__init__()
         self.core = core
         self.method = method
-        self.attribute_names = attribute_inputs(core, method)
+        self.attribute_names = attribute_inputs(core, method, card)
         self.slots = list(slots)  # their layers are already submodules of core
 
     def forward(self, x: torch.Tensor, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         count = len(self.attribute_names)
-        # temperature replaces ExportCore's float, latent_bias / latent_scale its buffers
+        # temperature replaces ExportCore's float, latent_bias / latent_scale its buffers; each
+        # knob input an effect adapter's float attribute (export/effect_export.KnobInputs)
         for name, value in zip(self.attribute_names, inputs[:count]):
             setattr(self.core, name, value)
         for slot, state in zip(self.slots, inputs[count:]):
@@ -139,10 +168,13 @@ class StateGraph(nn.Module):
         return (y, *[getattr(slot.layer, slot.attribute) for slot in self.slots])
 
 
-def attribute_examples(core: nn.Module, method: str) -> list[torch.Tensor]:
-    names = attribute_inputs(core, method)
+def attribute_examples(core: nn.Module, method: str, card: ModelCard | None = None) -> list[torch.Tensor]:
+    names = attribute_inputs(core, method, card)
     if not names:
         return []
+    if not isinstance(core, ExportCore):  # knobs: each at its default
+        assert card is not None
+        return [torch.tensor(float(card.attribute(name).default[0])) for name in names]
     values = {TEMPERATURE: torch.tensor(TRACE_TEMPERATURE),
               LATENT_BIAS: torch.zeros(core.latent_size),
               LATENT_SCALE: torch.ones(core.latent_size)}
@@ -155,23 +187,26 @@ def example_input(core: nn.Module, method: str, batch: int, samples: int, spec: 
     return torch.randn(batch, channels, samples // ratio)
 
 
-def state_graph(core: nn.Module, method: str, streaming: bool, samples: int, spec: MethodSpec | None = None
-                ) -> tuple[StateGraph, list[StateSlot]]:
+def state_graph(core: nn.Module, method: str, streaming: bool, samples: int, spec: MethodSpec | None = None,
+                card: ModelCard | None = None) -> tuple[StateGraph, list[StateSlot]]:
     """A private copy of ``core`` wrapped for ``method``, with the state slots the method uses."""
     work = copy.deepcopy(core).eval()
     native_convolutions(work)
     if not streaming:
-        return StateGraph(work, method, []), []
+        return StateGraph(work, method, [], card), []
     set_functional(work, True)
-    slots = all_state_slots(work)
+    attributes = attribute_examples(work, method, card)
+    batch_axes = probe_batch_axes(StateGraph(work, method, all_state_slots(work), card),
+                                  example_input(work, method, 3, samples, spec), attributes)
+    slots = all_state_slots(work, batch_axes)
     batch = 2
     fed = [slot.zeros(batch) for slot in slots]
-    graph = StateGraph(work, method, slots)
+    graph = StateGraph(work, method, slots, card)
     with torch.no_grad():
-        graph(example_input(work, method, batch, samples, spec), *attribute_examples(work, method), *fed)
+        graph(example_input(work, method, batch, samples, spec), *attributes, *fed)
     # a method's state is what it reassigned; the rest belongs to other methods
     used = [slot for slot, tensor in zip(slots, fed) if getattr(slot.layer, slot.attribute) is not tensor]
-    return StateGraph(work, method, used), used
+    return StateGraph(work, method, used, card), used
 
 
 def native_convolutions(model: nn.Module) -> None:
@@ -211,18 +246,18 @@ class GraphShape:
 
 
 def export_graph(core: nn.Module, method: str, streaming: bool, shape: GraphShape = GraphShape(),
-                 spec: MethodSpec | None = None) -> tuple[bytes, list[StateSpec]]:
+                 spec: MethodSpec | None = None, card: ModelCard | None = None) -> tuple[bytes, list[StateSpec]]:
     """The ONNX bytes of one method and the specs of its state inputs.
 
     ``core``: ExportCore, or another family's streaming module with ``spec``, the method's card
-    entry (its input channels and ratio)."""
-    graph, slots = state_graph(core, method, streaming, shape.buffer, spec)
+    entry (its input channels and ratio), and for a knob family its ``card`` (the knob inputs)."""
+    graph, slots = state_graph(core, method, streaming, shape.buffer, spec, card)
     # a dynamic batch is traced with 2, not 1: a traced size of 1 could be taken for a broadcast
     batch = shape.batch or 2
-    args = (example_input(core, method, batch, shape.buffer, spec), *attribute_examples(core, method),
+    args = (example_input(core, method, batch, shape.buffer, spec), *attribute_examples(core, method, card),
             *[slot.zeros(batch) for slot in slots])
     specs = [slot.spec(i) for i, slot in enumerate(slots)]
-    input_names = [INPUT, *attribute_inputs(core, method), *[s.name for s in specs]]
+    input_names = [INPUT, *attribute_inputs(core, method, card), *[s.name for s in specs]]
     output_names = [OUTPUT, *[s.output_name for s in specs]]
     dynamic_axes: dict[str, dict[int, str]] = {}
     batch_axis = {0: "batch"} if shape.batch is None else {}
@@ -338,7 +373,7 @@ def build_onnx(core: nn.Module, card: ModelCard, method: str, streaming: bool = 
     import onnx
 
     spec = card.methods[method]
-    data, specs = export_graph(core, method, streaming, shape, spec)
+    data, specs = export_graph(core, method, streaming, shape, spec, card)
     proto = onnx.load_from_string(data)
     set_onnx_card(proto, card)
     meta = {META_METHOD: method, META_STATE: states_to_json(specs), META_OPSET: str(OPSET),

@@ -20,13 +20,16 @@ from tildekit.export.onnx_check import (
     call_quantum,
     check_batches,
     check_signal,
+    knob_settings,
 )
 from tildekit.export.onnx_check import (
     check_onnx as check_onnx_contract,
 )
-from tildekit.export.onnx_runtime import OnnxInfo, graph_attributes
+from tildekit.export.onnx_runtime import OnnxInfo, graph_attributes, knob_inputs
 from tildekit.models.contract.attributes import TEMPERATURE
 from tildekit.models.streaming import reset_state, set_functional
+
+KNOB_MOVES = 5  # buffers compared when a graph takes knobs: one knob setting each
 
 
 class CoreMethods(nn.Module):
@@ -90,7 +93,7 @@ def _check_reference(runner: OnnxCallRunner, info: OnnxInfo, reference, samples:
                      quick: bool = False) -> None:
     card, method = info.card, info.method
     rng = np.random.default_rng(1)
-    temperature = 0.5 if TEMPERATURE in graph_attributes(card.family, method) else 0.0
+    temperature = 0.5 if TEMPERATURE in graph_attributes(card, method) else 0.0
     bias = rng.normal(0, 0.3, card.latent_size).astype(np.float32)
     scale = rng.uniform(0.5, 1.5, card.latent_size).astype(np.float32)
     attrs = runner.attributes(temperature, bias, scale)  # those the graph takes as inputs
@@ -100,17 +103,23 @@ def _check_reference(runner: OnnxCallRunner, info: OnnxInfo, reference, samples:
     sizes = [step] * 3 if info.buffer is not None else [step, q, 3 * q, step]
     if not info.streaming:
         sizes = [sum(sizes)]
-    if attrs:
+    settings: list[dict[str, float]] = [{}] * len(sizes)
+    if knob_inputs(card):  # knobs move between buffers: defaults, all up, all down, random
+        sizes += [step] * (KNOB_MOVES - len(sizes)) if info.streaming else []
+        settings = knob_settings(info, len(sizes), seed=1)
+    if TEMPERATURE in attrs:
         set_torch_attributes(reference.core, temperature, bias, scale)
     for batch in check_batches(info)[:1] if quick else check_batches(info):
         x = check_signal(info, batch, sum(sizes), seed=batch)
         reference.reset_state()
         state = runner.zeros(batch)
         worst, start = 0.0, 0
-        for size in sizes:
+        for size, setting in zip(sizes, settings):
             chunk = x[..., start: start + size]
             start += size
-            y, state = runner.run(chunk, state, attrs)
+            for name, value in setting.items():
+                setattr(reference, name, value)
+            y, state = runner.run(chunk, state, runner.attributes(temperature, bias, scale, knobs=setting))
             with torch.no_grad():
                 expected = getattr(reference, method)(torch.from_numpy(chunk.astype(np.float32))).numpy()
             if y.shape != expected.shape:
@@ -122,6 +131,8 @@ def _check_reference(runner: OnnxCallRunner, info: OnnxInfo, reference, samples:
             record(f"matches {what} (batch {batch})", worst <= TOLERANCE,
                    f"max |ONNX - torch| {worst:.2e} > {TOLERANCE} over buffers {sizes}")
     reference.reset_state()
+    for name, value in settings[0].items():  # the reference back at its defaults
+        setattr(reference, name, value)
 
 
 def set_torch_attributes(core, temperature: float, bias: np.ndarray, scale: np.ndarray) -> None:

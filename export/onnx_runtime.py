@@ -6,8 +6,9 @@ every runtime agree on it:
 - one graph per method (``NAME.onnx`` = forward, ``NAME.encode.onnx``, ``NAME.decode.onnx``);
 - inputs: ``x`` (batch, channels, time) float32 (time fixed to the export buffer unless the
   file was exported with a dynamic time axis), then the attributes the method uses
-  (autoencoders: ``temperature`` scalar; ``latent_bias``, ``latent_scale`` of K floats; other
-  families have their attributes fixed in the graph at their exported values), then the
+  (autoencoders: ``temperature`` scalar; ``latent_bias``, ``latent_scale`` of K floats; effects:
+  one scalar float per knob, named after it, in the card's order; other families have their
+  attributes fixed in the graph at their exported values), then the
   streaming state ``state_in.0 .. state_in.N-1`` (the batch on any one axis of a state);
 - outputs: ``y``, then ``state_out.0 ..`` in the same order: feed them back as the next
   call's ``state_in``. The initial state is zeros (also shipped as ``NAME.METHOD.state.npz``);
@@ -21,6 +22,7 @@ every runtime agree on it:
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,7 @@ import numpy as np
 from tildekit.errors import TildekitError
 from tildekit.models.contract.attributes import LATENT_BIAS, LATENT_SCALE, RESET, TEMPERATURE
 from tildekit.models.contract.card import CARD_ONNX_KEY, DEFAULT_FAMILY, CardError, ModelCard
+from tildekit.models.contract.names import shown
 
 if TYPE_CHECKING:  # imported when a session is made: `tildekit --help` stays fast
     import onnxruntime
@@ -54,11 +57,30 @@ ATTRIBUTE_INPUTS: dict[str, tuple[str, ...]] = {
     "encode": (TEMPERATURE,),
     "decode": (),
 }
+# families whose attributes of one float with a range (knobs) are scalar inputs of each graph
+KNOB_FAMILIES = ("effect",)
 
 
-def graph_attributes(family: str, method: str) -> tuple[str, ...]:
-    """The attribute inputs of a ``family`` model's ``method`` graph, in input order."""
-    return ATTRIBUTE_INPUTS.get(method, ()) if family == DEFAULT_FAMILY else ()
+def graph_attributes(card: ModelCard, method: str) -> tuple[str, ...]:
+    """The attribute inputs of ``card``'s ``method`` graph, in input order."""
+    if card.family == DEFAULT_FAMILY:
+        return ATTRIBUTE_INPUTS.get(method, ())
+    return knob_inputs(card)
+
+
+def knob_inputs(card: ModelCard) -> tuple[str, ...]:
+    """The knobs a graph takes as inputs, named after them: a knob family's attributes."""
+    if card.family not in KNOB_FAMILIES:
+        return ()
+    return tuple(a.name for a in card.attributes if a.name != RESET and a.types == ["float"]
+                 and a.minimum is not None and a.maximum is not None)
+
+
+def graph_name_problem(name: str) -> str | None:
+    """Why an attribute named ``name`` cannot be a graph input: the audio and state use the name."""
+    if name in (INPUT, OUTPUT) or name.startswith((STATE_IN, STATE_OUT)):
+        return f"is the name of the graph's audio or state ({INPUT}, {OUTPUT}, {STATE_IN}N, {STATE_OUT}N)"
+    return None
 
 
 def method_file_name(name: str, method: str) -> str:
@@ -179,9 +201,16 @@ class OnnxStreamer:
         defaults = {TEMPERATURE: [0.0], LATENT_BIAS: [0.0] * self.card.latent_size,
                     LATENT_SCALE: [1.0] * self.card.latent_size}  # neutral, if the card omits one
         defaults.update({a.name: a.default for a in self.card.attributes if a.name in defaults})
+        self.knobs = {a.name: a for a in self.card.attributes if a.name in knob_inputs(self.card)}
+        for name in self.knobs:  # the card is read from the file: its knob names are checked here too
+            problem = graph_name_problem(name)
+            if problem or name not in graph_inputs:
+                raise TildekitError(f"{self.path.name}: its knob {shown(name)} "
+                                    f"{problem or 'is not an input of its graph'}: re-export it")
+        defaults.update({name: knob.default for name, knob in self.knobs.items()})
         self.attributes: dict[str, np.ndarray] = {name: self._attribute_array(name, value)
                                                   for name, value in defaults.items()}
-        self.fed_attributes = [name for name in graph_attributes(self.card.family, self.method)
+        self.fed_attributes = [name for name in graph_attributes(self.card, self.method)
                                if name in graph_inputs]
         self.output_names = [OUTPUT] + [s.output_name for s in self.info.states]
         self.state: dict[str, np.ndarray] = {}
@@ -208,7 +237,8 @@ class OnnxStreamer:
         self.state = {s.name: s.zeros(self.batch) for s in self.info.states}
 
     def set_attribute(self, name: str, values: Sequence[float] | float | bool) -> None:
-        """Set ``temperature`` / ``latent_bias`` / ``latent_scale``; ``reset`` (true) clears the state."""
+        """Set ``temperature`` / ``latent_bias`` / ``latent_scale`` or a knob (within its range);
+        ``reset`` (true) clears the state."""
         if name == RESET:
             flag = values[0] if isinstance(values, (list, tuple)) else values
             if flag:
@@ -220,6 +250,16 @@ class OnnxStreamer:
         self.attributes[name] = self._attribute_array(name, values)
 
     def _attribute_array(self, name: str, values: Sequence[float] | float) -> np.ndarray:
+        knob = self.knobs.get(name)
+        if knob is not None:  # checked before float32 rounding: a range's ends stay inside it
+            exact = np.asarray(values, dtype=np.float64).reshape(-1)
+            value = float(exact[0]) if exact.size == 1 else math.nan
+            low = -math.inf if knob.minimum is None else knob.minimum
+            high = math.inf if knob.maximum is None else knob.maximum
+            if not low <= value <= high:  # NaN included
+                raise TildekitError(f"{name} takes 1 value from {low:g} to {high:g}, got "
+                                    f"{', '.join(f'{v:g}' for v in exact.tolist()) or 'none'}")
+            return exact.astype(np.float32).reshape(())
         flat = np.asarray(values, dtype=np.float32).reshape(-1)
         if name == TEMPERATURE:
             if flat.size != 1:

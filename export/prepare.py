@@ -85,7 +85,7 @@ def core_from_run(run_dir: str | Path, latent_dims: int | None = None, fidelity:
     run, name = _run_and_name(run_dir, name)
     if run.profile.family != "autoencoder":
         raise TildekitError(f"'{run.path}' is a {run.profile.family} run (profile {run.profile.name}): "
-                            f"`tildekit eval` and `tildekit bundle` take autoencoder runs only; "
+                            f"`tildekit eval` takes autoencoder runs only; "
                             f"`tildekit export` exports {run.profile.family} runs")
     return _autoencoder(run, name, latent_dims, fidelity)
 

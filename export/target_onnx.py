@@ -3,7 +3,8 @@ streaming state (``.npz``), built by export/onnx_export.py and checked with ONNX
 the TorchScript of the same module (export/onnx_reference.py).
 
 It takes the families whose streaming module traces in functional mode (every state reassigned,
-not written in place; docs/contracts.md §3): the autoencoder's ExportCore and DDSP."""
+not written in place; docs/contracts.md §3): the autoencoder's ExportCore, DDSP and effects
+(their knobs as graph inputs, export/effect_export.KnobInputs)."""
 
 from __future__ import annotations
 
@@ -22,18 +23,24 @@ from tildekit.export.check_result import CheckResult
 from tildekit.export.core import ExportCore
 from tildekit.export.ddsp_export import FAMILY as DDSP_FAMILY
 from tildekit.export.ddsp_export import METHOD_LABELS as DDSP_METHODS
+from tildekit.export.effect_export import FAMILY as EFFECT_FAMILY
+from tildekit.export.effect_export import knob_graph
 from tildekit.export.exportable import Exportable, require_matches_card
 from tildekit.export.onnx_export import GraphShape, build_onnx, whole_signal_core
 from tildekit.export.onnx_reference import check_onnx, reference_methods
-from tildekit.export.onnx_runtime import method_file_name, state_file_name
+from tildekit.export.onnx_runtime import graph_name_problem, knob_inputs, method_file_name, state_file_name
 from tildekit.export.target import Target, write_checked
 from tildekit.models.config import ModelConfig
 from tildekit.models.contract.attributes import METHODS
 from tildekit.models.contract.card import ModelCard
 from tildekit.models.contract.hosts import DEFAULT_BUFFER
+from tildekit.models.contract.names import shown
 
 # family -> its methods; a family's module must trace in functional mode (see the module docstring)
-FAMILY_METHODS: dict[str, tuple[str, ...]] = {"autoencoder": METHODS, DDSP_FAMILY: tuple(DDSP_METHODS)}
+FAMILY_METHODS: dict[str, tuple[str, ...]] = {"autoencoder": METHODS, DDSP_FAMILY: tuple(DDSP_METHODS),
+                                               EFFECT_FAMILY: ("forward",)}
+# family -> the module its graphs trace, when not the one nn~ scripts (the reference)
+GRAPH_MODULES: dict[str, Callable[[torch.nn.Module], torch.nn.Module]] = {EFFECT_FAMILY: knob_graph}
 
 
 class OnnxTarget(Target):
@@ -69,6 +76,10 @@ def validate_request(core: torch.nn.Module, card: ModelCard, shape: GraphShape) 
         require_matches_card(core, card)
     else:  # another family's module: its frame counts are traced, so its graphs take a fixed buffer
         require_matches_card(core, card, fields=("sample_rate", "channels"), methods=("forward",))
+        for name in knob_inputs(card):
+            problem = graph_name_problem(name)
+            if problem:
+                raise TildekitError(f"{card.name}: its knob {shown(name)} {problem}: rename the knob and train again")
         if shape.dynamic_time:
             raise TildekitError(f"{card.name}: a {card.family} ONNX graph takes a fixed buffer: leave the time "
                                 f"axis fixed (--buffer sets it)")
@@ -118,7 +129,7 @@ def _export_onnx(core: torch.nn.Module, card: ModelCard, out_dir: Path, name: st
         raise TildekitError(f"the model card lists none of the methods {', '.join(card.methods)}")
     reference: Any  # the scripted core streaming, the plain whole-signal one otherwise
     if streaming:
-        source = core
+        source = GRAPH_MODULES.get(card.family, lambda module: module)(core)
         with warnings.catch_warnings():  # torch 2.13 marks torch.jit.script deprecated; nn~ still needs it
             warnings.simplefilter("ignore", DeprecationWarning)
             reference = torch.jit.script(reference_methods(core))  # what nn~ runs: the TorchScript of the same core

@@ -144,7 +144,7 @@ def export_run(run_dir: str | Path, targets: tuple[str, ...] | list[str], out_di
     """Export the newest checkpoint of ``run_dir`` (any family with an export adapter).
 
     ``targets`` may contain "all": every target that takes the run's family; the targets left
-    out are named in one warning (a DDSP run: nn and neutone, ONNX not yet).
+    out are named in one warning.
     """
     from tildekit.export.prepare import exportable_from_run
 

@@ -62,6 +62,8 @@ PI_HEADROOM = 0.7
 MAX_PI_BUFFER = 16384
 WHEELS_DIR = "wheels"
 SERVED_RUNTIME = "onnx"  # what the Pi runs: the runtime install has ONNX Runtime, not torch
+# the profile sized for one Pi 4 core, per model family (models/profiles/)
+PI_PROFILES = {"autoencoder": "raspberry", "ddsp": "ddsp-raspberry", "effect": "effect-raspberry"}
 
 Progress = Callable[[str], None]
 
@@ -183,24 +185,29 @@ def _export_run(run_dir: Path, work: Path, progress: Progress) -> tuple[Path, Ca
     """Export a run dir's nn~ ``.ts`` to ``work``; returns it and a function that exports the ONNX
     graphs for a given buffer (fixed-size ONNX graphs run ~3x faster than dynamic ones)."""
     try:
-        from tildekit.export.prepare import core_from_run
+        from tildekit.export.prepare import exportable_from_run
     except ImportError as exc:
         raise TildekitError(f"{run_dir} is a run dir but this install cannot export runs ({exc}): "
                             f"export it with `tildekit export` and bundle the .ts file") from None
+    from tildekit.export.core import ExportCore
     from tildekit.export.target_nn import export_nn
-    from tildekit.export.target_onnx import export_onnx
+    from tildekit.export.target_onnx import OnnxTarget, export_onnx, unavailable
 
     progress(f"exporting {run_dir} ...")
-    core, card = core_from_run(run_dir)[:2]
-    if card.profile and card.profile != "raspberry":
-        progress(f"note: {run_dir} was trained with the {card.profile!r} profile; the 'raspberry' "
-                 f"profile is sized for a Pi 4 (tildekit train --profile raspberry)")
+    core, card = exportable_from_run(run_dir)
+    if not OnnxTarget().takes(card.family):
+        raise TildekitError(unavailable(card.name, card.family))
+    pi_profile = PI_PROFILES.get(card.family)
+    if card.profile and pi_profile and card.profile != pi_profile:
+        progress(f"note: {run_dir} was trained with the {card.profile!r} profile; the {pi_profile!r} "
+                 f"profile is sized for a Pi 4 (tildekit train --profile {pi_profile})")
     name = model_slug(card.name)
     ts_path = export_nn(core, card, work / f"{name}.ts")
+    module = core if isinstance(core, ExportCore) else core.module
 
     def onnx_for(buffer: int) -> Path:
         progress(f"exporting {name}.onnx for buffers of {buffer} ...")
-        export_onnx(core, card, work, name, buffer=buffer)
+        export_onnx(module, card, work, name, buffer=buffer)
         return work / f"{name}.onnx"
 
     return ts_path, onnx_for

@@ -115,5 +115,4 @@ FAMILIES: dict[str, Callable[[], tuple[Exportable, ModelCard]]] = {
 # (family, target) -> the words of the target's refusal: a family the target does not take yet.
 REFUSED: dict[tuple[str, str], str] = {
     ("gain", "onnx"): "ONNX export of gain models is not available yet",
-    ("effect", "onnx"): "ONNX export of effect models is not available yet",
 }

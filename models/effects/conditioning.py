@@ -64,15 +64,25 @@ class Smoother(Stateful):
         value = self.value[:batch]
         primed = self.primed[:batch]
         start = torch.where(primed.unsqueeze(1), value, target)
+        if self.functional:  # what the ONNX exporter traces: the state reassigned, every sample computed
+            out = target.unsqueeze(-1) if self.jump else self.glide(start, target, length)
+            self.value = out[..., -1]
+            self.primed = torch.ones_like(primed)
+            return out
         primed.fill_(True)
         if self.jump or bool(torch.equal(start, target)):
             value.copy_(target)
             return target.unsqueeze(-1)
-        steps = torch.arange(1, length + 1, dtype=target.dtype, device=target.device)
-        decay = torch.exp(steps * self.log_pole)
-        out = target.unsqueeze(-1) + (start - target).unsqueeze(-1) * decay
+        out = self.glide(start, target, length)
         value.copy_(out[..., -1])
         return out
+
+    def glide(self, start: torch.Tensor, target: torch.Tensor, length: int) -> torch.Tensor:
+        """(B, D) from ``start`` towards ``target`` -> (B, D, length); exactly ``target`` where
+        they are equal (a trace cannot skip the rows at rest as :meth:`forward` does)."""
+        steps = torch.arange(1, length + 1, dtype=target.dtype, device=target.device)
+        decay = torch.exp(steps * self.log_pole)
+        return target.unsqueeze(-1) + (start - target).unsqueeze(-1) * decay
 
     def reset_state(self) -> None:
         self.value.zero_()

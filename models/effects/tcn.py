@@ -57,10 +57,11 @@ class CausalConv(Stateful):
             past = self.past[:, :batch]
             padded = torch.cat([past, x], 0)
             tail = padded[padded.shape[0] - self.span:]
-            if self.functional:
+            if self.functional:  # traced for ONNX: one Conv node, not a slice per window
                 self.past = tail
-            else:
-                past.copy_(tail.detach() if tail.requires_grad else tail)
+                y = F.conv1d(padded.permute(1, 2, 0), self.weight, self.bias, dilation=self.dilation)
+                return y.permute(2, 0, 1).reshape(frames * batch, -1)
+            past.copy_(tail.detach() if tail.requires_grad else tail)
             # (T, B, C, span + 1) windows, every d-th tap: (T, B, C, k), ordered like the weight;
             # one copy (the reshape) and one GEMM
             windows = padded.unfold(0, self.span + 1, 1)
