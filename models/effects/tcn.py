@@ -31,6 +31,11 @@ import torch.nn.functional as F
 
 from tildekit.models.streaming import MAX_BATCH_SIZE, Stateful
 
+# Streaming FiLM folds into the conv's weight from this width: at 16 channels the fold (two ops
+# on the weight) beat the per-sample FiLM op by 1.14x a call, at 8 it lost by 0.89x
+# (benchmarks/effects_speed.py's effect-tcn and effect-raspberry, docs/effects.md)
+FOLD_MIN_CHANNELS = 16
+
 
 class CausalConv(Stateful):
     """Causal dilated conv, time-first (T, B, C_in) -> (T * B, C_out), ``nn.Conv1d``'s weight
@@ -112,6 +117,7 @@ class TCNBlock(nn.Module):
         self.mix = nn.Parameter(2.0 * scale * nn.Linear(channels, channels).weight.detach().t().contiguous())
         self.film = film
         self.channels = channels
+        self.fold = channels >= FOLD_MIN_CHANNELS
 
     def forward(self, h: torch.Tensor, cond: torch.Tensor, gains: torch.Tensor, offset: int) -> torch.Tensor:
         """h (T, B, C); cond time-first (T or 1, B, D); gains: ``exp`` of cond's log-gains
@@ -123,7 +129,7 @@ class TCNBlock(nn.Module):
             gain = gains[..., offset:offset + c]
             beta = cond[..., offset + c:offset + 2 * c]
             rest = torch.addcmul(beta, rest, gain)
-            if conv.streaming and batch == 1 and rest.shape[0] == 1:
+            if conv.streaming and batch == 1 and rest.shape[0] == 1 and self.fold:
                 # knobs at rest (the smoother done): FiLM folded into the conv's weight
                 y = conv.scaled(h, gain.reshape(c), rest.reshape(c)).view(frames, batch, c)
             else:
