@@ -1,5 +1,5 @@
 """Speed of the effect models' scripted streaming ``forward`` against the previous forms of the
-cores, in one run: 48 kHz, one thread, buffer 512 (the x-real-time column of
+cores and a baseline, in one run: 48 kHz, one thread, buffer 512 (the x-real-time column of
 benchmarks/effects.py).
 
     python benchmarks/effects_speed.py [--buffer 512] [--rounds 7] [--seconds 1.0]
@@ -9,8 +9,12 @@ on ``(B, C, T)`` with ``models/streaming.py``'s cached convs (``F.conv1d`` or an
 conv, 1x1 convs as convs), the GRU with transposes around ``nn.GRU``. ``after`` rows are the
 shipped cores. Every model has random weights and the same knobs; rounds are interleaved and
 the fastest round of each model is kept, so the ratios come from one run on one machine.
-x real time = audio seconds / wall seconds. The last rows time a bare ``nn.GRU`` per sample:
-torch runs a GRU one step at a time, which bounds any GRU core's speed at 48 kHz.
+x real time = audio seconds / CPU seconds of the calling thread (less disturbed by other
+processes on a shared machine than wall time). The ``raspberry`` autoencoder (exported core,
+buffer 2048, as benchmarks/models.py times it) runs in the same rounds: the ``vs raspberry``
+column is the load-independent figure to compare between runs and machines. The last rows
+time a bare ``nn.GRU`` per sample: torch runs a GRU one step at a time, which bounds any GRU
+core's speed at 48 kHz.
 """
 
 from __future__ import annotations
@@ -22,13 +26,16 @@ import warnings
 import torch
 import torch.nn as nn
 
-from tildekit.models.config import EffectConfig, load_profile
+from tildekit.models.config import EffectConfig, ModelConfig, load_profile
+from tildekit.models.effects.conditioning import FilmGenerator, Smoother
 from tildekit.models.effects.model import EffectModel, build_effect_model
 from tildekit.models.effects.reference import OVERDRIVE
 from tildekit.models.streaming import MAX_BATCH_SIZE, Layers, Stateful, reset_state
 
 RATE = 48000
 PROFILES = ("effect-tcn", "effect-raspberry", "effect-gru")
+BASELINE, BASELINE_BUFFER = "raspberry", 2048
+GRU_SIZES = (16, 32, 64)
 
 
 def apply_film(h: torch.Tensor, film: torch.Tensor, offset: int) -> torch.Tensor:
@@ -125,6 +132,9 @@ def before_model(name: str, conditioning: str) -> EffectModel:
         core = BeforeTCNCore(cfg.channels, cfg.kernel_size, list(cfg.dilations), len(OVERDRIVE.knobs), film)
     else:
         core = BeforeGRUCore(cfg.channels, len(OVERDRIVE.knobs), film)
+        if film:  # the first form's FiLM had a gain and a shift at both sites: 4 H parameters
+            setattr(model, "generator", FilmGenerator(len(OVERDRIVE.knobs), cfg.film_hidden, 4 * cfg.channels))  # noqa: B010
+            setattr(model, "smoother", Smoother(4 * cfg.channels, cfg.smoothing_ms, cfg.sample_rate))  # noqa: B010
     setattr(model, "core", core)  # noqa: B010 (the shipped attribute is typed as the new cores)
     reset_state(model)
     return model.eval()
@@ -146,11 +156,22 @@ class BareGRU(nn.Module):
 
 
 def one_round(model: torch.jit.ScriptModule, x: torch.Tensor, buffer: int) -> float:
-    began = time.perf_counter()
+    """x real time of one pass over ``x`` in ``buffer``-sample calls, by the thread's CPU time."""
+    began = time.thread_time()
     with torch.no_grad():
         for start in range(0, x.shape[-1], buffer):
             model(x[..., start:start + buffer])
-    return x.shape[-1] / RATE / (time.perf_counter() - began)
+    return x.shape[-1] / RATE / (time.thread_time() - began)
+
+
+def baseline_model() -> torch.jit.ScriptModule:
+    """The ``raspberry`` autoencoder's exported streaming core, scripted (random weights)."""
+    from tildekit.export.core import ExportCore
+    from tildekit.models.autoencoder import build_model
+
+    cfg = load_profile(BASELINE).model
+    assert isinstance(cfg, ModelConfig)
+    return torch.jit.script(ExportCore(build_model(cfg, True)).eval())
 
 
 def main() -> None:
@@ -167,23 +188,28 @@ def main() -> None:
         for conditioning in ("film", "concat"):
             models[f"{name} {conditioning} before"] = torch.jit.script(before_model(name, conditioning))
             models[f"{name} {conditioning} after"] = torch.jit.script(after_model(name, conditioning))
-    for hidden in (8, 16, 32):
+    for hidden in GRU_SIZES:
         models[f"bare nn.GRU hidden {hidden}"] = torch.jit.script(BareGRU(hidden).eval())
-    x = 0.1 * torch.randn(1, 1, int(args.seconds * RATE) // args.buffer * args.buffer)
+    models[BASELINE] = baseline_model()
+    x = 0.1 * torch.randn(1, 1, int(args.seconds * RATE) // BASELINE_BUFFER * BASELINE_BUFFER)
     best = dict.fromkeys(models, 0.0)
     for _ in range(args.rounds):
         for key, model in models.items():
-            best[key] = max(best[key], one_round(model, x, args.buffer))
-    print(f"x real time, scripted streaming forward, {RATE} Hz, 1 thread, buffer {args.buffer}, "
-          f"best of {args.rounds} interleaved rounds\n")
-    print(f"{'model':<30}{'before':>9}{'after':>9}{'ratio':>8}")
+            best[key] = max(best[key], one_round(model, x, BASELINE_BUFFER if key == BASELINE else args.buffer))
+    base = best[BASELINE]
+    print(f"x real time (thread CPU time), scripted streaming forward, {RATE} Hz, 1 thread, buffer "
+          f"{args.buffer}, best of {args.rounds} interleaved rounds; baseline: {BASELINE} autoencoder "
+          f"{base:.1f}x at buffer {BASELINE_BUFFER}\n")
+    print(f"{'model':<30}{'before':>9}{'after':>9}{'ratio':>8}{'vs ' + BASELINE:>15}")
     for name in PROFILES:
         for conditioning in ("film", "concat"):
             before, after = best[f"{name} {conditioning} before"], best[f"{name} {conditioning} after"]
-            print(f"{name + ' ' + conditioning:<30}{before:>9.1f}{after:>9.1f}{after / before:>8.2f}")
-    for hidden in (8, 16, 32):
+            print(f"{name + ' ' + conditioning:<30}{before:>9.1f}{after:>9.1f}{after / before:>8.2f}"
+                  f"{after / base:>15.3f}")
+    for hidden in GRU_SIZES:
         key = f"bare nn.GRU hidden {hidden}"
-        print(f"{key:<30}{'':>9}{best[key]:>9.1f}   ({1e6 / (best[key] * RATE):.1f} us per sample)")
+        print(f"{key:<30}{'':>9}{best[key]:>9.1f}{'':>8}{best[key] / base:>15.3f}   "
+              f"({1e6 / (best[key] * RATE):.1f} us per sample)")
 
 
 if __name__ == "__main__":

@@ -294,11 +294,12 @@ def test_esr() -> None:
     assert float(esr(y, 0.5 * y)) == pytest.approx(0.25)
 
 
-def test_film_tcn_keeps_silence_silent() -> None:
+@pytest.mark.parametrize("cfg", [SMALL_TCN, SMALL_GRU], ids=["tcn-film", "gru-film"])
+def test_film_cores_keep_silence_silent(cfg: EffectConfig) -> None:
     """No bias survives a silent input: the output is zero at any knob setting (the effects'
     too; up to float rounding, SIMD and scalar sigmoids differ in the last bit), where a leak
     would cost the log-magnitude STFT term in every pause."""
-    model = build_effect_model(SMALL_TCN, OVERDRIVE.knobs).eval()
+    model = build_effect_model(cfg, OVERDRIVE.knobs).eval()
     randomise_knob_paths(model, seed=4)
     silence = torch.zeros(3, 1, 4096)
     x = torch.from_numpy(render_pairs(OVERDRIVE, 3, 4096 / RATE, seed=2).dry).unsqueeze(1)

@@ -31,11 +31,16 @@ import torch.nn.functional as F
 
 from tildekit.models.streaming import MAX_BATCH_SIZE, Stateful
 
+# Streaming FiLM folds into the conv's weight from this width: at 16 channels the fold (two ops
+# on the weight) beat the per-sample FiLM op by 1.14x a call, at 8 it lost by 0.89x
+# (benchmarks/effects_speed.py's effect-tcn and effect-raspberry, docs/effects.md)
+FOLD_MIN_CHANNELS = 16
+
 
 class CausalConv(Stateful):
     """Causal dilated conv, time-first (T, B, C_in) -> (T * B, C_out), ``nn.Conv1d``'s weight
     layout (out, in, k). Streaming builds carry the last ``(k - 1) d`` input frames across calls
-    in ``past`` (frames, rows, channels)."""
+    in ``past`` (rows, frames, channels)."""
 
     state_names = ("past",)
 
@@ -48,31 +53,52 @@ class CausalConv(Stateful):
         self.taps, self.dilation = kernel_size, dilation
         self.span = (kernel_size - 1) * dilation
         self.streaming = streaming
-        self.register_buffer("past", torch.zeros(self.span if streaming else 0, MAX_BATCH_SIZE, in_channels),
+        # rows first, so one stream's cache is contiguous: time-first (span, MAX_BATCH_SIZE, C)
+        # put one stream's frames 64 rows (4 kB) apart, a page touched per frame of the cache
+        self.register_buffer("past", torch.zeros(MAX_BATCH_SIZE, self.span if streaming else 0, in_channels),
                              persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        frames, batch, channels = x.shape[0], x.shape[1], x.shape[2]
+        frames, batch = x.shape[0], x.shape[1]
         if self.streaming:
-            past = self.past[:, :batch]
-            padded = torch.cat([past, x], 0)
-            tail = padded[padded.shape[0] - self.span:]
             if self.functional:  # traced for ONNX: one Conv node, not a slice per window
-                self.past = tail
+                past = self.past[:batch].transpose(0, 1)
+                padded = torch.cat([past, x], 0)
+                self.past = padded[padded.shape[0] - self.span:].transpose(0, 1)
                 y = F.conv1d(padded.permute(1, 2, 0), self.weight, self.bias, dilation=self.dilation)
                 return y.permute(2, 0, 1).reshape(frames * batch, -1)
-            past.copy_(tail.detach() if tail.requires_grad else tail)
-            # (T, B, C, span + 1) windows, every d-th tap: (T, B, C, k), ordered like the weight;
-            # one copy (the reshape) and one GEMM
-            windows = padded.unfold(0, self.span + 1, 1)
-            if self.dilation > 1:
-                windows = windows[..., ::self.dilation]
-            cols = windows.reshape(frames * batch, channels * self.taps)
-            return F.linear(cols, self.weight.reshape(self.weight.shape[0], -1), self.bias)
+            return F.linear(self.columns(x), self.tap_major(self.weight), self.bias)
         # whole signals (training): long and batched, where F.conv1d beats the im2col form and
         # its backward is far cheaper than the strided windows'; same sums, same samples
         y = F.conv1d(F.pad(x.permute(1, 2, 0), (self.span, 0)), self.weight, self.bias, dilation=self.dilation)
         return y.permute(2, 0, 1).reshape(frames * batch, -1)
+
+    def scaled(self, x: torch.Tensor, gain: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """``gain * (conv(x) - conv bias) + bias`` with constant (C_out,) ``gain`` and ``bias``, for
+        one stream (batch 1, streaming): FiLM folded into the weight, so one GEMM and no
+        per-sample FiLM op."""
+        return F.linear(self.columns(x), self.tap_major(self.weight * gain.unsqueeze(1).unsqueeze(2)), bias)
+
+    def tap_major(self, weight: torch.Tensor) -> torch.Tensor:
+        """(out, in, k) -> (out, k * in), the order of :meth:`columns`."""
+        return weight.transpose(1, 2).reshape(weight.shape[0], -1)
+
+    def columns(self, x: torch.Tensor) -> torch.Tensor:
+        """Streaming im2col: (T, B, C) -> (T * B, k * C), tap-major, carrying the cache."""
+        frames, batch, channels = x.shape[0], x.shape[1], x.shape[2]
+        past = self.past[:batch].transpose(0, 1)
+        padded = torch.cat([past, x], 0)
+        tail = padded[padded.shape[0] - self.span:]
+        if self.functional:
+            self.past = tail.transpose(0, 1)
+        else:
+            past.copy_(tail.detach() if tail.requires_grad else tail)
+        # (T, B, C, span + 1) windows, every d-th tap, taps before channels: (T, B, k, C), so
+        # the one copy (the reshape) moves runs of C contiguous floats
+        windows = padded.unfold(0, self.span + 1, 1)
+        if self.dilation > 1:
+            windows = windows[..., ::self.dilation]
+        return windows.transpose(2, 3).reshape(frames * batch, channels * self.taps)
 
     def reset_state(self) -> None:
         self.past.zero_()
@@ -97,20 +123,28 @@ class TCNBlock(nn.Module):
         self.mix = nn.Parameter(2.0 * scale * nn.Linear(channels, channels).weight.detach().t().contiguous())
         self.film = film
         self.channels = channels
+        self.fold = channels >= FOLD_MIN_CHANNELS
 
     def forward(self, h: torch.Tensor, cond: torch.Tensor, gains: torch.Tensor, offset: int) -> torch.Tensor:
         """h (T, B, C); cond time-first (T or 1, B, D); gains: ``exp`` of cond's log-gains
         (computed once per call for every site; ``conditioning.apply_film`` says why a log-gain)."""
         frames, batch, c = h.shape[0], h.shape[1], self.channels
-        y = self.conv(h).view(frames, batch, c)
-        rest = self.conv.bias
+        conv = self.conv
+        rest = conv.bias
         if self.film:
             gain = gains[..., offset:offset + c]
             beta = cond[..., offset + c:offset + 2 * c]
-            y = torch.addcmul(beta, y, gain)
             rest = torch.addcmul(beta, rest, gain)
+            if conv.streaming and batch == 1 and rest.shape[0] == 1 and self.fold:
+                # knobs at rest (the smoother done): FiLM folded into the conv's weight
+                y = conv.scaled(h, gain.reshape(c), rest.reshape(c)).view(frames, batch, c)
+            else:
+                y = torch.addcmul(beta, conv(h).view(frames, batch, c), gain)
+        else:
+            y = conv(h).view(frames, batch, c)
         active = torch.sigmoid(y) - torch.sigmoid(rest)
-        return h + torch.mm(active.reshape(frames * batch, c), self.mix).view(frames, batch, c)
+        return torch.addmm(h.reshape(frames * batch, c), active.reshape(frames * batch, c), self.mix).view(
+            frames, batch, c)
 
 
 class TCNCore(nn.Module):
@@ -144,7 +178,7 @@ class TCNCore(nn.Module):
         rows = x.permute(2, 0, 1)  # (T, B, 1)
         cond = cond.permute(2, 0, 1)  # (T or 1, B, D)
         if self.film:
-            h = self.inp(rows)
+            h = rows * self.inp.weight.t()  # the bias-free linear 1 -> C as a broadcast product
         else:
             h = self.inp(torch.cat([rows, cond.expand(rows.shape[0], -1, -1)], 2))
         # every site's log-gain to a gain in one op (the shifts are exp'd too, and never read)
