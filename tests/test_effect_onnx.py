@@ -112,7 +112,7 @@ def test_the_graph_takes_each_knob_as_an_input_and_carries_the_smoother(exported
     assert layers == [f"model.core.blocks.{i}.conv.past" for i in range(5)] + [
         "model.smoother.value", "model.smoother.primed"]
     # a conv whose cache is 64 frames (kernel 3, dilation 32 would be too): the batch is axis 1
-    assert [s.shape for s in streamer.info.states[:5]] == [[2 * d, "batch", 8] for d in (1, 2, 4, 8, 16)]
+    assert [s.shape for s in streamer.info.states[:5]] == [["batch", 2 * d, 8] for d in (1, 2, 4, 8, 16)]
     proto = onnx.load(str(folder / "fx.onnx"))
     assert {p.key: p.value for p in proto.metadata_props}[META_BUFFER] == "1024"
     # each causal conv is one Conv node (its im2col windows would trace to a slice per frame)
