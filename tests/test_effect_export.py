@@ -5,7 +5,6 @@ no click on a knob move, and the one-line refusals."""
 from __future__ import annotations
 
 import math
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -64,6 +63,23 @@ def _dry() -> torch.Tensor:
 def _stream(call: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, buffer: int) -> torch.Tensor:
     with torch.inference_mode():
         return torch.cat([call(x[..., i:i + buffer]) for i in range(0, x.shape[-1], buffer)], -1)
+
+
+def play_with_knobs_over_osc(runner: Any, buffer: int, x: torch.Tensor) -> tuple[Any, np.ndarray]:
+    """SETTING sent as OSC (real socket on 127.0.0.1) to a headless engine playing ``runner``,
+    then ``x`` played through it once every message has arrived."""
+    import socket
+
+    from tests.test_engine import osc, wait_for
+    from tildekit.scripting.engine import Engine
+
+    with Engine(runner, "127.0.0.1", 0, buffer=buffer, ceiling_db=0.0) as engine:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            for name, value in SETTING.items():
+                sender.sendto(osc(f"/tildekit/fx/attr/{name}", value), engine.osc_address)
+            assert wait_for(lambda: engine.stats.received == len(SETTING), seconds=20.0)
+        played = engine.run_array(x[0].numpy())
+    return engine, played
 
 
 def _unit(card: ModelCard, name: str, value: float) -> float:
@@ -349,11 +365,6 @@ def test_osc_map_gives_each_knob_an_address_with_its_range(trained) -> None:
 def test_the_engine_sets_knobs_from_osc_over_udp(trained) -> None:
     """Knobs sent as OSC to the headless engine (real socket on 127.0.0.1) play what the trained
     model computes at that setting."""
-    import socket
-
-    from pythonosc.osc_message_builder import OscMessageBuilder
-
-    from tildekit.scripting.engine import Engine
     from tildekit.scripting.runner import open_runner
 
     run, out, _ = trained
@@ -362,15 +373,6 @@ def test_the_engine_sets_knobs_from_osc_over_udp(trained) -> None:
     with torch.no_grad():
         reference = whole.process(x, torch.tensor([[SETTING[k] for k in whole.knob_names]]))[0].numpy()
     assert np.abs(reference).max() < 0.9  # under the engine's 0 dBFS ceiling: the limiter leaves the samples alone
-    with Engine(open_runner(out / "fx.ts"), "127.0.0.1", 0, buffer=512, ceiling_db=0.0) as engine:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
-            for name, value in SETTING.items():
-                message = OscMessageBuilder(f"/tildekit/fx/attr/{name}")
-                message.add_arg(value)
-                sender.sendto(message.build().dgram, engine.osc_address)
-            deadline = time.monotonic() + 20
-            while engine.stats.received < len(SETTING) and time.monotonic() < deadline:
-                time.sleep(0.005)
-        played = engine.run_array(x[0].numpy())
+    engine, played = play_with_knobs_over_osc(open_runner(out / "fx.ts"), 512, x)
     assert engine.stats.applied == len(SETTING) and engine.stats.bad_value == 0
     assert np.max(np.abs(played - reference)) <= 1e-5

@@ -5,8 +5,6 @@ with knobs over OSC (real UDP on 127.0.0.1) and goes into a Pi bundle."""
 
 from __future__ import annotations
 
-import socket
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +13,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from tests.test_effect_export import SETTING, TINY, _dry
+from tests.test_effect_export import SETTING, TINY, _dry, play_with_knobs_over_osc
 from tests.test_effects import BUFFERS
 from tildekit.cli import main as cli
 from tildekit.errors import TildekitError
@@ -263,9 +261,6 @@ def test_a_file_whose_card_renames_a_knob_to_the_audio_input_is_refused(exported
 def test_the_engine_plays_the_onnx_file_with_knobs_from_osc_over_udp(run, exported) -> None:
     """Knobs sent as OSC to the headless engine (real socket on 127.0.0.1) running the .onnx file
     play what the trained model computes at that setting."""
-    from pythonosc.osc_message_builder import OscMessageBuilder
-
-    from tildekit.scripting.engine import Engine
     from tildekit.scripting.runner import OnnxRunner, open_runner
 
     x = _dry()[..., :16384]
@@ -273,16 +268,7 @@ def test_the_engine_plays_the_onnx_file_with_knobs_from_osc_over_udp(run, export
     assert np.abs(reference).max() < 0.9  # under the engine's 0 dBFS ceiling: the limiter leaves the samples alone
     runner = open_runner(exported[1024] / "fx.onnx")
     assert isinstance(runner, OnnxRunner)
-    with Engine(runner, "127.0.0.1", 0, buffer=1024, ceiling_db=0.0) as engine:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
-            for name, value in SETTING.items():
-                message = OscMessageBuilder(f"/tildekit/fx/attr/{name}")
-                message.add_arg(value)
-                sender.sendto(message.build().dgram, engine.osc_address)
-            deadline = time.monotonic() + 20
-            while engine.stats.received < len(SETTING) and time.monotonic() < deadline:
-                time.sleep(0.005)
-        played = engine.run_array(x[0].numpy())
+    engine, played = play_with_knobs_over_osc(runner, 1024, x)
     assert engine.stats.applied == len(SETTING) and engine.stats.bad_value == 0
     assert np.max(np.abs(played - reference)) <= 1e-5
 
