@@ -89,11 +89,11 @@ class Smoother(Stateful):
         self.primed.fill_(False)
 
 
-def apply_film(h: torch.Tensor, film: torch.Tensor, offset: int) -> torch.Tensor:
-    """``exp(gamma) * h + beta`` for the site whose parameters start at ``offset`` of ``film``;
-    both time-first, as the cores compute: ``h`` (T, B, C), ``film`` (T or 1, B, D)."""
-    channels = h.shape[-1]
-    # a log-domain gain: knobs such as drive span 30-40 dB, which exp() reaches from a small
-    # MLP output, while 1 + gamma would need weights 100 times larger (slow to learn)
-    gain = torch.exp(film[..., offset:offset + channels].clamp(max=8.0))
-    return torch.addcmul(film[..., offset + channels:offset + 2 * channels], h, gain)
+def film_gains(log_gains: torch.Tensor) -> torch.Tensor:
+    """FiLM gains from the knob MLP's log-gains (every site at once, computed once per call).
+
+    A log-domain gain: knobs such as drive span 30-40 dB, which exp() reaches from a small MLP
+    output, while 1 + gamma would need weights 100 times larger (slow to learn)."""
+    # clamped at exp(8), +69 dB, past any knob's reach: a wild MLP output stays finite (a literal:
+    # TorchScript does not read module-level floats)
+    return torch.exp(log_gains.clamp(max=8.0))

@@ -34,6 +34,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from tildekit.models.effects.conditioning import film_gains
 from tildekit.models.streaming import MAX_BATCH_SIZE, Stateful
 
 
@@ -65,8 +66,8 @@ class GRUCore(Stateful):
         rows = x.permute(2, 0, 1)  # (T, B, 1)
         cond = cond.permute(2, 0, 1)  # (T or 1, B, D)
         size = self.hidden_size
-        # both sites' log-gains to gains in one op (clamped as ``conditioning.apply_film``'s)
-        gains = torch.exp(cond.clamp(max=8.0)) if self.film else cond
+        # both sites' log-gains to gains in one op
+        gains = film_gains(cond) if self.film else cond
         inp = self.inp
         if inp is not None:
             h = rows * inp.weight.t() * gains[..., :size]  # the bias-free linear 1 -> H, then the gain

@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from tildekit.models.effects.conditioning import film_gains
 from tildekit.models.streaming import MAX_BATCH_SIZE, Stateful
 
 # Streaming FiLM folds into the conv's weight from this width: at 16 channels the fold (two ops
@@ -127,7 +128,7 @@ class TCNBlock(nn.Module):
 
     def forward(self, h: torch.Tensor, cond: torch.Tensor, gains: torch.Tensor, offset: int) -> torch.Tensor:
         """h (T, B, C); cond time-first (T or 1, B, D); gains: ``exp`` of cond's log-gains
-        (computed once per call for every site; ``conditioning.apply_film`` says why a log-gain)."""
+        (computed once per call for every site; ``conditioning.film_gains`` says why a log-gain)."""
         frames, batch, c = h.shape[0], h.shape[1], self.channels
         conv = self.conv
         rest = conv.bias
@@ -182,7 +183,7 @@ class TCNCore(nn.Module):
         else:
             h = self.inp(torch.cat([rows, cond.expand(rows.shape[0], -1, -1)], 2))
         # every site's log-gain to a gain in one op (the shifts are exp'd too, and never read)
-        gains = torch.exp(cond.clamp(max=8.0)) if self.film else cond
+        gains = film_gains(cond) if self.film else cond
         offset = 0
         for block in self.blocks:
             h = block(h, cond, gains, offset)
