@@ -51,7 +51,7 @@ from tildekit.export.onnx_runtime import (
     OUTPUT,
     STATE_IN,
     StateSpec,
-    knob_inputs,
+    graph_attributes,
     states_to_json,
 )
 from tildekit.models.autoencoder import build_model, remove_weight_norm
@@ -128,12 +128,12 @@ def probe_batch_axes(graph: StateGraph, x: torch.Tensor, attributes: Sequence[to
 
 
 def attribute_inputs(core: nn.Module, method: str, card: ModelCard | None = None) -> tuple[str, ...]:
-    """The attributes a method's graph takes as inputs (onnx_runtime.graph_attributes): ExportCore's,
-    a knob family's knobs (from ``card``); other families' attributes are read from the module
-    and fixed in the graph."""
-    if isinstance(core, ExportCore):
-        return ATTRIBUTE_INPUTS.get(method, ())
-    return knob_inputs(card) if card is not None else ()
+    """The attributes a method's graph takes as inputs: ``card``'s (onnx_runtime.graph_attributes),
+    or without a card ExportCore's; other families' attributes are read from the module and
+    fixed in the graph."""
+    if card is not None:
+        return graph_attributes(card, method)
+    return ATTRIBUTE_INPUTS.get(method, ()) if isinstance(core, ExportCore) else ()
 
 
 def method_io(core: nn.Module, method: str, spec: MethodSpec | None = None) -> tuple[int, int]:
