@@ -4,12 +4,13 @@ For each effect (overdrive, compressor): renders training pairs with random knob
 segment and held-out pairs with knob sweeps (one knob at a time over its range, the others at
 their defaults; other dry audio, so no held-out pair was seen in training), trains each of
 the four models for ``--steps`` steps from its shipped profile (``effect-tcn``,
-``effect-gru``, conditioning switched by ``model.conditioning``; the concat GRU at 32 hidden
-units, ``ROW_SETTINGS``), then prints on held-out pairs: L1, multi-resolution STFT, |LUFS
+``effect-gru``, conditioning switched by ``model.conditioning``; both GRUs at the profile's
+32 hidden units), then prints on held-out pairs: L1, multi-resolution STFT, |LUFS
 diff|, crest factor, RMS and transient differences (dB), ESR, parameters, and x-real-time of
-the scripted streaming model (48 kHz, one thread, buffer 512) beside each row, with its ratio
-to the ``raspberry`` autoencoder timed just after it (the figure that survives machine load).
-See docs/effects.md.
+the scripted streaming model (48 kHz, one thread, buffer 512) and of its ONNX export (the
+graph exported at that buffer, batch 1, in ONNX Runtime: what the headless engine and the Pi
+bundle run) beside each row, each with its ratio to the ``raspberry`` autoencoder timed just
+after it (the figure that survives machine load). See docs/effects.md.
 
     python benchmarks/effects.py [--steps 1500] [--segments 64] [--effects overdrive,compressor]
                                  [--models tcn-film,gru-film] [--set train.learning_rate=0.002 ...]
@@ -25,11 +26,15 @@ import argparse
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from tildekit.export import effect_export
+from tildekit.export.onnx_runtime import OnnxStreamer
+from tildekit.export.target_onnx import export_onnx
 from tildekit.models.config import ModelConfig, load_profile
 from tildekit.models.effects.evaluate import effect_metrics
 from tildekit.models.effects.model import EffectModel, build_effect_model
@@ -41,27 +46,41 @@ BUFFER = 512
 RATE = 48000
 BASELINE, BASELINE_BUFFER = "raspberry", 2048
 MODELS = [("tcn", "film"), ("tcn", "concat"), ("gru", "film"), ("gru", "concat")]
-# The concat GRU at half the FiLM GRU's width: the sizes compared in the literature's FiLM-GRU
-# against concat-GRU tables (FiLM's knob MLP and wider state against a small concat model)
-ROW_SETTINGS = {"gru-concat": ["model.channels=32"]}
+
+
+def best_factor(run: Callable[[], object], buffer: int, seconds: float, rounds: int) -> float:
+    """x real time of ``run`` (one buffer per call) at 48 kHz: audio seconds / CPU seconds of
+    this thread, the best of ``rounds`` (CPU time and the best round: what other processes
+    disturb least; ONNX Runtime on one intra-op thread computes in the calling thread)."""
+    count = max(1, int(seconds * RATE / buffer))
+    for _ in range(5):
+        run()
+    best = 0.0
+    for _ in range(rounds):
+        began = time.thread_time()
+        for _ in range(count):
+            run()
+        best = max(best, count * buffer / RATE / (time.thread_time() - began))
+    return best
 
 
 def realtime_factor(module: torch.nn.Module, buffer: int = BUFFER, seconds: float = 2.0, rounds: int = 3) -> float:
-    """x real time of a scripted module at 48 kHz: audio seconds / CPU seconds of this thread,
-    the best of ``rounds`` (CPU time and the best round: what other processes disturb least)."""
+    """x real time of a scripted module (what nn~ and Neutone run)."""
     scripted = torch.jit.script(module)
     x = torch.randn(1, 1, buffer) * 0.1
-    count = max(1, int(seconds * RATE / buffer))
-    best = 0.0
     with torch.no_grad():
-        for _ in range(5):
-            scripted(x)
-        for _ in range(rounds):
-            began = time.thread_time()
-            for _ in range(count):
-                scripted(x)
-            best = max(best, count * buffer / RATE / (time.thread_time() - began))
-    return best
+        return best_factor(lambda: scripted(x), buffer, seconds, rounds)
+
+
+def onnx_realtime_factor(model: EffectModel, buffer: int = BUFFER, seconds: float = 2.0, rounds: int = 3) -> float:
+    """x real time of the model's ONNX export (fixed buffer, batch 1) in ONNX Runtime, one thread."""
+    export = effect_export.exportable(model)
+    card = effect_export.card(export, "bench", "bench")
+    x = (np.random.default_rng(0).standard_normal((1, 1, buffer)) * 0.1).astype(np.float32)
+    with tempfile.TemporaryDirectory() as folder:
+        export_onnx(export.module, card, folder, card.name, buffer=buffer, batch=1, quick=True)
+        streamer = OnnxStreamer(Path(folder) / f"{card.name}.onnx")
+        return best_factor(lambda: streamer.process(x), buffer, seconds, rounds)
 
 
 def baseline_factor() -> float:
@@ -106,7 +125,7 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)  # torch.jit.script's notice
 
     header = (f"{'effect':<11}{'model':<12}{'L1':>8}{'STFT':>7}{'LUFS':>6}{'crest':>7}{'RMS':>6}"
-              f"{'trans':>7}{'ESR':>7}{'params':>8}{'x-rt':>7}{'/rasp':>7}{'s/step':>8}")
+              f"{'trans':>7}{'ESR':>7}{'params':>8}{'x-rt':>7}{'/rasp':>7}{'onnx':>7}{'/rasp':>7}{'s/step':>8}")
     rows = []
     for name in args.effects.split(","):
         effect = EFFECTS[name]
@@ -117,7 +136,6 @@ def main() -> None:
               f"{time.perf_counter() - began:.1f} s", flush=True)
         for core, conditioning in (m.split("-") for m in args.models.split(",")):
             profile = load_profile(f"effect-{core}", [f"model.conditioning={conditioning}",
-                                                      *ROW_SETTINGS.get(f"{core}-{conditioning}", []),
                                                       f"train.max_steps={args.steps}", *args.overrides])
             with tempfile.TemporaryDirectory() as run_dir:
                 trainer = EffectTrainer(pairs, Path(run_dir), profile, None)
@@ -138,16 +156,19 @@ def main() -> None:
             metrics = effect_metrics(held.wet, output, held.sample_rate)
             params = sum(p.numel() for p in model.parameters())
             speed = realtime_factor(build_effect_model_like(model))
+            onnx_speed = onnx_realtime_factor(build_effect_model_like(model))
             base = baseline_factor()
             row = (f"{name:<11}{core + '-' + conditioning:<12}{metrics['l1']:>8.4f}{metrics['stft']:>7.3f}"
                    f"{metrics['lufs']:>6.2f}{metrics['crest']:>7.2f}{metrics['rms']:>6.2f}"
                    f"{metrics['transient']:>7.2f}{metrics['esr']:>7.3f}{params:>8}{speed:>7.1f}{speed / base:>7.3f}"
+                   f"{onnx_speed:>7.1f}{onnx_speed / base:>7.3f}"
                    f"{per_step:>8.2f}")
             rows.append(row)
             print(row, flush=True)
     print(f"\n{args.steps} steps per model; held-out: knob sweeps ({args.sweep} values per knob), 1 s each; "
           f"x-rt: scripted streaming, 48 kHz, 1 thread, buffer {BUFFER}, thread CPU time; /rasp: x-rt over the "
-          f"{BASELINE} autoencoder's (buffer {BASELINE_BUFFER}) measured just after it\n")
+          f"{BASELINE} autoencoder's (buffer {BASELINE_BUFFER}) measured just after it; onnx: the ONNX export "
+          f"(buffer {BUFFER}, batch 1) in ONNX Runtime, one thread\n")
     print(header)
     for row in rows:
         print(row)
