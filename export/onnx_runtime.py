@@ -34,6 +34,7 @@ from tildekit.errors import TildekitError
 from tildekit.models.contract.attributes import LATENT_BIAS, LATENT_SCALE, RESET, TEMPERATURE
 from tildekit.models.contract.card import CARD_ONNX_KEY, DEFAULT_FAMILY, CardError, ModelCard
 from tildekit.models.contract.names import shown
+from tildekit.models.contract.oscmap import attribute_range
 
 if TYPE_CHECKING:  # imported when a session is made: `tildekit --help` stays fast
     import onnxruntime
@@ -254,8 +255,7 @@ class OnnxStreamer:
         if knob is not None:  # checked before float32 rounding: a range's ends stay inside it
             exact = np.asarray(values, dtype=np.float64).reshape(-1)
             value = float(exact[0]) if exact.size == 1 else math.nan
-            low = -math.inf if knob.minimum is None else knob.minimum
-            high = math.inf if knob.maximum is None else knob.maximum
+            low, high = attribute_range(knob)  # the one rule OSC messages are checked by
             if not low <= value <= high:  # NaN included
                 raise TildekitError(f"{name} takes 1 value from {low:g} to {high:g}, got "
                                     f"{', '.join(f'{v:g}' for v in exact.tolist()) or 'none'}")
