@@ -117,7 +117,8 @@ COMMANDS.append(preprocess_pairs_command)
               help="Continue the run in RUN_DIR from its last checkpoint (same steps, optimizer "
                    "and random state). --set may then change only what is safe mid-run: "
                    "train.learning_rate, kl_beta, kl_warmup, feature_matching_weight, "
-                   "checkpoint_every, validate_every, max_steps, num_workers.")
+                   "checkpoint_every, validate_every, max_steps, num_workers, and "
+                   "adversarial_start while the run is still in phase 1 and the new start is ahead.")
 @click.option("--device", default="auto", show_default=True,
               type=click.Choice(["auto", "cpu", "cuda", "mps"]), help="Where to train.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")

@@ -351,8 +351,10 @@ FAMILIES = {"autoencoder": (ModelConfig, TrainConfig), "ddsp": (DDSPConfig, DDSP
 
 # Settings a run may change when it continues (``tildekit train ... --resume --set``): they steer
 # the optimisation from the next step on without breaking the checkpoint or the replayed data
-# order. Everything else (architecture, batch, window, seed, data split, phase boundary, losses'
-# shapes, discriminator) is fixed for a run's whole life.
+# order. The start of phase 2 may move while the run is still in phase 1 and the new start is
+# ahead of it (models/trainer.py, _check_phase_boundary_move). Everything else (architecture,
+# batch, window, seed, data split, losses' shapes, discriminator) is fixed for a run's whole life.
+PHASE_BOUNDARY = "train.adversarial_start"
 RESUMABLE_SETTINGS = ("train.learning_rate", "train.kl_beta", "train.kl_warmup",
                       "train.feature_matching_weight", "train.checkpoint_every", "train.validate_every",
                       "train.max_steps", "train.num_workers")

@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from tildekit.errors import TildekitError
 from tildekit.models.autoencoder import AutoEncoder, EarlierLayout, build_model, load_weights
-from tildekit.models.config import RESUMABLE_SETTINGS, Profile
+from tildekit.models.config import PHASE_BOUNDARY, RESUMABLE_SETTINGS, Profile
 from tildekit.models.contract.atomic import atomic_path, atomic_write_text
 from tildekit.models.dataset import AudioDataset, RandomWindows, SequentialWindows
 from tildekit.models.discriminator import (
@@ -597,13 +597,15 @@ def _prepare(run_dir: Path, profile: Profile | None, resume: bool) -> tuple[Prof
         if profile is None:
             return stored, checkpoint
         changed = _changed_settings(profile, stored)
+        if PHASE_BOUNDARY in changed:
+            _check_phase_boundary_move(*changed.pop(PHASE_BOUNDARY), checkpoint)
         fixed = [name for name in changed if name not in RESUMABLE_SETTINGS]
         if fixed:
             shown = "; ".join(f"{name} (run: {changed[name][0]!r}, given: {changed[name][1]!r})"
                               for name in fixed[:4]) + (f"; and {len(fixed) - 4} more" if len(fixed) > 4 else "")
             raise TildekitError(f"--resume cannot change {shown}: fixed for the whole run (only "
-                                f"{', '.join(RESUMABLE_SETTINGS)} may change); drop that --profile/--set/"
-                                "--batch-size, or start a new run dir")
+                                f"{', '.join(RESUMABLE_SETTINGS)} may change, and {PHASE_BOUNDARY} within phase 1); "
+                                "drop that --profile/--set/--batch-size, or start a new run dir")
         return profile, checkpoint
     if checkpoint is not None:
         raise TildekitError(f"'{run_dir}' already holds a run (checkpoint {checkpoint.name}): pass "
@@ -611,6 +613,20 @@ def _prepare(run_dir: Path, profile: Profile | None, resume: bool) -> tuple[Prof
     if profile is None:
         raise TildekitError("a new run needs a profile: pass --profile NAME")
     return profile, None
+
+
+def _check_phase_boundary_move(stored: int, given: int, checkpoint: Path | None) -> None:
+    """``--resume --set train.adversarial_start=N`` moves the start of phase 2 while the run is in
+    phase 1 and N is still ahead: phase 1 then lasts longer or shorter, and nothing it already
+    did belongs to phase 2. A run that reached its boundary keeps it (its encoder is frozen and
+    its critic has trained)."""
+    step = int(load_checkpoint(checkpoint)["step"]) if checkpoint is not None else 0
+    if step >= stored:
+        raise TildekitError(f"--resume cannot move {PHASE_BOUNDARY} (run: {stored}, given: {given}): the run "
+                            f"is at step {step}, already in phase 2; start a new run dir to change it")
+    if given <= step:
+        raise TildekitError(f"--resume cannot move {PHASE_BOUNDARY} to {given}: the run is at step {step} "
+                            f"in phase 1, so the new start of phase 2 must be a later step (> {step})")
 
 
 def train(dataset_dir: str | Path, run_dir: str | Path, profile: Profile | None,

@@ -30,7 +30,7 @@ from tildekit.models.discriminator import (
 from tildekit.models.latent_stats import LatentStats, stats_from_latents
 from tildekit.models.losses import MultiScaleSTFTDistance, kl_divergence, kl_weight
 from tildekit.models.preprocess import preprocess
-from tildekit.models.run import RunDir, read_metrics
+from tildekit.models.run import RunDir, read_metrics, read_profile
 from tildekit.models.trainer import train
 
 SR = 16000
@@ -192,6 +192,31 @@ def test_resume_replays_an_uninterrupted_run_through_the_adversarial_phase(datas
               steps=6, resume=True, progress=False)
 
 
+def test_resume_moves_the_start_of_phase_2_only_within_phase_1(dataset: Path, tmp_path: Path) -> None:
+    # a run begun with phase 2 far away, moved to step 3 at step 2, trains exactly as a run that
+    # had step 3 from the start: phase 1 does not depend on where it ends
+    settings = ("train.batch_size=2", "train.checkpoint_every=2", "train.discriminator_window=2048")
+    straight = train(dataset, tmp_path / "straight", tiny(*settings, "train.adversarial_start=3"), steps=5,
+                     progress=False)
+    train(dataset, tmp_path / "moved", tiny(*settings, "train.adversarial_start=100"), steps=2, progress=False)
+    runner = CliRunner()
+    common = ["train", str(dataset), str(tmp_path / "moved"), "--resume", "--quiet"]
+    too_early = runner.invoke(cli, [*common, "--set", "train.adversarial_start=2"])
+    assert too_early.exit_code == 2 and "must be a later step (> 2)" in too_early.output, too_early.output
+    moved = runner.invoke(cli, [*common, "--steps", "5", "--set", "train.adversarial_start=3"])
+    assert moved.exit_code == 0, moved.output
+    assert read_profile(tmp_path / "moved").train.adversarial_start == 3
+    a = torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "moved" / "checkpoints" / "last.pt", weights_only=True)
+    assert straight.phase == "adversarial" and a["step"] == b["step"] == 5
+    for part in ("model", "discriminator"):
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
+    # in phase 2 the boundary is part of the run's past: refused, nothing changed
+    late = runner.invoke(cli, [*common, "--steps", "6", "--set", "train.adversarial_start=4"])
+    assert late.exit_code == 2 and "already in phase 2" in late.output, late.output
+    assert read_profile(tmp_path / "moved").train.adversarial_start == 3 and RunDir(tmp_path / "moved").step == 5
+
+
 def test_kill_9_during_training_then_resume_continues_at_the_checkpointed_step(
         dataset: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
@@ -320,8 +345,7 @@ def test_resume_refuses_fixed_settings_by_name_before_training(dataset: Path, tm
     run = tmp_path / "run"
     train(dataset, run, tiny("train.batch_size=2", "train.checkpoint_every=1"), steps=1, progress=False)
     before = (run / "profile.yaml").read_text()
-    for override, name in (("model.capacity=16", "model.capacity"), ("train.window=8192", "train.window"),
-                           ("train.adversarial_start=0", "train.adversarial_start")):
+    for override, name in (("model.capacity=16", "model.capacity"), ("train.window=8192", "train.window")):
         result = CliRunner().invoke(cli, ["train", str(dataset), str(run), "--resume", "--set", override])
         assert result.exit_code == 2 and f"cannot change {name} (run: " in result.output, result.output
         assert "train.learning_rate" in result.output  # says what may change
