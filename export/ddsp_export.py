@@ -5,7 +5,8 @@ methods ``forward`` (audio to audio), ``features`` (audio to f0 Hz and loudness 
 and ``synth`` (f0 and loudness per frame to audio), no delay, and its four float attributes
 (``models/ddsp/model.ATTRIBUTES``), which the scripted module reads on every call. nn~ gets
 every method and attribute; Neutone plays ``forward`` with the attributes as its four knobs;
-ONNX gets one graph per method with the attributes fixed at their exported values.
+ONNX gets one graph per method, the attributes scalar inputs of the graphs that read them
+(``forward`` and ``synth``; export/onnx_runtime.KNOB_METHODS).
 """
 
 from __future__ import annotations

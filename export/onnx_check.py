@@ -108,7 +108,7 @@ def check_batches(info: OnnxInfo) -> tuple[int, ...]:
 def knob_settings(info: OnnxInfo, count: int = 1, seed: int = 0) -> list[dict[str, float]]:
     """``count`` settings of the graph's knob inputs: the defaults, every knob at its maximum,
     at its minimum, then random settings within the ranges."""
-    knobs = [a for a in info.card.attributes if a.name in knob_inputs(info.card)]
+    knobs = [a for a in info.card.attributes if a.name in knob_inputs(info.card, info.method)]
     rng = np.random.default_rng(seed)
     settings = []
     for i in range(count):

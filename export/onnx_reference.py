@@ -104,7 +104,7 @@ def _check_reference(runner: OnnxCallRunner, info: OnnxInfo, reference, samples:
     if not info.streaming:
         sizes = [sum(sizes)]
     settings: list[dict[str, float]] = [{}] * len(sizes)
-    if knob_inputs(card):  # knobs move between buffers: defaults, all up, all down, random
+    if knob_inputs(card, method):  # knobs move between buffers: defaults, all up, all down, random
         sizes += [step] * (KNOB_MOVES - len(sizes)) if info.streaming else []
         settings = knob_settings(info, len(sizes), seed=1)
     if TEMPERATURE in attrs:

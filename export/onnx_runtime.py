@@ -58,20 +58,24 @@ ATTRIBUTE_INPUTS: dict[str, tuple[str, ...]] = {
     "encode": (TEMPERATURE,),
     "decode": (),
 }
-# families whose attributes of one float with a range (knobs) are scalar inputs of each graph
-KNOB_FAMILIES = ("effect",)
+# families whose attributes of one float with a range (knobs) are scalar inputs of the graphs
+# of the methods that read them: an effect's knobs, DDSP's pitch shift, loudness offset and
+# gains (its features graph reads none, and ONNX keeps no unused input)
+KNOB_METHODS: dict[str, tuple[str, ...]] = {"effect": ("forward",), "ddsp": ("forward", "synth")}
 
 
 def graph_attributes(card: ModelCard, method: str) -> tuple[str, ...]:
     """The attribute inputs of ``card``'s ``method`` graph, in input order."""
     if card.family == DEFAULT_FAMILY:
         return ATTRIBUTE_INPUTS.get(method, ())
-    return knob_inputs(card)
+    return knob_inputs(card, method)
 
 
-def knob_inputs(card: ModelCard) -> tuple[str, ...]:
-    """The knobs a graph takes as inputs, named after them: a knob family's attributes."""
-    if card.family not in KNOB_FAMILIES:
+def knob_inputs(card: ModelCard, method: str | None = None) -> tuple[str, ...]:
+    """The knobs ``method``'s graph takes as inputs, named after them (``None``: those of any
+    of the model's graphs): a knob family's attributes."""
+    methods = KNOB_METHODS.get(card.family, ())
+    if not methods or (method is not None and method not in methods):
         return ()
     return tuple(a.name for a in card.attributes if a.name != RESET and a.types == ["float"]
                  and a.minimum is not None and a.maximum is not None)
@@ -205,7 +209,7 @@ class OnnxStreamer:
         self.knobs = {a.name: a for a in self.card.attributes if a.name in knob_inputs(self.card)}
         for name in self.knobs:  # the card is read from the file: its knob names are checked here too
             problem = graph_name_problem(name)
-            if problem or name not in graph_inputs:
+            if problem or (name not in graph_inputs and name in knob_inputs(self.card, self.method)):
                 raise TildekitError(f"{self.path.name}: its knob {shown(name)} "
                                     f"{problem or 'is not an input of its graph'}: re-export it")
         defaults.update({name: knob.default for name, knob in self.knobs.items()})

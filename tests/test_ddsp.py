@@ -12,6 +12,7 @@ import torch
 from click.testing import CliRunner
 
 from tildekit.cli import main as cli
+from tildekit.errors import TildekitError
 from tildekit.export.card_io import read_card
 from tildekit.models import synthetic
 from tildekit.models.config import DDSPConfig, load_profile
@@ -105,8 +106,8 @@ def test_every_method_streams_like_the_whole_signal(trained: bool):
 @pytest.mark.parametrize("trained", [False, True], ids=["random", "trained"])
 def test_onnx_graphs_stream_like_the_whole_signal(trained: bool, tmp_path: Path):
     """Each method's ONNX graph, run by onnxruntime buffer by buffer with its state fed back,
-    plays the whole-signal pass after the card's delay; the attributes are fixed in the graph
-    at their exported values."""
+    plays the whole-signal pass after the card's delay, at the attributes' exported values
+    (the card's defaults) and after they are set to others (graph inputs of forward and synth)."""
     from tildekit.export import ddsp_export
     from tildekit.export.onnx_runtime import OnnxStreamer, method_file_name
     from tildekit.export.target_onnx import export_onnx
@@ -139,6 +140,19 @@ def test_onnx_graphs_stream_like_the_whole_signal(trained: bool, tmp_path: Path)
         error = float(np.max(np.abs(out[..., lag:] - reference[..., : reference.shape[-1] - lag]) / scale))
         print(f"\n{method} ONNX vs whole signal ({'trained' if trained else 'random'}): {error:.2e}")
         assert error <= 1e-4, (method, error)
+    # the attributes are inputs: set through the streamer, the graphs follow the model
+    for model in (whole, stream):
+        model.pitch_shift, model.loudness_offset, model.noise_gain = -5.0, 6.0, 2.0
+    for method, signal in [("forward", x), ("synth", controls)]:
+        with torch.no_grad():
+            reference = getattr(whole, method)(signal).numpy()
+        streamer = OnnxStreamer(tmp_path / method_file_name("tiny", method), batch=2)
+        for name in ("pitch_shift", "loudness_offset", "noise_gain"):
+            streamer.set_attribute(name, float(getattr(whole, name)))
+        out = streamer.process(signal.numpy())
+        assert float(np.max(np.abs(out - reference))) <= 1e-4, method
+        with pytest.raises(TildekitError, match="pitch_shift takes 1 value from -24 to 24"):
+            streamer.set_attribute("pitch_shift", 30.0)
 
 
 def harmonic_tones(cfg: DDSPConfig, count: int, seed: int, seconds: float = 0.4,

@@ -30,8 +30,14 @@ def model_ts(tmp_path_factory):
     model, card = tiny_ddsp()
     card = dataclasses.replace(card, extra={**card.extra, LOUDNESS_RANGE_KEY: LOUDNESS})
     folder = tmp_path_factory.mktemp("ddsp")
-    export_core(model, card, ["nn"], folder, quick=True)
+    export_core(model, card, ["nn", "onnx"], folder, buffer=BUFFER, quick=True)
     return folder / "tinyddsp.ts"
+
+
+@pytest.fixture(params=[".ts", ".onnx"])
+def model_file(model_ts, request):
+    """The nn~ file and the ONNX graph of the same model (its attributes are graph inputs)."""
+    return model_ts.with_suffix(request.param)
 
 
 def _tone() -> np.ndarray:
@@ -48,9 +54,9 @@ def _run(model_ts, messages: list[bytes], audio: np.ndarray | None, frames: int 
     return engine, out
 
 
-def test_forward_and_attributes_over_osc(model_ts):
-    _, plain = _run(model_ts, [], _tone())
-    engine, shifted = _run(model_ts, [osc("/tildekit/tinyddsp/attr/pitch_shift", 7.0),
+def test_forward_and_attributes_over_osc(model_file):
+    _, plain = _run(model_file, [], _tone())
+    engine, shifted = _run(model_file, [osc("/tildekit/tinyddsp/attr/pitch_shift", 7.0),
                                       osc("/tildekit/tinyddsp/attr/noise_gain", 0.0),
                                       osc("/tildekit/tinyddsp/attr/pitch_shift", 99.0)], _tone())  # out of range
     assert engine.stats.applied == 2 and engine.stats.bad_value == 1 and engine.stats.refused == 0
