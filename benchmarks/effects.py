@@ -5,7 +5,7 @@ segment and held-out pairs with knob sweeps (one knob at a time over its range, 
 their defaults; other dry audio, so no held-out pair was seen in training), trains each of
 the four models for ``--steps`` steps from its shipped profile (``effect-tcn``,
 ``effect-gru``, conditioning switched by ``model.conditioning``; both GRUs at the profile's
-32 hidden units), then prints on held-out pairs: L1, multi-resolution STFT, |LUFS
+16 hidden units), then prints on held-out pairs: L1, multi-resolution STFT, |LUFS
 diff|, crest factor, RMS and transient differences (dB), ESR, parameters, and x-real-time of
 the scripted streaming model (48 kHz, one thread, buffer 512) and of its ONNX export (the
 graph exported at that buffer, batch 1, in ONNX Runtime: what the headless engine and the Pi
