@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 import sys
 import time
@@ -68,7 +67,7 @@ def train_one(instrument: str, profile: str, items: list[dict], corpus: Path, wo
             if not link.exists():
                 link.symlink_to((corpus / item["path"]).resolve())
     env = quality.thread_env(threads)
-    tk = [sys.executable, "-m", "tildekit"]
+    tk = quality.tildekit_command()
     name = f"{instrument}-{profile}"
     quality.run(tk + ["preprocess", str(source), str(data), "--profile", profile],
                 f"preprocess ({name})", logs / f"{name}-preprocess.log", env)
@@ -77,13 +76,8 @@ def train_one(instrument: str, profile: str, items: list[dict], corpus: Path, wo
     text, wall = quality.run(tk + ["train", str(data), str(run_dir), "--profile", profile, "--steps", str(steps),
                                    "--quiet", *(["--batch-size", str(batch)] if batch else [])],
                              f"train ({name})", logs / f"{name}-train.log", env)
-    speed = re.search(r"speed: ([0-9.]+) steps/s", text)
-    result.update({"train_wall_seconds": wall, "steps_per_second": float(speed.group(1)) if speed else None})
-    if export.exists():
-        shutil.rmtree(export)
-    quality.run(tk + ["export", str(run_dir), "--target", "nn", "--out", str(export), "--name", name],
-                f"export ({name})", logs / f"{name}-export.log", env)
-    return export / f"{name}.ts"
+    result.update({"train_wall_seconds": wall, "steps_per_second": quality.training_speed(text)})
+    return quality.export_nn(run_dir, export, name, logs / f"{name}-export.log", env)
 
 
 def evaluate_files(model: Path, files: list[Path], out: Path, transfer: bool) -> dict:

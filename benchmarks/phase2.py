@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -47,59 +46,56 @@ from quality import (  # noqa: E402  benchmarks/quality.py: the same commands an
     StageFailed,
     _cell,
     evaluate_export,
+    export_nn,
     nice,
     run,
     settings,
     thread_env,
+    tildekit_command,
+    training_speed,
 )
 
 BRANCHES = ("phase 2", "phase 1 only")
 
 
-def tk(*args: str) -> list[str]:
-    return [sys.executable, "-m", "tildekit", *args]
-
-
-def speed_of(text: str) -> float | None:
-    found = re.search(r"speed: ([0-9.]+) steps/s", text)
-    return float(found.group(1)) if found else None
+def branch_dir(work: Path, branch: str) -> Path:
+    return work / "runs" / branch.replace(" ", "-")
 
 
 def train_branches(data: Path, base: Path, work: Path, total: int, first: int, threads: int) -> dict[str, dict]:
     """Copy ``base`` into one run dir per branch and continue both at once; speed and wall time of each."""
     env = thread_env(threads)
     started: dict[str, tuple[subprocess.Popen, Path, float]] = {}
-    for branch in BRANCHES:
-        run_dir = work / "runs" / branch.replace(" ", "-")
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
-        shutil.copytree(base, run_dir)
-        extra = ["--set", f"train.adversarial_start={first + 1}"] if branch == "phase 2" else []
-        log = work / "logs" / f"train-{branch.replace(' ', '-')}.log"
-        command = tk("train", str(data), str(run_dir), "--resume", "--steps", str(total), "--quiet", *extra)
-        with open(log, "w", encoding="utf-8") as out:
-            out.write("$ " + " ".join(command) + "\n")
-            out.flush()
-            process = subprocess.Popen(nice(command), stdout=out, stderr=subprocess.STDOUT, env=env)
-        started[branch] = (process, log, time.perf_counter())
+    try:
+        for branch in BRANCHES:
+            run_dir = branch_dir(work, branch)
+            if run_dir.exists():
+                shutil.rmtree(run_dir)
+            shutil.copytree(base, run_dir)
+            extra = ["--set", f"train.adversarial_start={first + 1}"] if branch == "phase 2" else []
+            log = work / "logs" / f"train-{run_dir.name}.log"
+            command = tildekit_command("train", str(data), str(run_dir), "--resume", "--steps", str(total),
+                                       "--quiet", *extra)
+            with open(log, "w", encoding="utf-8") as out:
+                out.write("$ " + " ".join(command) + "\n")
+                out.flush()
+                process = subprocess.Popen(nice(command), stdout=out, stderr=subprocess.STDOUT, env=env)
+            started[branch] = (process, log, time.perf_counter())
+        codes = {branch: (process.wait(), time.perf_counter() - began)
+                 for branch, (process, _, began) in started.items()}
+    finally:
+        for process, _, _ in started.values():  # a failure or Ctrl-C leaves no training behind
+            if process.poll() is None:
+                process.kill()
+                process.wait()
     results: dict[str, dict] = {}
-    for branch, (process, log, began) in started.items():
-        code = process.wait()
-        text = log.read_text(encoding="utf-8", errors="replace")
+    for branch, (code, wall) in codes.items():
+        log = started[branch][1]
         if code != 0:
             raise StageFailed(f"tildekit train ({branch}) failed (exit {code}); log {log}")
-        results[branch] = {"run": work / "runs" / branch.replace(" ", "-"), "steps_per_second": speed_of(text),
-                           "train_wall_seconds": time.perf_counter() - began}
+        results[branch] = {"run": branch_dir(work, branch), "train_wall_seconds": wall,
+                           "steps_per_second": training_speed(log.read_text(encoding="utf-8", errors="replace"))}
     return results
-
-
-def export(run_dir: Path, work: Path, name: str, threads: int) -> Path:
-    out = work / "export" / name
-    if out.exists():
-        shutil.rmtree(out)
-    run(tk("export", str(run_dir), "--target", "nn", "--out", str(out), "--name", name),
-        f"tildekit export ({name})", work / "logs" / f"export-{name}.log", thread_env(threads))
-    return out / f"{name}.ts"
 
 
 def table(rows: list[dict]) -> str:
@@ -138,23 +134,23 @@ def main() -> None:
     first, total = args.phase1_steps, args.phase1_steps + args.more_steps
     env = thread_env(args.threads)
     data, base = work / "data", work / "runs" / "phase-1"
-    run(tk("preprocess", str(corpus / "train"), str(data), "--profile", args.profile, "--sample-rate",
+    run(tildekit_command("preprocess", str(corpus / "train"), str(data), "--profile", args.profile, "--sample-rate",
            str(pair["sample_rate"]), "--min-seconds", str(pair["window"] / pair["sample_rate"])),
         "tildekit preprocess", work / "logs" / "preprocess.log", env)
     if base.exists():
         shutil.rmtree(base)
     print(f"{args.profile}: {first} steps of phase 1, batch {args.batch} ...", flush=True)
-    text, wall = run(tk("train", str(data), str(base), "--profile", args.profile, "--steps", str(first),
-                        "--batch-size", str(args.batch), "--quiet"),
+    text, wall = run(tildekit_command("train", str(data), str(base), "--profile", args.profile, "--steps",
+                                      str(first), "--batch-size", str(args.batch), "--quiet"),
                      "tildekit train (phase 1)", work / "logs" / "train-phase-1.log", env)
-    trained = {"phase 1": {"run": base, "steps_per_second": speed_of(text), "train_wall_seconds": wall}}
+    trained = {"phase 1": {"run": base, "steps_per_second": training_speed(text), "train_wall_seconds": wall}}
     print(f"both branches: {args.more_steps} more steps each, side by side ...", flush=True)
     trained.update(train_branches(data, base, work, total, first, args.threads))
 
     rows = []
     for label, info in trained.items():
         name = f"{args.profile}-{label.replace(' ', '-')}"
-        model = export(info["run"], work, name, args.threads)
+        model = export_nn(info["run"], work / "export" / name, name, work / "logs" / f"export-{name}.log", env)
         print(f"evaluating {label} ...", flush=True)
         evaluated = evaluate_export({"model": str(model), "system": name}, pair, corpus, work)
         rows.append({"label": label, "steps": first if label == "phase 1" else total,

@@ -119,6 +119,25 @@ def run(command: list[str], what: str, log: Path, env: dict[str, str] | None = N
     return text, seconds
 
 
+def tildekit_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "tildekit", *args]
+
+
+def training_speed(text: str) -> float | None:
+    """steps/s from `tildekit train`'s ``speed`` line (optimisation steps only), or None."""
+    found = re.search(r"speed: ([0-9.]+) steps/s", text)
+    return float(found.group(1)) if found else None
+
+
+def export_nn(run_dir: Path, out: Path, name: str, log: Path, env: dict[str, str]) -> Path:
+    """`tildekit export --target nn` of ``run_dir`` into a fresh ``out``: the streaming nn~ file."""
+    if out.exists():
+        shutil.rmtree(out)
+    run(tildekit_command("export", str(run_dir), "--target", "nn", "--out", str(out), "--name", name),
+        f"tildekit export ({name})", log, env)
+    return out / f"{name}.ts"
+
+
 def thread_env(threads: int, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -199,7 +218,7 @@ def train_tildekit(pair: dict, corpus: Path, work: Path, threads: int, overrides
     data, run_dir, export = base / "data", base / "run", base / "export"
     logs = work / "logs"
     env = thread_env(threads)
-    tk = [sys.executable, "-m", "tildekit"]
+    tk = tildekit_command()
     run(tk + ["preprocess", str(corpus / "train"), str(data), "--profile", name, "--sample-rate",
               str(pair["sample_rate"]), "--min-seconds", str(pair["window"] / pair["sample_rate"])],
         f"tildekit preprocess ({name})", logs / f"tildekit-{name}-preprocess.log", env)
@@ -212,14 +231,9 @@ def train_tildekit(pair: dict, corpus: Path, work: Path, threads: int, overrides
                            *(["--set", f"train.window={pair['window']}"]
                              if pair["window"] != pair["profile_window"] else [])],
                      f"tildekit train ({name})", logs / f"tildekit-{name}-train.log", env)
-    speed = re.search(r"speed: ([0-9.]+) steps/s", text)
-    result.update({"train_wall_seconds": wall, "steps_per_second": float(speed.group(1)) if speed else None,
+    result.update({"train_wall_seconds": wall, "steps_per_second": training_speed(text),
                    "loadavg_before_training": load})
-    if export.exists():
-        shutil.rmtree(export)
-    run(tk + ["export", str(run_dir), "--target", "nn", "--out", str(export), "--name", f"tildekit-{name}"],
-        f"tildekit export ({name})", logs / f"tildekit-{name}-export.log", env)
-    result["model"] = str(export / f"tildekit-{name}.ts")
+    result["model"] = str(export_nn(run_dir, export, f"tildekit-{name}", logs / f"tildekit-{name}-export.log", env))
 
 
 # ----------------------------------------------------------------------------- RAVE
