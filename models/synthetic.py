@@ -20,6 +20,7 @@ __all__ = [
     "noise_burst",
     "write_example_folder",
     "write_monophonic_folder",
+    "alternating_levels",
 ]
 
 
@@ -311,3 +312,24 @@ def write_monophonic_folder(out_dir: str | Path, seconds: float = 120.0, sample_
         sf.write(path, np.clip(track, -1.0, 1.0), sample_rate, subtype="PCM_16")
         written.append(path)
     return written
+
+
+def alternating_levels(kind: Literal["tones", "bursts"], sample_rate: int, seed: int | None = None) -> np.ndarray:
+    """Eight harmonic tones or white-noise hits of 0.3 s at levels 26 dB apart, loud and quiet in turn.
+
+    What a model trained on :func:`write_example_folder` is judged on (tests/test_quality.py,
+    benchmarks/generated_quality.py): 24-partial tones at 150-600 Hz or full-band bursts decaying
+    over 0.3 s, drawn from other seeds than the example folder's, over its noise floor.
+    """
+    rng = np.random.default_rng((1234 if kind == "tones" else 4321) if seed is None else seed)
+    parts = []
+    for i in range(8):
+        level = 0.8 if i % 2 else 0.04
+        if kind == "tones":
+            sound = harmonic_tone(float(rng.uniform(150, 600)), 0.3, sample_rate, harmonics=24,
+                                  amplitude=level, seed=int(rng.integers(2**31)))
+        else:
+            sound = noise_burst(0.3, sample_rate, seed=int(rng.integers(2**31)), decay=0.3, amplitude=level)
+        parts.append(sound)
+    audio = np.concatenate(parts)
+    return (audio + 10 ** (NOISE_FLOOR_DB / 20) * rng.standard_normal(len(audio))).astype(np.float32)

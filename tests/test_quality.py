@@ -6,9 +6,11 @@ example folder), then judged on held-out tones and noise bursts of other seeds, 
 levels, with the figures of ``tildekit eval`` (models/metrics.py):
 
 (a) loudness-envelope correlation with the input >= 0.8,
-(b) multi-scale log-STFT distance below the silence reference, and an output for silence at
-    least 30 dB quieter than for sound (the input low-passed at 4 kHz, the stronger reference, is not yet
-    beaten at this budget: the test prints both figures),
+(b) multi-scale log-STFT distance below the silence reference for both, and below the input
+    low-passed at 4 kHz for the noise bursts (broadband: the low-pass loses their top half, the
+    model renders it); an output for silence at least 30 dB quieter than for sound. For the tones
+    the low-pass, which keeps every partial below 4 kHz exactly, is not beaten at this budget (log-STFT
+    1.51 against 0.73: the model's partials are not yet clean): the test prints both figures,
 (c) the exported .ts (as nn~ runs it) and .onnx (ONNX Runtime), played in host buffers, equal the
     training build's whole-signal output after the reported delay, with these trained weights.
 """
@@ -16,6 +18,7 @@ levels, with the figures of ``tildekit eval`` (models/metrics.py):
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -28,10 +31,10 @@ from tildekit.models.autoencoder import build_model
 from tildekit.models.config import load_profile
 from tildekit.models.preprocess import preprocess
 from tildekit.models.run import load_checkpoint, newest_checkpoint, read_profile
-from tildekit.models.synthetic import NOISE_FLOOR_DB, harmonic_tone, noise_burst, write_example_folder
+from tildekit.models.synthetic import alternating_levels, write_example_folder
 from tildekit.models.trainer import train, training_window
 
-STEPS = 300
+STEPS = 500
 SECONDS_OF_AUDIO = 90.0
 MIN_LOUDNESS_CORRELATION = 0.8
 SILENCE_MARGIN = 10 ** (30 / 20)  # output RMS for the sound over output RMS for digital silence
@@ -54,20 +57,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "run"
 
 
-def _held_out(kind: str, rate: int) -> np.ndarray:
-    """Eight notes or hits of 0.3 s at alternating levels 26 dB apart, other seeds than training."""
-    rng = np.random.default_rng(1234 if kind == "tones" else 4321)
-    parts = []
-    for i in range(8):
-        level = 0.8 if i % 2 else 0.04
-        if kind == "tones":
-            sound = harmonic_tone(float(rng.uniform(150, 600)), 0.3, rate, harmonics=24,
-                                  amplitude=level, seed=int(rng.integers(2**31)))
-        else:
-            sound = noise_burst(0.3, rate, seed=int(rng.integers(2**31)), decay=0.3, amplitude=level)
-        parts.append(sound)
-    audio = np.concatenate(parts)
-    return (audio + 10 ** (NOISE_FLOOR_DB / 20) * rng.standard_normal(len(audio))).astype(np.float32)
+def _held_out(kind: Literal["tones", "bursts"], rate: int) -> np.ndarray:
+    return alternating_levels(kind, rate)
 
 
 def _whole_signal(run: Path, audio: np.ndarray) -> np.ndarray:
@@ -97,6 +88,8 @@ def test_trained_model_follows_its_input_and_beats_the_references(trained: Path,
     print(f"\n{kind}: loudness corr {correlation:.3f}; log-STFT L1 model {distance:.3f}, "
           f"low-pass 4 kHz {lowpass:.3f}, silence {silence:.3f}")
     assert distance < silence, (distance, silence)
+    if kind == "bursts":
+        assert distance < lowpass, (distance, lowpass)
     # the output is not the same for every input: silence in, silence out (30 dB quieter at least)
     other = _whole_signal(trained, np.zeros_like(audio))
     assert np.sqrt(np.mean(output ** 2)) > SILENCE_MARGIN * np.sqrt(np.mean(other ** 2))

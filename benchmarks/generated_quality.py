@@ -1,0 +1,110 @@
+"""Training choices at equal steps on generated audio: the setting of tests/test_quality.py, in minutes.
+
+::
+
+    python benchmarks/generated_quality.py WORK [--profile small] [--steps 500] [--threads 1]
+        [--variant NAME=SECTION.FIELD=VALUE[,SECTION.FIELD=VALUE...]] ...
+
+Trains the profile as shipped, then each ``--variant`` (the profile with those ``--set``
+overrides), all from the same seed on the same generated folder (``write_example_folder``, 90 s
+at the profile's rate), one after the other in this process. Each run is played as a host plays
+it (the run dir's streaming model, buffers of 2048, aligned by its delay) on the held-out sounds
+of the test (``alternating_levels``: tones, and full-band noise bursts) and judged with the
+figures of ``tildekit eval``: loudness-envelope correlation and multi-scale log-STFT distance,
+next to the two references (the input low-passed at 4 kHz; silence). Prints one markdown table
+(also ``WORK/generated_quality.md``). Needs only tildekit; not run in CI.
+
+A real-audio check of the same choice is ``benchmarks/quality.py`` on the corpus.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tildekit.export.evaluate import open_model, play
+from tildekit.models import metrics
+from tildekit.models.config import load_profile
+from tildekit.models.preprocess import preprocess
+from tildekit.models.synthetic import alternating_levels, write_example_folder
+from tildekit.models.trainer import train, training_window
+
+KINDS = ("tones", "bursts")
+BUFFER = 2048
+
+
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    name, _, settings = text.partition("=")
+    if not name or not settings:
+        raise argparse.ArgumentTypeError(f"--variant {text!r}: write NAME=SECTION.FIELD=VALUE[,...]")
+    return name, settings.split(",")
+
+
+def figures(run: Path, rate: int) -> dict[str, tuple[float | None, float]]:
+    """Per kind: (loudness correlation, log-STFT distance) of the run's streaming output."""
+    model = open_model(run, BUFFER)
+    result = {}
+    for kind in KINDS:
+        audio = alternating_levels(kind, rate)
+        output = play(model, audio[None], BUFFER)[0]
+        correlation, _ = metrics.loudness_figures(metrics.loudness_db(audio, rate), metrics.loudness_db(output, rate))
+        result[kind] = (correlation, metrics.stft_distance(audio, output))
+    return result
+
+
+def references(rate: int) -> dict[str, dict[str, float]]:
+    result: dict[str, dict[str, float]] = {"input low-passed at 4 kHz": {}, "silence": {}}
+    for kind in KINDS:
+        audio = alternating_levels(kind, rate)
+        result["input low-passed at 4 kHz"][kind] = metrics.stft_distance(audio, metrics.lowpass_reference(audio, rate))
+        result["silence"][kind] = metrics.stft_distance(audio, metrics.silence_reference(audio, rate))
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("work", type=Path, help="working folder: audio, dataset, one run dir per row, the table")
+    parser.add_argument("--profile", default="small", help="autoencoder profile [default: small]")
+    parser.add_argument("--steps", type=int, default=500, help="training steps of every row [default: 500]")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads [default: 1]")
+    parser.add_argument("--variant", type=parse_variant, action="append", default=[],
+                        help="NAME=SECTION.FIELD=VALUE[,...]: one more row, the profile with these settings")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = [("as shipped", [])] + list(args.variant)
+    first = load_profile(args.profile)
+    rate = first.model.sample_rate
+    audio, data = args.work / "audio", args.work / "dataset"
+    if not data.exists():
+        write_example_folder(audio, seconds=90.0, sample_rate=rate, seed=0)
+        preprocess(audio, data, sample_rate=rate, channels=1, min_samples=training_window(first), progress=False)
+    heads = ["row", "settings", *[f"{k} loudness corr" for k in KINDS], *[f"{k} log-STFT" for k in KINDS]]
+    lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+    for name, settings in rows:
+        profile = load_profile(args.profile, settings)
+        if training_window(profile) != training_window(first):
+            raise SystemExit(f"--variant {name}: changes the training window; rows must share the dataset")
+        run = args.work / "runs" / name.replace(" ", "-")
+        shutil.rmtree(run, ignore_errors=True)
+        torch.manual_seed(0)
+        print(f"{name}: {args.steps} steps of {args.profile} {' '.join(settings)} ...", flush=True)
+        train(data, run, profile, steps=args.steps, progress=False)
+        found = figures(run, rate)
+        cells = [f"{found[k][0]:.3f}" if found[k][0] is not None else "n/a" for k in KINDS]
+        cells += [f"{found[k][1]:.3f}" for k in KINDS]
+        lines.append(f"| {name} | {', '.join(settings) or '-'} | " + " | ".join(cells) + " |")
+    for label, distances in references(rate).items():
+        lines.append(f"| reference: {label} | | | | " + " | ".join(f"{distances[k]:.3f}" for k in KINDS) + " |")
+    table = "\n".join([f"`{args.profile}`, {args.steps} steps, generated audio ({rate} Hz), "
+                       f"{args.threads} thread(s)", "", *lines])
+    (args.work / "generated_quality.md").write_text(table + "\n", encoding="utf-8")
+    print(table)
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()
