@@ -314,14 +314,14 @@ def write_monophonic_folder(out_dir: str | Path, seconds: float = 120.0, sample_
     return written
 
 
-def alternating_levels(kind: Literal["tones", "bursts"], sample_rate: int, seed: int | None = None) -> np.ndarray:
+def alternating_levels(kind: Literal["tones", "bursts"], sample_rate: int) -> np.ndarray:
     """Eight harmonic tones or white-noise hits of 0.3 s at levels 26 dB apart, loud and quiet in turn.
 
     What a model trained on :func:`write_example_folder` is judged on (tests/test_quality.py,
     benchmarks/generated_quality.py): 24-partial tones at 150-600 Hz or full-band bursts decaying
     over 0.3 s, drawn from other seeds than the example folder's, over its noise floor.
     """
-    rng = np.random.default_rng((1234 if kind == "tones" else 4321) if seed is None else seed)
+    rng = np.random.default_rng(1234 if kind == "tones" else 4321)
     parts = []
     for i in range(8):
         level = 0.8 if i % 2 else 0.04

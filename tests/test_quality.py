@@ -57,10 +57,6 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "run"
 
 
-def _held_out(kind: Literal["tones", "bursts"], rate: int) -> np.ndarray:
-    return alternating_levels(kind, rate)
-
-
 def _whole_signal(run: Path, audio: np.ndarray) -> np.ndarray:
     """The training build (streaming=False) on the whole signal, posterior mean, as trained."""
     profile = read_profile(run)
@@ -75,9 +71,10 @@ def _whole_signal(run: Path, audio: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("kind", ["tones", "bursts"])
-def test_trained_model_follows_its_input_and_beats_the_references(trained: Path, kind: str) -> None:
+def test_trained_model_follows_its_input_and_beats_the_references(trained: Path,
+                                                                   kind: Literal["tones", "bursts"]) -> None:
     rate = read_profile(trained).model.sample_rate
-    audio = _held_out(kind, rate)
+    audio = alternating_levels(kind, rate)
     output = _whole_signal(trained, audio)
     correlation, _ = metrics.loudness_figures(metrics.loudness_db(audio, rate),
                                               metrics.loudness_db(output, rate))
@@ -98,7 +95,7 @@ def test_trained_model_follows_its_input_and_beats_the_references(trained: Path,
 def test_exports_compute_what_the_trained_model_computes(trained: Path, tmp_path: Path) -> None:
     card, written = export_run(trained, ("nn", "onnx"), tmp_path, name="quality", buffer=512)
     rate = card.sample_rate
-    audio = np.concatenate([_held_out("tones", rate), _held_out("bursts", rate)])
+    audio = np.concatenate([alternating_levels("tones", rate), alternating_levels("bursts", rate)])
     expected = _whole_signal(trained, audio)
     for suffix in (".ts", ".onnx"):
         model = open_model(tmp_path / f"quality{suffix}", buffer=512)
