@@ -172,12 +172,12 @@ def parse_steps(items: list[str], profiles: list[str]) -> dict[str, int]:
 def settings(profile_name: str, steps: int, batch: int | None, overrides: list[str]) -> dict:
     """What both systems share for one pair: rate, window, steps, batch."""
     from tildekit.errors import TildekitError
-    from tildekit.models.config import load_profile
+    from tildekit.models.config import ProfileError, load_profile
     from tildekit.models.trainer import training_window
 
     try:
         profile = load_profile(profile_name, overrides)
-    except TildekitError as exc:
+    except (TildekitError, ProfileError) as exc:
         raise SystemExit(f"--set: {exc}") from None
     return {"profile": profile_name, "rave_configs": list(PAIRS[profile_name]),
             "sample_rate": profile.model.sample_rate, "window": training_window(profile),
@@ -525,6 +525,7 @@ def main() -> None:
     steps = parse_steps((QUICK_STEPS if args.quick else STEPS) + (args.steps or []), profiles)
     batch = args.batch or (QUICK_BATCH if args.quick else None)
     python = rave_python(args.rave_venv) if "rave" in systems else None
+    pairs = {name: settings(name, steps[name], batch, args.overrides) for name in profiles}  # --set checked first
 
     began = time.perf_counter()
     work = args.work.resolve()
@@ -533,7 +534,7 @@ def main() -> None:
     manifest = json.loads((corpus / "manifest.json").read_text())
     rows = []
     for name in profiles:
-        pair = settings(name, steps[name], batch, args.overrides)
+        pair = pairs[name]
         if python is not None:
             try:
                 pair["window"] = rave_window(python, pair, work)
