@@ -11,7 +11,8 @@ One run, on the real-audio corpus (``benchmarks/corpus.py``):
 1. ``tildekit preprocess`` of the train split and ``tildekit train`` of the profile for
    ``--phase1-steps`` steps (phase 1: the representation; the profile's own phase boundary is
    far later); a finished phase-1 run of the same profile, batch and steps already in
-   ``WORK/runs/phase-1`` (from an earlier call) is reused, not trained again;
+   ``WORK/runs/phase-1`` (from an earlier call) is reused, not trained again (whatever code
+   trained it: after a change to the model, delete that folder);
 2. the run dir copied into two branches, each continued for ``--more-steps`` steps from that same
    checkpoint, side by side (one process per branch, ``--threads`` each, so both train under the
    same load):
