@@ -33,9 +33,12 @@ sub-band STFT distance, whose largest frame (2048) needs more than 1024 samples 
 `causal` (65536; ``v2`` + ``causal``: about 51500) to 131072.
 
 Training speed is the time of the optimisation steps alone for both systems (tildekit's
-``speed`` line; a callback around RAVE's ``training_step``), one thread each (``--threads``),
-the two systems run one after the other on the same machine; wall time is the whole training
-command (start-up, data loading, validation, checkpoints). Each command runs under ``nice``.
+``speed`` line; a callback around RAVE's ``training_step``), one thread each (``--threads``);
+wall time is the whole training command (start-up, data loading, validation, checkpoints). Each
+command runs under ``nice``. By default the two systems train one after the other, so a busy
+machine can load one more than the other; with ``--side-by-side`` they train at the same time
+(give each a core: ``--threads 1`` on two cores), so both see the same load. The system that
+finishes first then leaves the other alone for its last steps, which favours the slower one.
 
 RAVE on a CPU (what the benchmark does so that RAVE 2.3.1's trainer runs here; nothing in RAVE is
 edited, the fixes are flags, an environment, or wrappers applied by ``rave-train`` below):
@@ -69,6 +72,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -401,6 +405,24 @@ def rave_train_entry(argv: list[str]) -> None:
     app.run(rave_train.main)
 
 
+def train_system(result: dict, pair: dict, corpus: Path, work: Path, threads: int, overrides: list[str],
+                 python: Path | None) -> None:
+    """Train and export ``result["system"]``'s model of ``pair``; a failure lands in ``result["error"]``."""
+    from tildekit.errors import TildekitError
+
+    system = result["system"]
+    print(f"{system} {pair['profile']}: {pair['steps']} steps, batch {pair['batch']}, window {pair['window']}, "
+          f"{pair['sample_rate']} Hz ...", flush=True)
+    try:
+        if system == "tildekit":
+            train_tildekit(pair, corpus, work, threads, overrides, result)
+        else:
+            assert python is not None, "RAVE's python is checked before any training"
+            train_rave(pair, corpus, work, threads, python, result)
+    except (StageFailed, TildekitError) as exc:
+        result["error"] = str(exc)
+
+
 # ----------------------------------------------------------------------------- evaluation
 
 
@@ -507,6 +529,9 @@ def main() -> None:
                         help="override a field of every tildekit profile, as `tildekit train --set` (repeatable; "
                              "recorded in the table's title)")
     parser.add_argument("--systems", default="tildekit,rave", help="tildekit, rave or both [default: both]")
+    parser.add_argument("--side-by-side", action="store_true",
+                        help="train the two systems of a profile at the same time (one core each): their "
+                             "steps/s are then taken under the same load")
     parser.add_argument("--corpus", type=Path, help="an existing corpus folder (benchmarks/corpus.py)")
     parser.add_argument("--seed", type=int, default=0, help="corpus seed [default: 0]")
     parser.add_argument("--rave-venv", type=Path, default=DEFAULT_RAVE_VENV,
@@ -540,22 +565,31 @@ def main() -> None:
                 pair["window"] = rave_window(python, pair, work)
             except StageFailed as exc:  # RAVE's row will say what fails; tildekit keeps the profile's window
                 print(f"  could not measure RAVE's receptive field: {exc}", flush=True)
+        results = {system: {"system": system, **pair, "steps_per_second": None, "train_wall_seconds": None,
+                            "figures": {}, "references": None, "delay": None, "error": None}
+                   for system in systems}
+
+        if args.side_by_side:
+            trainings = [threading.Thread(target=train_system, args=(results[system], pair, corpus, work, args.threads,
+                                                                     args.overrides, python))
+                         for system in systems]
+            for training in trainings:
+                training.start()
+            for training in trainings:
+                training.join()
         for system in systems:
-            print(f"{system} {name}: {pair['steps']} steps, batch {pair['batch']}, window {pair['window']}, "
-                  f"{pair['sample_rate']} Hz ...", flush=True)
-            result = {"system": system, **pair, "steps_per_second": None, "train_wall_seconds": None,
-                      "figures": {}, "references": None, "delay": None, "error": None}
+            result = results[system]
+            if not args.side_by_side:
+                train_system(result, pair, corpus, work, args.threads, args.overrides, python)
             try:
-                if system == "tildekit":
-                    train_tildekit(pair, corpus, work, args.threads, args.overrides, result)
-                else:
-                    train_rave(pair, corpus, work, args.threads, python, result)
-                result.update(evaluate_export(result, pair, corpus, work))
+                if result["error"] is None:
+                    result.update(evaluate_export(result, pair, corpus, work))
             except (StageFailed, TildekitError) as exc:
                 result["error"] = str(exc)
-                print(f"  FAILED: {exc}", flush=True)
+            if result["error"] is not None:
+                print(f"  {system} {name} FAILED: {result['error']}", flush=True)
             else:
-                print(f"  {result['steps_per_second'] or 0:.3f} steps/s, trained in "
+                print(f"  {system} {name}: {result['steps_per_second'] or 0:.3f} steps/s, trained in "
                       f"{result['train_wall_seconds']:.0f} s; "
                       + ", ".join(f"{h} {_cell(result['figures'].get(f))}" for h, f in zip(FIGURE_HEADS, FIGURES)),
                       flush=True)
@@ -568,7 +602,8 @@ def main() -> None:
     test = [f for f in manifest["files"] if f["split"] == "test"]
     result = {"format": RESULT_FORMAT, "quick": args.quick, "corpus": str(corpus), "test_files": len(test),
               "test_seconds": sum(f["seconds"] for f in test), "threads": args.threads,
-              "rave_version": rave_version, "tildekit_overrides": args.overrides, "date": time.strftime("%Y-%m-%d"),
+              "rave_version": rave_version, "tildekit_overrides": args.overrides,
+              "side_by_side": args.side_by_side, "date": time.strftime("%Y-%m-%d"),
               "host": os.uname().nodename,
               "wall_seconds": time.perf_counter() - began, "rows": rows}
     result["table"] = table(rows, args.quick, args.overrides)

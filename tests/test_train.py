@@ -28,7 +28,14 @@ from tildekit.models.discriminator import (
     split_real_fake,
 )
 from tildekit.models.latent_stats import LatentStats, stats_from_latents
-from tildekit.models.losses import MultiScaleSTFTDistance, kl_divergence, kl_weight
+from tildekit.models.losses import (
+    MEL_SCALES,
+    MultiScaleMelDistance,
+    MultiScaleSTFTDistance,
+    ReconstructionLoss,
+    kl_divergence,
+    kl_weight,
+)
 from tildekit.models.preprocess import preprocess
 from tildekit.models.run import RunDir, read_metrics, read_profile
 from tildekit.models.trainer import train
@@ -72,6 +79,32 @@ def test_spectral_distance_is_zero_for_identical_signals_and_grows_with_error() 
     badly = float(distance(x, x + 0.3 * torch.randn_like(x)))
     assert 0.0 < slightly < badly
     assert torch.isfinite(distance(torch.zeros_like(x), torch.zeros_like(x)))  # silence
+
+
+@pytest.mark.parametrize("rate", [16000, 48000])
+def test_mel_distance_is_auralosss_log_mel_term(rate: int) -> None:
+    """The mel distance computes auraloss's STFTLoss(scale="mel") log-magnitude term, scale by
+    scale, and ReconstructionLoss's shared spectrograms give the terms their own forward gives."""
+    import auraloss
+
+    torch.manual_seed(0)
+    x = torch.from_numpy(synthetic.chirp(200.0, 4000.0, 0.5, rate)).reshape(1, 1, -1).repeat(2, 1, 1)
+    x[0, 0, : rate // 10] = 0.0  # digital silence: the magnitude floor counts
+    y = (x + 0.05 * torch.randn_like(x)).requires_grad_()
+    mel = MultiScaleMelDistance(rate, 2048)
+    ours = mel(x, y)
+    reference = torch.stack([
+        auraloss.freq.STFTLoss(fft_size=n, hop_size=n // 4, win_length=n, sample_rate=rate, scale="mel",
+                               n_bins=dict(MEL_SCALES)[n], w_sc=0.0, w_log_mag=1.0, w_lin_mag=0.0,
+                               eps=1e-10)(y, x)
+        for n in mel.scales]).mean()
+    assert float(ours) == pytest.approx(float(reference), rel=1e-5)
+    (grad,) = torch.autograd.grad(ours, y)
+    (expected,) = torch.autograd.grad(reference, y)
+    assert float((grad - expected).norm() / expected.norm()) < 1e-4
+    terms = ReconstructionLoss([2048, 512, 128], rate, 4, 1.0, 1.0)(x, y, None, None)
+    assert float(terms["mel"]) == pytest.approx(float(ours), rel=1e-6)
+    assert float(terms["fullband"]) == pytest.approx(float(MultiScaleSTFTDistance([2048, 512, 128])(x, y)), rel=1e-6)
 
 
 def test_kl_is_zero_for_the_prior_and_weight_warms_up() -> None:
