@@ -11,7 +11,9 @@ at the profile's rate), one after the other in this process. Each run is played 
 it (the run dir's streaming model, buffers of 2048, aligned by its delay) on the held-out sounds
 of the test (``alternating_levels``: tones, and full-band noise bursts) and judged with the
 figures of ``tildekit eval``: loudness-envelope correlation and multi-scale log-STFT distance,
-next to the two references (the input low-passed at 4 kHz; silence). Prints one markdown table
+next to the two references (the input low-passed at 4 kHz; silence), and for the tones the eval's
+f0 error (cents; pyin on input and output): a model that plays a tone's loudness but not its
+pitch has a low loudness error and a large f0 error. Prints one markdown table
 (also ``WORK/generated_quality.md``). Needs only tildekit; not run in CI.
 
 A real-audio check of the same choice is ``benchmarks/quality.py`` on the corpus.
@@ -23,6 +25,7 @@ import argparse
 import shutil
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from tildekit.export.evaluate import SYSTEM_LABELS, open_model, play
@@ -43,27 +46,40 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
     return name, settings.split(",")
 
 
-def figures(run: Path, rate: int) -> dict[str, tuple[float | None, float]]:
-    """Per kind: (loudness correlation, log-STFT distance) of the run's streaming output."""
+def tone_f0_error(output: np.ndarray, rate: int) -> float | None:
+    """The eval's f0 error (cents) of ``output`` against the held-out tones (None: nothing voiced in both)."""
+    tones = alternating_levels("tones", rate)
+    error, _ = metrics.pitch_figures(metrics.pitch_track(tones, rate), metrics.pitch_track(output, rate))
+    return error
+
+
+def figures(run: Path, rate: int) -> tuple[dict[str, tuple[float | None, float]], float | None]:
+    """Per kind (loudness correlation, log-STFT distance) of the run's streaming output; the tones' f0 error."""
     model = open_model(run, BUFFER)
     result = {}
+    f0_error = None
     for kind in KINDS:
         audio = alternating_levels(kind, rate)
         output = play(model, audio[None], BUFFER)[0]
         correlation, _ = metrics.loudness_figures(metrics.loudness_db(audio, rate), metrics.loudness_db(output, rate))
         result[kind] = (correlation, metrics.stft_distance(audio, output))
-    return result
+        if kind == "tones":
+            f0_error = tone_f0_error(output, rate)
+    return result, f0_error
 
 
-def references(rate: int) -> dict[str, dict[str, float]]:
-    """Per reference of ``tildekit eval`` (its label -> per kind: log-STFT distance)."""
-    result: dict[str, dict[str, float]] = {}
+def references(rate: int) -> dict[str, tuple[dict[str, float], float | None]]:
+    """Per reference of ``tildekit eval``: its label -> (per kind: log-STFT distance; the tones' f0 error)."""
+    held_out = {kind: alternating_levels(kind, rate) for kind in KINDS}
+    result = {}
     for name, make in metrics.REFERENCES.items():
-        result[SYSTEM_LABELS[name]] = {}
-        for kind in KINDS:
-            audio = alternating_levels(kind, rate)
-            result[SYSTEM_LABELS[name]][kind] = metrics.stft_distance(audio, make(audio, rate))
+        distances = {kind: metrics.stft_distance(audio, make(audio, rate)) for kind, audio in held_out.items()}
+        result[SYSTEM_LABELS[name]] = (distances, tone_f0_error(make(held_out["tones"], rate), rate))
     return result
+
+
+def _cell(value: float | None, digits: int) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
 
 
 def main() -> None:
@@ -83,7 +99,8 @@ def main() -> None:
     if not data.exists():
         write_example_folder(audio, seconds=90.0, sample_rate=rate, seed=0)
         preprocess(audio, data, sample_rate=rate, channels=1, min_samples=training_window(first), progress=False)
-    heads = ["row", "settings", *[f"{k} loudness corr" for k in KINDS], *[f"{k} log-STFT" for k in KINDS]]
+    heads = ["row", "settings", *[f"{k} loudness corr" for k in KINDS], *[f"{k} log-STFT" for k in KINDS],
+             "tones f0 cents"]
     lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for name, settings in rows:
         profile = load_profile(args.profile, settings)
@@ -94,12 +111,12 @@ def main() -> None:
         torch.manual_seed(0)
         print(f"{name}: {args.steps} steps of {args.profile} {' '.join(settings)} ...", flush=True)
         train(data, run, profile, steps=args.steps, progress=False)
-        found = figures(run, rate)
-        cells = [f"{found[k][0]:.3f}" if found[k][0] is not None else "n/a" for k in KINDS]
-        cells += [f"{found[k][1]:.3f}" for k in KINDS]
+        found, f0_error = figures(run, rate)
+        cells = [_cell(found[k][0], 3) for k in KINDS] + [f"{found[k][1]:.3f}" for k in KINDS] + [_cell(f0_error, 1)]
         lines.append(f"| {name} | {', '.join(settings) or '-'} | " + " | ".join(cells) + " |")
-    for label, distances in references(rate).items():
-        lines.append(f"| {label} | | | | " + " | ".join(f"{distances[k]:.3f}" for k in KINDS) + " |")
+    for label, (distances, f0_error) in references(rate).items():
+        lines.append(f"| {label} | | | | " + " | ".join(f"{distances[k]:.3f}" for k in KINDS)
+                     + f" | {_cell(f0_error, 1)} |")
     table = "\n".join([f"`{args.profile}`, {args.steps} steps, generated audio ({rate} Hz), "
                        f"{args.threads} thread(s)", "", *lines])
     (args.work / "generated_quality.md").write_text(table + "\n", encoding="utf-8")

@@ -28,12 +28,12 @@ from tildekit.models.ddsp import control_stats
 from tildekit.models.ddsp.model import DDSP, analysis_latency, build_ddsp
 from tildekit.models.run import PLOTS_DIR, read_metrics
 from tildekit.models.trainer import (
-    ADAM_BETAS,
     STATS_WINDOWS,
     Processes,
     Trainer,
     _seed_everything,
     _spread,
+    adam,
     write_plots,
 )
 
@@ -104,7 +104,7 @@ class DDSPTrainer(Trainer):
         _seed_everything(cfg.seed)
         self.model = build_ddsp(profile.model, streaming=False).to(device).train()
         self.loss = DDSPLoss(cfg.stft_scales, alignment(self.model)).to(device)
-        self.gen_opt = torch.optim.Adam(self.model.parameters(), cfg.learning_rate, betas=ADAM_BETAS)
+        self.gen_opt = adam(self.model.parameters(), cfg.learning_rate, device)
         self.step = 0
         if checkpoint is not None:
             self._load(checkpoint)

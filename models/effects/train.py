@@ -38,9 +38,17 @@ from tildekit.models.run import (
     read_profile,
     write_checkpoint,
 )
-from tildekit.models.trainer import TrainSummary, _truncate_metrics, restore_rng_state, rng_state, write_plots
+from tildekit.models.trainer import (
+    TrainSummary,
+    _truncate_metrics,
+    adam,
+    restore_rng_state,
+    rng_state,
+    write_plots,
+)
 
 VALIDATION_SEGMENTS = 16
+TORCH_ADAM_BETAS = (0.9, 0.999)  # torch's defaults: effect models train with them
 # Floor of the squared STFT magnitudes in the training loss (auraloss's default is 1e-8): bins
 # below 1e-3 in magnitude (a sine near -100 dBFS) count as silence, so the log-magnitude term
 # does not chase leakage 80 dB down in the pauses (docs/effects.md). The evaluation keeps 1e-8.
@@ -121,7 +129,7 @@ class EffectTrainer:
         torch.manual_seed(cfg.seed)
         self.model = build_effect_model(model_cfg, pairs.knobs, streaming=False).train()
         self.loss = EffectLoss(cfg.stft_scales, cfg.stft_weight, cfg.esr_weight)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), cfg.learning_rate)
+        self.optimizer = adam(self.model.parameters(), cfg.learning_rate, torch.device("cpu"), betas=TORCH_ADAM_BETAS)
         self.step = 0
         if checkpoint is not None:
             try:
