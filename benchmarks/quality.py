@@ -129,7 +129,7 @@ def tildekit_command(*args: str) -> list[str]:
 
 def training_speed(text: str) -> float | None:
     """steps/s from `tildekit train`'s ``speed`` line (optimisation steps only), or None."""
-    found = re.search(r"speed: ([0-9.]+) steps/s", text)
+    found = re.search(r"speed: ([0-9.]+(?:e[-+]?[0-9]+)?) steps/s", text)
     return float(found.group(1)) if found else None
 
 

@@ -260,7 +260,7 @@ class TrainSummary:
         lines = [f"run '{self.run_dir}' ({self.profile}): step {self.start_step} -> {self.step}, "
                  f"phase {self.phase}, {self.device} x {self.processes}"]
         if self.steps_per_second:
-            lines.append(f"speed: {self.steps_per_second:.2f} steps/s")
+            lines.append(f"speed: {self.steps_per_second:.3g} steps/s")
         if self.losses:
             lines.append("losses: " + ", ".join(f"{k} {v:.4g}" for k, v in self.losses.items()))
         if self.validation_distance is not None:
